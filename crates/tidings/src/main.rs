@@ -1,0 +1,54 @@
+//! `tidings`: serve the hub, publish, listen and load-test, from one binary.
+//!
+//! Each subcommand lives in its own module; this file only parses the command line,
+//! installs the log subscriber and turns an error into one line for a person.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod listen;
+
+/// Tidings: a Server-Sent Events hub (Mercure protocol), client and toolkit.
+#[derive(Debug, Parser)]
+#[command(name = "tidings", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Connect to an SSE stream and print its events (a curl for SSE).
+    Listen(listen::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("tidings: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Listen(args) => listen::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("tidings: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
