@@ -1,0 +1,1 @@
+//! Authorization: JWTs, the Mercure claims, and where a request carries its token.

@@ -1,0 +1,1 @@
+//! History: the log of updates that subscribers resume from.

@@ -1,0 +1,1 @@
+//! Topic selectors: `*`, exact topics and RFC 6570 URI templates.

@@ -1,0 +1,1 @@
+//! Integration tests of the hub over real sockets.
