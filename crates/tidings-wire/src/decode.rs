@@ -136,10 +136,16 @@ impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::LineTooLong { limit } => {
-                write!(f, "event-stream line longer than the limit of {limit} bytes")
+                write!(
+                    f,
+                    "event-stream line longer than the limit of {limit} bytes"
+                )
             }
             Self::EventTooLarge { limit } => {
-                write!(f, "event-stream event larger than the limit of {limit} bytes")
+                write!(
+                    f,
+                    "event-stream event larger than the limit of {limit} bytes"
+                )
             }
         }
     }
@@ -525,7 +531,12 @@ impl Input {
 
 impl EventState {
     /// Interprets one line, `src[start..end]`, without its line ending.
-    fn line(&mut self, src: &Bytes, start: usize, end: usize) -> Result<Option<Frame>, DecodeError> {
+    fn line(
+        &mut self,
+        src: &Bytes,
+        start: usize,
+        end: usize,
+    ) -> Result<Option<Frame>, DecodeError> {
         let line = &src[start..end];
         if line.is_empty() {
             return Ok(self.dispatch().map(Frame::Event));
@@ -536,7 +547,11 @@ impl EventState {
                     return Ok(None);
                 }
                 let value_start = start + 1 + usize::from(line.get(1) == Some(&b' '));
-                return Ok(Some(Frame::Comment(Text::from_slice_lossy(src, value_start, end))));
+                return Ok(Some(Frame::Comment(Text::from_slice_lossy(
+                    src,
+                    value_start,
+                    end,
+                ))));
             }
             Some(colon) => {
                 let after = start + colon + 1;
@@ -570,7 +585,9 @@ impl EventState {
         self.data_len += len + 1;
         if self.data_len > self.max_event_size {
             self.clear_event();
-            return Err(DecodeError::EventTooLarge { limit: self.max_event_size });
+            return Err(DecodeError::EventTooLarge {
+                limit: self.max_event_size,
+            });
         }
         match self.data_lines {
             0 => self.data_first = src.slice(start..end),
@@ -614,7 +631,11 @@ impl EventState {
             Some(t) if !t.is_empty() => t,
             _ => DEFAULT_EVENT_TYPE,
         };
-        Some(Event { event_type, data, id: self.last_event_id.clone() })
+        Some(Event {
+            event_type,
+            data,
+            id: self.last_event_id.clone(),
+        })
     }
 
     fn clear_event(&mut self) {
@@ -652,7 +673,10 @@ mod tests {
     fn retry_parsing() {
         assert_eq!(parse_retry(b"0"), Some(Duration::ZERO));
         assert_eq!(parse_retry(b"1234"), Some(Duration::from_millis(1234)));
-        assert_eq!(parse_retry(b"99999999999999999999999"), Some(Duration::from_millis(u64::MAX)));
+        assert_eq!(
+            parse_retry(b"99999999999999999999999"),
+            Some(Duration::from_millis(u64::MAX))
+        );
         for bad in [&b""[..], b"+5", b" 5", b"5ms", b"-1", b"1.5", b"\xd9\xa3"] {
             assert_eq!(parse_retry(bad), None, "{bad:?}");
         }
@@ -663,14 +687,19 @@ mod tests {
         let chunk = Bytes::from_static(b"data: zero-copy\n\n");
         let mut d = Decoder::new();
         d.feed(chunk.clone());
-        let Some(Frame::Event(e)) = d.next_frame().unwrap() else { panic!() };
+        let Some(Frame::Event(e)) = d.next_frame().unwrap() else {
+            panic!()
+        };
         assert_eq!(e.data.as_bytes().as_ptr(), chunk[6..].as_ptr());
     }
 
     #[test]
     fn space_after_colon_at_line_end_is_not_read_past() {
         assert_eq!(frames(b"data:\n\n"), [Frame::Event(Event::new(""))]);
-        assert_eq!(frames(b"data:\ndata:x\n\n"), [Frame::Event(Event::new("\nx"))]);
+        assert_eq!(
+            frames(b"data:\ndata:x\n\n"),
+            [Frame::Event(Event::new("\nx"))]
+        );
     }
 
     #[test]

@@ -326,7 +326,10 @@ mod tests {
     #[test]
     fn line_breaks_of_every_kind_split_data() {
         let b = EventBuilder::new().data("a\rb\nc\r\nd\n\re").build();
-        assert_eq!(&b[..], b"data: a\ndata: b\ndata: c\ndata: d\ndata:\ndata: e\n\n");
+        assert_eq!(
+            &b[..],
+            b"data: a\ndata: b\ndata: c\ndata: d\ndata:\ndata: e\n\n"
+        );
     }
 
     #[test]
@@ -350,12 +353,20 @@ mod tests {
 
     #[test]
     fn retry_is_whole_milliseconds() {
-        let b = EventBuilder::new().retry(Duration::from_micros(2500)).build();
+        let b = EventBuilder::new()
+            .retry(Duration::from_micros(2500))
+            .build();
         assert_eq!(&b[..], b"retry: 2\n\n");
         let b = EventBuilder::new().retry(Duration::MAX).build();
         assert_eq!(&b[..], b"retry: 18446744073709551615\n\n");
-        assert_eq!(EventBuilder::new().retry(Duration::MAX).encoded_len(), b.len());
-        assert_eq!(EventBuilder::new().retry(Duration::ZERO).build(), &b"retry: 0\n\n"[..]);
+        assert_eq!(
+            EventBuilder::new().retry(Duration::MAX).encoded_len(),
+            b.len()
+        );
+        assert_eq!(
+            EventBuilder::new().retry(Duration::ZERO).build(),
+            &b"retry: 0\n\n"[..]
+        );
     }
 
     #[test]
@@ -372,8 +383,14 @@ mod tests {
 
     #[test]
     fn try_paths_refuse_injection() {
-        assert_eq!(EventBuilder::new().try_event("a\rb").unwrap_err(), EncodeError::EventTypeLineBreak);
-        assert_eq!(EventBuilder::new().try_id("a\r\nb").unwrap_err(), EncodeError::IdLineBreak);
+        assert_eq!(
+            EventBuilder::new().try_event("a\rb").unwrap_err(),
+            EncodeError::EventTypeLineBreak
+        );
+        assert_eq!(
+            EventBuilder::new().try_id("a\r\nb").unwrap_err(),
+            EncodeError::IdLineBreak
+        );
         assert!(EventBuilder::new().try_id("urn:uuid:x").is_ok());
     }
 }
