@@ -222,6 +222,7 @@ impl DecoderBuilder {
                 data_lines: 0,
                 data_len: 0,
                 event_type: None,
+                last_type: Text::new(),
                 id_buffer: self.last_event_id.clone(),
                 last_event_id: self.last_event_id,
                 retry: None,
@@ -300,6 +301,9 @@ struct EventState {
     /// Bytes of data so far, counting the LF after each line.
     data_len: usize,
     event_type: Option<Text>,
+    /// The last event type seen: streams repeat a few types, and reusing the text saves
+    /// validating and slicing it again.
+    last_type: Text,
     id_buffer: Text,
     last_event_id: Text,
     retry: Option<Duration>,
@@ -541,42 +545,36 @@ impl EventState {
         if line.is_empty() {
             return Ok(self.dispatch().map(Frame::Event));
         }
-        let (name, value_start) = match memchr::memchr(b':', line) {
-            Some(0) => {
-                if !self.comments {
-                    return Ok(None);
-                }
-                let value_start = start + 1 + usize::from(line.get(1) == Some(&b' '));
-                return Ok(Some(Frame::Comment(Text::from_slice_lossy(
-                    src,
-                    value_start,
-                    end,
-                ))));
-            }
-            Some(colon) => {
-                let after = start + colon + 1;
-                let value_start = after + usize::from(src.get(after) == Some(&b' ') && after < end);
-                (&line[..colon], value_start)
-            }
-            None => (line, end),
-        };
-        match name {
-            b"data" => self.data(src, value_start, end).map(|()| None),
-            b"event" => {
-                self.event_type = Some(Text::from_slice_lossy(src, value_start, end));
+        let (field, value) = split_field(line);
+        let value_start = start + value;
+        match field {
+            Field::Data => self.data(src, value_start, end).map(|()| None),
+            Field::Event => {
+                self.event_type = Some(if self.last_type.as_bytes()[..] == src[value_start..end] {
+                    self.last_type.clone()
+                } else {
+                    let t = Text::from_slice_lossy(src, value_start, end);
+                    self.last_type = t.clone();
+                    t
+                });
                 Ok(None)
             }
-            b"id" => {
+            Field::Id => {
                 if memchr::memchr(0, &src[value_start..end]).is_none() {
                     self.id_buffer = Text::from_slice_lossy(src, value_start, end);
                 }
                 Ok(None)
             }
-            b"retry" => Ok(parse_retry(&src[value_start..end]).map(|retry| {
+            Field::Retry => Ok(parse_retry(&src[value_start..end]).map(|retry| {
                 self.retry = Some(retry);
                 Frame::Retry(retry)
             })),
-            _ => Ok(None),
+            Field::Comment if self.comments => Ok(Some(Frame::Comment(Text::from_slice_lossy(
+                src,
+                value_start,
+                end,
+            )))),
+            Field::Comment | Field::Unknown => Ok(None),
         }
     }
 
@@ -647,6 +645,53 @@ impl EventState {
     }
 }
 
+/// What a line is, by its field name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Data,
+    Event,
+    Id,
+    Retry,
+    Comment,
+    Unknown,
+}
+
+/// Splits a non-empty line into its field and the offset of its value: after the first
+/// colon and one space, or the end of the line when it has no colon.
+#[inline]
+fn split_field(line: &[u8]) -> (Field, usize) {
+    // The names servers send, checked as prefixes before a general search for the colon:
+    // most lines are one of these, and a fixed-length compare costs less than a search.
+    let (field, colon) = if line.starts_with(b"data:") {
+        (Field::Data, 4)
+    } else if line.starts_with(b"id:") {
+        (Field::Id, 2)
+    } else if line.starts_with(b"event:") {
+        (Field::Event, 5)
+    } else if line[0] == b':' {
+        (Field::Comment, 0)
+    } else if line.starts_with(b"retry:") {
+        (Field::Retry, 5)
+    } else {
+        match memchr::memchr(b':', line) {
+            Some(colon) => (field_named(&line[..colon]), colon),
+            None => return (field_named(line), line.len()),
+        }
+    };
+    let value = colon + 1 + usize::from(line.get(colon + 1) == Some(&b' '));
+    (field, value)
+}
+
+fn field_named(name: &[u8]) -> Field {
+    match name {
+        b"data" => Field::Data,
+        b"event" => Field::Event,
+        b"id" => Field::Id,
+        b"retry" => Field::Retry,
+        _ => Field::Unknown,
+    }
+}
+
 /// A `retry:` value: one or more ASCII digits, nothing else. Saturates rather than
 /// overflowing.
 fn parse_retry(value: &[u8]) -> Option<Duration> {
@@ -667,6 +712,21 @@ mod tests {
         let mut d = Decoder::builder().comments(true).build();
         d.feed_slice(input);
         std::iter::from_fn(|| d.next_frame().unwrap()).collect()
+    }
+
+    #[test]
+    fn field_splitting() {
+        assert_eq!(split_field(b"data: x"), (Field::Data, 6));
+        assert_eq!(split_field(b"data:x"), (Field::Data, 5));
+        assert_eq!(split_field(b"data"), (Field::Data, 4));
+        assert_eq!(split_field(b"data "), (Field::Unknown, 5));
+        assert_eq!(split_field(b"dat: x"), (Field::Unknown, 5));
+        assert_eq!(split_field(b"id:"), (Field::Id, 3));
+        assert_eq!(split_field(b"event:  t"), (Field::Event, 7));
+        assert_eq!(split_field(b"retry"), (Field::Retry, 5));
+        assert_eq!(split_field(b": c"), (Field::Comment, 2));
+        assert_eq!(split_field(b":"), (Field::Comment, 1));
+        assert_eq!(split_field(b"x:y:z"), (Field::Unknown, 2));
     }
 
     #[test]

@@ -214,9 +214,20 @@ impl<'a> EventBuilder<'a> {
         len
     }
 
+    /// The encoded length if data and comment are one line each: what
+    /// [`build`](Self::build) reserves, so the data is scanned for line breaks only once
+    /// (a multi-line value grows the buffer instead).
+    fn size_hint(&self) -> usize {
+        1 + self.comment.map_or(0, |c| field_len(b"", c.len()))
+            + self.event.map_or(0, |e| field_len(b"event", e.len()))
+            + self.id.map_or(0, |id| field_len(b"id", id.len()))
+            + self.retry.map_or(0, |_| b"retry: \n".len() + 20)
+            + self.data.map_or(0, |d| field_len(b"data", d.len()))
+    }
+
     /// Encodes the event.
     pub fn build(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.encoded_len());
+        let mut buf = BytesMut::with_capacity(self.size_hint());
         self.build_into(&mut buf);
         buf.freeze()
     }
@@ -230,7 +241,7 @@ impl<'a> EventBuilder<'a> {
     /// assert_eq!(&buf[..], b"data: 1\n\ndata: 2\n\n");
     /// ```
     pub fn build_into(&self, buf: &mut BytesMut) {
-        buf.reserve(self.encoded_len());
+        buf.reserve(self.size_hint());
         if let Some(c) = self.comment {
             put_multiline(buf, b"", c);
         }
