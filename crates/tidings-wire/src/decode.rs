@@ -217,13 +217,13 @@ impl DecoderBuilder {
         Decoder {
             input: Input::default(),
             event: EventState {
-                data_first: Bytes::new(),
+                data_first: Text::new(),
                 data_more: BytesMut::new(),
                 data_lines: 0,
                 data_len: 0,
                 event_type: None,
                 last_type: Text::new(),
-                id_buffer: self.last_event_id.clone(),
+                pending_id: None,
                 last_event_id: self.last_event_id,
                 retry: None,
                 comments: self.comments,
@@ -285,6 +285,8 @@ struct Input {
     /// The last line ended with a CR at the end of a chunk: an LF that opens the next
     /// chunk belongs to that line ending.
     skip_lf: bool,
+    /// The length of the last line that arrived in more than one chunk.
+    last_partial_len: usize,
     /// How many bytes of a leading BOM have been matched so far, or [`BOM_DECIDED`] once
     /// the stream's first bytes are known to be (and were dropped) or not to be a BOM.
     bom: u8,
@@ -293,8 +295,8 @@ struct Input {
 /// The buffers of the event being assembled, and what outlives events.
 #[derive(Debug)]
 struct EventState {
-    /// The first `data:` value, kept as a slice until a second one arrives.
-    data_first: Bytes,
+    /// The first `data:` value: the event's data as is, unless a second line arrives.
+    data_first: Text,
     /// The joined data once there are two or more `data:` lines.
     data_more: BytesMut,
     data_lines: usize,
@@ -304,7 +306,10 @@ struct EventState {
     /// The last event type seen: streams repeat a few types, and reusing the text saves
     /// validating and slicing it again.
     last_type: Text,
-    id_buffer: Text,
+    /// An `id:` value not yet committed by a blank line. The standard's "last event ID
+    /// buffer" is this when set, else `last_event_id`; keeping the two apart lets a
+    /// dispatch move the id instead of comparing and cloning it.
+    pending_id: Option<Text>,
     last_event_id: Text,
     retry: Option<Duration>,
     comments: bool,
@@ -437,7 +442,7 @@ impl Decoder {
         self.failed = None;
         let ev = &mut self.event;
         ev.clear_event();
-        ev.id_buffer = ev.last_event_id.clone();
+        ev.pending_id = None;
     }
 
     fn decode_next(&mut self) -> Result<Option<Frame>, DecodeError> {
@@ -472,6 +477,14 @@ impl Decoder {
                 if input.partial.len() + rest.len() > max_line {
                     return Err(DecodeError::LineTooLong { limit: max_line });
                 }
+                if input.partial.is_empty() {
+                    // Streams that send long lines tend to send lines of similar length:
+                    // sizing the buffer like the last one saves regrowing (and recopying)
+                    // it several times per line.
+                    input
+                        .partial
+                        .reserve(rest.len().max(input.last_partial_len));
+                }
                 input.partial.extend_from_slice(rest);
                 input.pos = input.cur.len();
                 continue;
@@ -500,6 +513,7 @@ impl Decoder {
                 }
                 input.partial.extend_from_slice(&input.cur[start..end]);
                 let line = input.partial.split().freeze();
+                input.last_partial_len = line.len();
                 let len = line.len();
                 self.event.line(&line, 0, len)?
             };
@@ -560,8 +574,8 @@ impl EventState {
                 Ok(None)
             }
             Field::Id => {
-                if memchr::memchr(0, &src[value_start..end]).is_none() {
-                    self.id_buffer = Text::from_slice_lossy(src, value_start, end);
+                if !src[value_start..end].contains(&0) {
+                    self.pending_id = Some(Text::from_slice_lossy(src, value_start, end));
                 }
                 Ok(None)
             }
@@ -588,16 +602,16 @@ impl EventState {
             });
         }
         match self.data_lines {
-            0 => self.data_first = src.slice(start..end),
+            0 => self.data_first = Text::from_slice_lossy(src, start, end),
             1 => {
-                let first = std::mem::take(&mut self.data_first);
-                self.data_more.reserve(first.len() + 1 + len);
+                let first = std::mem::take(&mut self.data_first).into_bytes();
+                self.reserve_data(first.len() + 1 + len);
                 self.data_more.extend_from_slice(&first);
                 self.data_more.put_u8(b'\n');
                 self.data_more.extend_from_slice(&src[start..end]);
             }
             _ => {
-                self.data_more.reserve(1 + len);
+                self.reserve_data(1 + len);
                 self.data_more.put_u8(b'\n');
                 self.data_more.extend_from_slice(&src[start..end]);
             }
@@ -606,22 +620,30 @@ impl EventState {
         Ok(())
     }
 
+    /// Makes room for `additional` bytes of joined data, growing by at least 8 KiB at a
+    /// time: the buffer is split (not taken) at each dispatch, so its spare capacity serves
+    /// the next events and most multi-line events allocate nothing.
+    fn reserve_data(&mut self, additional: usize) {
+        if self.data_more.capacity() - self.data_more.len() < additional {
+            self.data_more.reserve(additional.max(8 << 10));
+        }
+    }
+
     /// The blank line: commit the id, and emit the event if it has data.
     fn dispatch(&mut self) -> Option<Event> {
-        if self.last_event_id.as_bytes() != self.id_buffer.as_bytes() {
-            self.last_event_id = self.id_buffer.clone();
+        if let Some(id) = self.pending_id.take() {
+            self.last_event_id = id;
         }
         let data = match self.data_lines {
             0 => {
                 self.event_type = None;
                 return None;
             }
-            1 => {
-                let first = std::mem::take(&mut self.data_first);
-                let len = first.len();
-                Text::from_slice_lossy(&first, 0, len)
+            1 => std::mem::take(&mut self.data_first),
+            _ => {
+                let joined = self.data_more.split().freeze();
+                Text::from_slice_lossy(&joined, 0, joined.len())
             }
-            _ => Text::from_vec_lossy(Vec::from(std::mem::take(&mut self.data_more))),
         };
         self.data_lines = 0;
         self.data_len = 0;
@@ -637,7 +659,7 @@ impl EventState {
     }
 
     fn clear_event(&mut self) {
-        self.data_first = Bytes::new();
+        self.data_first = Text::new();
         self.data_more.clear();
         self.data_lines = 0;
         self.data_len = 0;

@@ -98,16 +98,6 @@ impl Text {
             )),
         }
     }
-
-    /// Converts an owned buffer to text, validating it once.
-    pub(crate) fn from_vec_lossy(vec: Vec<u8>) -> Self {
-        match String::from_utf8(vec) {
-            Ok(s) => Self(ByteString::from(s)),
-            Err(e) => Self(ByteString::from(
-                String::from_utf8_lossy(e.as_bytes()).into_owned(),
-            )),
-        }
-    }
 }
 
 impl Deref for Text {
@@ -225,11 +215,5 @@ mod tests {
         let t = Text::from_slice_lossy(&src, 6, 11);
         assert_eq!(t, "hello");
         assert_eq!(t.as_bytes().as_ptr(), src[6..].as_ptr());
-    }
-
-    #[test]
-    fn vec_lossy() {
-        assert_eq!(Text::from_vec_lossy(b"a\xc3".to_vec()), "a\u{FFFD}");
-        assert_eq!(Text::from_vec_lossy("é".as_bytes().to_vec()), "é");
     }
 }
