@@ -1,0 +1,352 @@
+//! [`EventSourceBuilder`]: everything about a source that is set before it connects.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::{SeedableRng, rngs::SmallRng};
+use reqwest::header::{ACCEPT, CACHE_CONTROL, HeaderMap, HeaderName, HeaderValue};
+use tidings_wire::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_LEN, Decoder, Text};
+
+use crate::{
+    Backoff, BuildError, EventSource, TransportError,
+    event_source::Request,
+    reconnect::{Policy, Reconnect},
+};
+
+/// The reconnection time before a server sets one with `retry:`.
+pub const DEFAULT_RECONNECTION_TIME: Duration = Duration::from_secs(3);
+
+/// Configures an [`EventSource`]. Made by [`EventSource::builder`].
+///
+/// Nothing is checked or connected until [`build`](Self::build), which reports every
+/// invalid setting as a [`BuildError`]; the first request is sent when the stream is
+/// first polled.
+///
+/// ```
+/// use std::time::Duration;
+/// use tidings_client::{Backoff, EventSource, ReadyState};
+///
+/// let source = EventSource::builder("https://llm.example/v1/chat")
+///     .method("POST")
+///     .header("Authorization", "Bearer abc")
+///     .header("Content-Type", "application/json")
+///     .body(r#"{"stream":true}"#)
+///     .reconnection_time(Duration::from_millis(500))
+///     .backoff(Backoff::exponential(Duration::from_secs(10)))
+///     .max_retries(5)
+///     .idle_timeout(Duration::from_secs(45))
+///     .max_event_size(1 << 20)
+///     .last_event_id("42")
+///     .build()?;
+/// assert_eq!(source.ready_state(), ReadyState::Connecting);
+/// assert_eq!(source.last_event_id(), "42");
+/// # Ok::<(), tidings_client::BuildError>(())
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct EventSourceBuilder {
+    url: String,
+    method: String,
+    headers: Vec<(String, String)>,
+    body: Option<Bytes>,
+    reconnection_time: Duration,
+    backoff: Backoff,
+    max_retries: Option<u32>,
+    idle_timeout: Option<Duration>,
+    max_line_len: usize,
+    max_event_size: usize,
+    comments: bool,
+    last_event_id: String,
+    client: Option<reqwest::Client>,
+    jitter_seed: Option<u64>,
+}
+
+impl EventSourceBuilder {
+    pub(crate) fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            method: "GET".to_owned(),
+            headers: Vec::new(),
+            body: None,
+            reconnection_time: DEFAULT_RECONNECTION_TIME,
+            backoff: Backoff::default(),
+            max_retries: None,
+            idle_timeout: None,
+            max_line_len: DEFAULT_MAX_LINE_LEN,
+            max_event_size: DEFAULT_MAX_EVENT_SIZE,
+            comments: false,
+            last_event_id: String::new(),
+            client: None,
+            jitter_seed: None,
+        }
+    }
+
+    /// The HTTP method (default `GET`). Streams of LLM and MCP servers use `POST` with a
+    /// [`body`](Self::body). The same request, body included, is sent again at every
+    /// reconnection.
+    pub fn method(mut self, method: &str) -> Self {
+        method.clone_into(&mut self.method);
+        self
+    }
+
+    /// The request body, sent with every connection attempt. Set its `Content-Type` with
+    /// [`header`](Self::header).
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// Adds a request header (repeat the name to send it several times).
+    ///
+    /// `Accept: text/event-stream` and `Cache-Control: no-cache` are sent unless set
+    /// here. `Last-Event-ID` belongs to the source: set the initial one with
+    /// [`last_event_id`](Self::last_event_id).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The reconnection time until the server sets one with `retry:` (default
+    /// [`DEFAULT_RECONNECTION_TIME`], 3 s).
+    pub fn reconnection_time(mut self, time: Duration) -> Self {
+        self.reconnection_time = time;
+        self
+    }
+
+    /// How waits grow while connections keep failing (default [`Backoff::default`]).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Gives up after this many consecutive failed reconnections (default: never). The
+    /// count restarts when a connection opens. With `0`, the first failure ends the
+    /// stream.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = Some(retries);
+        self
+    }
+
+    /// Takes a connection for dead when nothing arrives for this long, not even a
+    /// comment, while waiting for the response or reading it (default: no timeout). Pick
+    /// a value above the server's keep-alive interval.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// The longest line accepted, in bytes (default 8 MiB).
+    pub fn max_line_len(mut self, bytes: usize) -> Self {
+        self.max_line_len = bytes;
+        self
+    }
+
+    /// The most data one event may carry, in bytes (default 16 MiB).
+    pub fn max_event_size(mut self, bytes: usize) -> Self {
+        self.max_event_size = bytes;
+        self
+    }
+
+    /// Whether comment lines are yielded as [`Event::Comment`](crate::Event::Comment)
+    /// (default: no).
+    pub fn comments(mut self, yes: bool) -> Self {
+        self.comments = yes;
+        self
+    }
+
+    /// The last event ID to resume from: sent as `Last-Event-ID` on the first request
+    /// (when not empty) and carried by events until the stream sets another.
+    pub fn last_event_id(mut self, id: &str) -> Self {
+        id.clone_into(&mut self.last_event_id);
+        self
+    }
+
+    /// The HTTP client to use, for its proxies, TLS roots, timeouts or redirect policy
+    /// (default: a client of its own, following up to 10 redirects). A client-wide
+    /// `timeout` would cut long streams; prefer [`idle_timeout`](Self::idle_timeout).
+    pub fn client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Seeds the generator of the backoff's jitter, to make the waits reproducible
+    /// (default: seeded from the operating system).
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
+        self
+    }
+
+    /// Checks the settings and makes the source. It connects when first polled.
+    ///
+    /// ```
+    /// use tidings_client::{BuildError, EventSource};
+    ///
+    /// let err = EventSource::builder("http://localhost/")
+    ///     .header("X-Token", "line\nbreak")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, BuildError::InvalidHeader { .. }));
+    /// ```
+    pub fn build(self) -> Result<EventSource, BuildError> {
+        let url = reqwest::Url::parse(&self.url).map_err(|err| BuildError::InvalidUrl {
+            url: self.url.clone(),
+            reason: err.to_string(),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(BuildError::UnsupportedScheme {
+                scheme: url.scheme().to_owned(),
+            });
+        }
+        let method = reqwest::Method::from_bytes(self.method.as_bytes()).map_err(|_| {
+            BuildError::InvalidMethod {
+                method: self.method.clone(),
+            }
+        })?;
+        let headers = request_headers(&self.headers)?;
+        check_last_event_id(&self.last_event_id)?;
+        let client = match self.client {
+            Some(client) => client,
+            None => reqwest::Client::builder()
+                .build()
+                .map_err(|err| BuildError::Client {
+                    source: TransportError::new(err),
+                })?,
+        };
+        let rng = match self.jitter_seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::from_os_rng(),
+        };
+        let policy = Policy {
+            reconnection_time: self.reconnection_time,
+            backoff: self.backoff,
+            max_retries: self.max_retries,
+            idle_timeout: self.idle_timeout,
+        };
+        let decoder = Decoder::builder()
+            .max_line_len(self.max_line_len)
+            .max_event_size(self.max_event_size)
+            .comments(self.comments)
+            .last_event_id(Text::from(self.last_event_id))
+            .build();
+        Ok(EventSource::new(
+            Request {
+                client,
+                method,
+                url,
+                headers,
+                body: self.body,
+            },
+            decoder,
+            Reconnect::new(policy, rng),
+        ))
+    }
+}
+
+/// The user's headers, then the protocol's unless the user set them.
+fn request_headers(pairs: &[(String, String)]) -> Result<HeaderMap, BuildError> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        let invalid = |reason| BuildError::InvalidHeader {
+            name: name.clone(),
+            reason,
+        };
+        let header_name =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid("not a valid name"))?;
+        if header_name == "last-event-id" {
+            return Err(invalid(
+                "the source sends Last-Event-ID itself; set the first one with `last_event_id`",
+            ));
+        }
+        let header_value = HeaderValue::from_str(value)
+            .map_err(|_| invalid("the value contains a line break or a control character"))?;
+        headers.append(header_name, header_value);
+    }
+    if !headers.contains_key(ACCEPT) {
+        headers.insert(ACCEPT, HeaderValue::from_static(tidings_wire::MIME_TYPE));
+    }
+    if !headers.contains_key(CACHE_CONTROL) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    Ok(headers)
+}
+
+fn check_last_event_id(id: &str) -> Result<(), BuildError> {
+    let invalid = |reason| BuildError::InvalidLastEventId {
+        id: id.to_owned(),
+        reason,
+    };
+    if tidings_wire::validate_id(id).is_err() {
+        return Err(invalid("an event ID cannot contain CR, LF or NUL"));
+    }
+    if HeaderValue::from_str(id).is_err() {
+        return Err(invalid("it cannot be sent in an HTTP header"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_headers_are_added_unless_set() {
+        let headers = request_headers(&[]).unwrap();
+        assert_eq!(headers[ACCEPT], "text/event-stream");
+        assert_eq!(headers[CACHE_CONTROL], "no-cache");
+        let headers =
+            request_headers(&[("accept".into(), "text/event-stream, */*".into())]).unwrap();
+        assert_eq!(headers[ACCEPT], "text/event-stream, */*");
+        assert_eq!(headers.get_all(ACCEPT).iter().count(), 1);
+    }
+
+    #[test]
+    fn repeated_headers_are_all_sent() {
+        let headers =
+            request_headers(&[("X-A".into(), "1".into()), ("x-a".into(), "2".into())]).unwrap();
+        let values: Vec<_> = headers.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_reason() {
+        let build = |b: EventSourceBuilder| b.build().unwrap_err();
+        let base = || EventSourceBuilder::new("http://127.0.0.1/");
+        assert!(matches!(
+            build(EventSourceBuilder::new("not a url")),
+            BuildError::InvalidUrl { .. }
+        ));
+        assert!(matches!(
+            build(EventSourceBuilder::new("ws://host/")),
+            BuildError::UnsupportedScheme { scheme } if scheme == "ws"
+        ));
+        assert!(matches!(
+            build(base().method("GE T")),
+            BuildError::InvalidMethod { .. }
+        ));
+        assert!(matches!(
+            build(base().header("bad name", "x")),
+            BuildError::InvalidHeader { .. }
+        ));
+        assert!(matches!(
+            build(base().header("Last-Event-ID", "1")),
+            BuildError::InvalidHeader { .. }
+        ));
+        assert!(matches!(
+            build(base().last_event_id("a\nb")),
+            BuildError::InvalidLastEventId { .. }
+        ));
+        assert!(matches!(
+            build(base().last_event_id("a\u{1}b")),
+            BuildError::InvalidLastEventId { .. }
+        ));
+    }
+
+    #[test]
+    fn a_utf8_last_event_id_is_accepted() {
+        let source = EventSourceBuilder::new("http://127.0.0.1/")
+            .last_event_id("é-7")
+            .build()
+            .unwrap();
+        assert_eq!(source.last_event_id(), "é-7");
+    }
+}

@@ -1,0 +1,520 @@
+//! [`EventSource`]: the stream, and the driver that runs the reconnect policy over reqwest.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU8, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use futures_util::{Stream, task::AtomicWaker};
+use rand::rngs::SmallRng;
+use reqwest::header::{HeaderMap, HeaderValue};
+use tidings_wire::{Decoder, Frame, Text};
+use tokio::time::{Instant, Sleep};
+
+use crate::{
+    Error, Event, EventSourceBuilder, MessageEvent, ReadyState, TransportError,
+    reconnect::{Decision, Reconnect, Wake},
+    response,
+};
+
+/// The request sent at every connection attempt.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) client: reqwest::Client,
+    pub(crate) method: reqwest::Method,
+    pub(crate) url: reqwest::Url,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Option<Bytes>,
+}
+
+type ResponseFuture = Pin<Box<dyn Future<Output = reqwest::Result<reqwest::Response>> + Send>>;
+type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// What the driver holds between polls.
+enum Connection {
+    /// No request in flight: before the first one, or waiting to reconnect.
+    None,
+    /// The request was sent; the response has not arrived.
+    Requesting(ResponseFuture),
+    /// The response is an event stream; its body is being read.
+    Reading(Body),
+    /// Closed for good; the stream has ended or ends at the next poll.
+    Closed,
+}
+
+/// What a [`CloseHandle`] shares with its source.
+#[derive(Debug)]
+struct Shared {
+    closed: AtomicBool,
+    state: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Shared {
+    fn ready_state(&self) -> ReadyState {
+        if self.closed.load(Ordering::Acquire) {
+            ReadyState::Closed
+        } else {
+            ReadyState::from_u8(self.state.load(Ordering::Acquire))
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// An EventSource: a connection to a `text/event-stream` that reconnects by itself, as
+/// the WHATWG HTML standard defines it, with the additions programs need (methods and
+/// bodies, headers, backoff, an idle timeout, limits).
+///
+/// It is a [`Stream`] of `Result<`[`Event`]`, `[`Error`]`>`. Errors that allow
+/// reconnecting are yielded and the stream goes on; a [terminal](Error::is_terminal)
+/// error is the last item. The first request is sent when the stream is first polled,
+/// inside a tokio runtime.
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use tidings_client::{Event, EventSource};
+/// use tokio::{io::{AsyncReadExt, AsyncWriteExt}, net::TcpListener};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A one-shot server that sends two events.
+/// let listener = TcpListener::bind("127.0.0.1:0").await?;
+/// let url = format!("http://{}/feed", listener.local_addr()?);
+/// tokio::spawn(async move {
+///     let (mut socket, _) = listener.accept().await?;
+///     let mut request = [0; 1024];
+///     let _ = socket.read(&mut request).await?;
+///     socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n\
+///                        id: 1\ndata: hello\n\nevent: bye\ndata: world\n\n").await?;
+///     std::io::Result::Ok(socket) // keeps the connection open
+/// });
+///
+/// let mut source = EventSource::get(&url)?;
+/// assert!(matches!(source.next().await, Some(Ok(Event::Open { .. }))));
+/// let Some(Ok(Event::Message(hello))) = source.next().await else { panic!() };
+/// assert_eq!((hello.event_type.as_str(), hello.data.as_str()), ("message", "hello"));
+/// let Some(Ok(Event::Message(bye))) = source.next().await else { panic!() };
+/// assert_eq!((bye.event_type.as_str(), bye.last_event_id.as_str()), ("bye", "1"));
+/// source.close();
+/// assert!(source.next().await.is_none());
+/// # Ok(()) }
+/// ```
+pub struct EventSource {
+    request: Request,
+    decoder: Decoder,
+    policy: Reconnect<SmallRng>,
+    connection: Connection,
+    /// The one timer: armed at the policy's deadline (a reconnection or an idle timeout).
+    /// Made at the first poll, where a runtime is known to exist.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The deadline the timer is armed for.
+    timer_deadline: Option<Instant>,
+    /// The URL and origin of the current response, shared by its events.
+    url: Text,
+    origin: Text,
+    shared: Arc<Shared>,
+}
+
+impl EventSource {
+    /// A builder for a source reading `url`.
+    ///
+    /// ```
+    /// let builder = tidings_client::EventSource::builder("https://example.com/events");
+    /// # drop(builder);
+    /// ```
+    pub fn builder(url: &str) -> EventSourceBuilder {
+        EventSourceBuilder::new(url)
+    }
+
+    /// A source that reads `url` with `GET` and the default settings.
+    ///
+    /// ```
+    /// let source = tidings_client::EventSource::get("https://example.com/events")?;
+    /// assert_eq!(source.url(), "https://example.com/events");
+    /// # Ok::<(), tidings_client::BuildError>(())
+    /// ```
+    pub fn get(url: &str) -> Result<Self, crate::BuildError> {
+        Self::builder(url).build()
+    }
+
+    pub(crate) fn new(request: Request, decoder: Decoder, policy: Reconnect<SmallRng>) -> Self {
+        let url = Text::from(request.url.as_str());
+        let origin = Text::from(request.url.origin().ascii_serialization());
+        Self {
+            request,
+            decoder,
+            policy,
+            connection: Connection::None,
+            timer: None,
+            timer_deadline: None,
+            url,
+            origin,
+            shared: Arc::new(Shared {
+                closed: AtomicBool::new(false),
+                state: AtomicU8::new(ReadyState::Connecting as u8),
+                waker: AtomicWaker::new(),
+            }),
+        }
+    }
+
+    /// The state: connecting (also while waiting to reconnect), open, or closed.
+    ///
+    /// ```
+    /// use tidings_client::{EventSource, ReadyState};
+    ///
+    /// let mut source = EventSource::get("http://127.0.0.1:1/")?;
+    /// assert_eq!(source.ready_state(), ReadyState::Connecting);
+    /// source.close();
+    /// assert_eq!(source.ready_state(), ReadyState::Closed);
+    /// # Ok::<(), tidings_client::BuildError>(())
+    /// ```
+    pub fn ready_state(&self) -> ReadyState {
+        self.shared.ready_state()
+    }
+
+    /// The last event ID: sent as `Last-Event-ID` when reconnecting (unless empty).
+    ///
+    /// ```
+    /// let source = tidings_client::EventSource::builder("http://127.0.0.1:1/")
+    ///     .last_event_id("7")
+    ///     .build()?;
+    /// assert_eq!(source.last_event_id(), "7");
+    /// # Ok::<(), tidings_client::BuildError>(())
+    /// ```
+    pub fn last_event_id(&self) -> Text {
+        self.decoder.last_event_id().clone()
+    }
+
+    /// The URL of the stream: the one given to the builder until a response arrives,
+    /// then the final URL of the last response (after redirects).
+    ///
+    /// ```
+    /// let source = tidings_client::EventSource::get("http://127.0.0.1:1/a?b")?;
+    /// assert_eq!(source.url(), "http://127.0.0.1:1/a?b");
+    /// # Ok::<(), tidings_client::BuildError>(())
+    /// ```
+    pub fn url(&self) -> &Text {
+        &self.url
+    }
+
+    /// Closes the source for good: the connection or the pending reconnection is
+    /// dropped now, the state is [`Closed`](ReadyState::Closed) and the stream ends.
+    ///
+    /// ```
+    /// let mut source = tidings_client::EventSource::get("http://127.0.0.1:1/")?;
+    /// source.close();
+    /// assert_eq!(source.ready_state(), tidings_client::ReadyState::Closed);
+    /// # Ok::<(), tidings_client::BuildError>(())
+    /// ```
+    pub fn close(&mut self) {
+        self.shared.close();
+        self.shut_down();
+    }
+
+    /// A handle that closes this source from elsewhere (another task or thread), for
+    /// example while the stream is being awaited or waits to reconnect.
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use tidings_client::{EventSource, ReadyState};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), tidings_client::BuildError> {
+    /// let mut source = EventSource::get("http://127.0.0.1:1/")?; // nothing listens there
+    /// let handle = source.close_handle();
+    /// tokio::spawn(async move { handle.close() });
+    /// // Connection errors, reconnections… until the handle closes the source.
+    /// while let Some(_item) = source.next().await {}
+    /// assert_eq!(source.ready_state(), ReadyState::Closed);
+    /// # Ok(()) }
+    /// ```
+    pub fn close_handle(&self) -> CloseHandle {
+        CloseHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Drops whatever is in flight and forgets the timer.
+    fn shut_down(&mut self) {
+        self.policy.close();
+        self.connection = Connection::Closed;
+        self.timer = None;
+        self.timer_deadline = None;
+        self.decoder.finish();
+        self.publish_state();
+    }
+
+    fn publish_state(&self) {
+        self.shared
+            .state
+            .store(self.policy.ready_state() as u8, Ordering::Release);
+    }
+
+    fn now() -> std::time::Instant {
+        Instant::now().into_std()
+    }
+
+    /// Sends the request, with the last event ID as it is now.
+    fn connect(&mut self) {
+        let request = &self.request;
+        let mut builder = request
+            .client
+            .request(request.method.clone(), request.url.clone())
+            .headers(request.headers.clone());
+        let id = self.decoder.last_event_id();
+        if !id.is_empty() {
+            match HeaderValue::from_str(id) {
+                Ok(value) => builder = builder.header("last-event-id", value),
+                // An id with a control character (other than the CR, LF and NUL the
+                // format excludes) cannot be a header value; resuming from the start
+                // beats not connecting.
+                Err(_) => tracing::warn!(
+                    id = %id.escape_debug(),
+                    "last event ID cannot be sent as a header; reconnecting without it"
+                ),
+            }
+        }
+        if let Some(body) = &request.body {
+            builder = builder.body(body.clone());
+        }
+        tracing::debug!(url = %request.url, last_event_id = %id, "connecting");
+        self.connection = Connection::Requesting(Box::pin(builder.send()));
+        self.publish_state();
+    }
+
+    /// A failure that allows reconnecting: report it, then wait (or give up).
+    fn failed(&mut self, err: Error) -> Poll<Option<Result<Event, Error>>> {
+        self.connection = Connection::None;
+        self.decoder.finish();
+        let item = match self.policy.failed(Self::now()) {
+            Decision::ReconnectAfter(wait) => {
+                tracing::debug!(error = %err, ?wait, "connection failed; reconnecting");
+                err
+            }
+            Decision::GiveUp { retries } => {
+                tracing::debug!(error = %err, retries, "connection failed; giving up");
+                self.shut_down();
+                Error::RetriesExhausted {
+                    retries,
+                    last: Box::new(err),
+                }
+            }
+        };
+        self.publish_state();
+        Poll::Ready(Some(Err(item)))
+    }
+
+    /// A failure that ends the stream.
+    fn fail(&mut self, err: Error) -> Poll<Option<Result<Event, Error>>> {
+        tracing::debug!(error = %err, "connection failed for good");
+        self.shut_down();
+        Poll::Ready(Some(Err(err)))
+    }
+
+    /// Polls the timer armed at the policy's deadline. `Ready` when a deadline passed
+    /// and the policy says what it means.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        loop {
+            let Some(deadline) = self.policy.deadline().map(Instant::from_std) else {
+                return Poll::Pending;
+            };
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if self.timer_deadline != Some(deadline) {
+                timer.as_mut().reset(deadline);
+                self.timer_deadline = Some(deadline);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // The timer says the deadline passed, whatever a coarser clock reads.
+            let now = Self::now().max(deadline.into_std());
+            match self.policy.on_timeout(now) {
+                // The deadline moved meanwhile (bytes arrived): arm the timer again.
+                Wake::NotYet => {}
+                wake => return Poll::Ready(wake),
+            }
+        }
+    }
+
+    fn idle_timeout(&mut self) -> Poll<Option<Result<Event, Error>>> {
+        let timeout = self.policy.idle_timeout().unwrap_or_default();
+        self.failed(Error::IdleTimeout { timeout })
+    }
+
+    /// Takes the next frame out of the decoder; `None` when it needs more bytes.
+    fn next_decoded(&mut self) -> Option<Poll<Option<Result<Event, Error>>>> {
+        loop {
+            match self.decoder.next_frame() {
+                Ok(None) => return None,
+                Ok(Some(Frame::Event(event))) => {
+                    return Some(Poll::Ready(Some(Ok(Event::Message(MessageEvent {
+                        event_type: event.event_type,
+                        data: event.data,
+                        last_event_id: event.id,
+                        url: self.url.clone(),
+                        origin: self.origin.clone(),
+                    })))));
+                }
+                Ok(Some(Frame::Retry(time))) => self.policy.set_reconnection_time(time),
+                Ok(Some(Frame::Comment(text))) => {
+                    return Some(Poll::Ready(Some(Ok(Event::Comment(text)))));
+                }
+                Ok(Some(_)) => {}
+                Err(err) => return Some(self.fail(Error::Limit(err))),
+            }
+        }
+    }
+}
+
+impl Stream for EventSource {
+    type Item = Result<Event, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        this.shared.waker.register(cx.waker());
+        if this.shared.closed.load(Ordering::Acquire) {
+            if !matches!(this.connection, Connection::Closed) {
+                this.shut_down();
+            }
+            return Poll::Ready(None);
+        }
+        loop {
+            match &mut this.connection {
+                Connection::Closed => return Poll::Ready(None),
+                Connection::None if this.policy.is_idle() => {
+                    this.policy.start(Self::now());
+                    this.connect();
+                }
+                Connection::None => match this.poll_timer(cx) {
+                    Poll::Ready(Wake::Reconnect) => this.connect(),
+                    // Not connected: nothing else can time out.
+                    Poll::Ready(_) | Poll::Pending => return Poll::Pending,
+                },
+                Connection::Requesting(future) => match future.as_mut().poll(cx) {
+                    Poll::Ready(Ok(response)) => {
+                        let checked =
+                            response::check(response.status().as_u16(), response.headers());
+                        let final_url = response.url();
+                        if final_url.as_str() != this.url.as_str() {
+                            this.url = Text::from(final_url.as_str());
+                            this.origin = Text::from(final_url.origin().ascii_serialization());
+                        }
+                        if let Err(err) = checked {
+                            return this.fail(err);
+                        }
+                        this.policy.opened(Self::now());
+                        this.publish_state();
+                        tracing::debug!(url = %this.url, "open");
+                        this.connection = Connection::Reading(Box::pin(response.bytes_stream()));
+                        return Poll::Ready(Some(Ok(Event::Open {
+                            url: this.url.clone(),
+                        })));
+                    }
+                    Poll::Ready(Err(err)) => {
+                        let source = TransportError::new(err);
+                        return if source.is_redirect() {
+                            this.fail(Error::TooManyRedirects { source })
+                        } else if source.is_builder() {
+                            this.fail(Error::Request { source })
+                        } else {
+                            this.failed(Error::Connect { source })
+                        };
+                    }
+                    Poll::Pending => {
+                        return match this.poll_timer(cx) {
+                            Poll::Ready(Wake::IdleTimeout) => this.idle_timeout(),
+                            Poll::Ready(_) | Poll::Pending => Poll::Pending,
+                        };
+                    }
+                },
+                Connection::Reading(_) => {
+                    // Everything already received goes out before more is read.
+                    if let Some(item) = this.next_decoded() {
+                        return item;
+                    }
+                    let Connection::Reading(body) = &mut this.connection else {
+                        continue;
+                    };
+                    match body.as_mut().poll_next(cx) {
+                        Poll::Ready(Some(Ok(chunk))) => {
+                            if this.policy.idle_timeout().is_some() {
+                                this.policy.activity(Self::now());
+                            }
+                            this.decoder.feed(chunk);
+                        }
+                        Poll::Ready(Some(Err(err))) => {
+                            return this.failed(Error::Read {
+                                source: TransportError::new(err),
+                            });
+                        }
+                        Poll::Ready(None) => return this.failed(Error::EndOfStream),
+                        Poll::Pending => {
+                            return match this.poll_timer(cx) {
+                                Poll::Ready(Wake::IdleTimeout) => this.idle_timeout(),
+                                Poll::Ready(_) | Poll::Pending => Poll::Pending,
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for EventSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventSource")
+            .field("url", &self.url)
+            .field("ready_state", &self.ready_state())
+            .field("last_event_id", self.decoder.last_event_id())
+            .field("reconnection_time", &self.policy.reconnection_time())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Closes an [`EventSource`] from another task or thread. Cheap to clone.
+///
+/// Closing wakes the task that polls the source; the stream then ends and drops its
+/// connection or its pending reconnection.
+///
+/// ```
+/// let mut source = tidings_client::EventSource::get("http://127.0.0.1:1/")?;
+/// let handle = source.close_handle();
+/// assert!(!handle.is_closed());
+/// handle.close();
+/// assert!(handle.is_closed());
+/// assert_eq!(source.ready_state(), tidings_client::ReadyState::Closed);
+/// # Ok::<(), tidings_client::BuildError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct CloseHandle {
+    shared: Arc<Shared>,
+}
+
+impl CloseHandle {
+    /// Closes the source for good.
+    pub fn close(&self) {
+        self.shared.close();
+    }
+
+    /// Whether the source is closed (by anyone, or by a terminal error).
+    pub fn is_closed(&self) -> bool {
+        self.shared.ready_state() == ReadyState::Closed
+    }
+
+    /// The source's state.
+    pub fn ready_state(&self) -> ReadyState {
+        self.shared.ready_state()
+    }
+}
