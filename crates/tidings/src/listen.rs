@@ -1,14 +1,279 @@
-//! `tidings listen`: arrives with the client (issue 3).
+//! `tidings listen`: a curl for SSE. Connects to a stream, prints its events on stdout,
+//! reports connections and losses on stderr, and reconnects until the stream fails for
+//! good, the server says 204, or `--count` is reached.
 
-use std::process::ExitCode;
+use std::{
+    io::{self, IsTerminal, Read, Write},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use futures_util::StreamExt;
+use tidings_client::{Event, EventSource, MessageEvent};
 
 /// Options of `tidings listen`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The stream's URL.
     url: String,
+
+    /// Adds a request header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+
+    /// Resumes after this event ID (sent as `Last-Event-ID`).
+    #[arg(long, value_name = "ID")]
+    last_event_id: Option<String>,
+
+    /// The HTTP method [default: GET, or POST with --data].
+    #[arg(short = 'X', long)]
+    method: Option<String>,
+
+    /// The request body, sent again at every reconnection; `@FILE` reads a file, `@-`
+    /// stdin.
+    #[arg(short = 'd', long, value_name = "BODY")]
+    data: Option<String>,
+
+    /// Prints only events of this type (repeatable; `message` is the default type).
+    #[arg(short = 'e', long = "event", value_name = "TYPE")]
+    events: Vec<String>,
+
+    /// Stops after this many printed events.
+    #[arg(short = 'n', long, value_name = "N")]
+    count: Option<u64>,
+
+    /// Reconnects when nothing (not even a keep-alive comment) arrives for this long,
+    /// e.g. `30s`, `500ms`, `2m`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+
+    /// The reconnection time until the server sets one with `retry:` [default: 3s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    retry: Option<Duration>,
+
+    /// Gives up after this many failed reconnections in a row.
+    #[arg(long, value_name = "N")]
+    max_retries: Option<u32>,
+
+    /// Prints one JSON object per line: `{"type", "id", "data"}` (and `{"comment"}`).
+    #[arg(long)]
+    json: bool,
+
+    /// Also prints comment lines (servers send them as keep-alives).
+    #[arg(long)]
+    comments: bool,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("listen is not built yet ({})", args.url)
+    let mut source = source(&args)?;
+    let mut out = Output::new(args.json);
+    let mut printed = 0u64;
+    if args.count == Some(0) {
+        return Ok(ExitCode::SUCCESS);
+    }
+    while let Some(item) = source.next().await {
+        let written = match item {
+            Ok(Event::Open { url }) => {
+                eprintln!("tidings: connected to {url}");
+                Ok(())
+            }
+            Ok(Event::Message(message)) => {
+                if !args.events.is_empty() && !args.events.iter().any(|t| *t == *message.event_type)
+                {
+                    continue;
+                }
+                printed += 1;
+                out.message(&message)
+            }
+            Ok(Event::Comment(text)) => out.comment(&text),
+            Ok(_) => Ok(()),
+            Err(err) if err.status() == Some(204) => {
+                eprintln!("tidings: the server ended the stream (204 No Content)");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(err) if err.is_terminal() => {
+                // The message alone: it already names the innermost cause.
+                bail!("{err}");
+            }
+            Err(err) => {
+                eprintln!("tidings: {err}; reconnecting");
+                Ok(())
+            }
+        };
+        match written {
+            Ok(()) => {}
+            // The reader went away (`| head`): a clean stop.
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+            Err(err) => return Err(err).context("cannot write to stdout"),
+        }
+        if args.count.is_some_and(|count| printed >= count) {
+            source.close();
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    // The stream ends after a terminal error, which returned above.
+    Ok(ExitCode::SUCCESS)
+}
+
+fn source(args: &Args) -> anyhow::Result<EventSource> {
+    let mut builder = EventSource::builder(&args.url).comments(args.comments);
+    for header in &args.headers {
+        let Some((name, value)) = header.split_once(':') else {
+            bail!("invalid header `{header}`: expected `Name: value`");
+        };
+        builder = builder.header(name.trim(), value.trim());
+    }
+    if let Some(id) = &args.last_event_id {
+        builder = builder.last_event_id(id);
+    }
+    let body = args.data.as_deref().map(read_body).transpose()?;
+    let method = match (&args.method, &body) {
+        (Some(method), _) => method.as_str(),
+        (None, Some(_)) => "POST",
+        (None, None) => "GET",
+    };
+    builder = builder.method(method);
+    if let Some(body) = body {
+        builder = builder.body(body);
+    }
+    if let Some(timeout) = args.timeout {
+        builder = builder.idle_timeout(timeout);
+    }
+    if let Some(retry) = args.retry {
+        builder = builder.reconnection_time(retry);
+    }
+    if let Some(max) = args.max_retries {
+        builder = builder.max_retries(max);
+    }
+    Ok(builder.build()?)
+}
+
+/// The body given to `--data`: literal, `@FILE` or `@-` (stdin).
+fn read_body(data: &str) -> anyhow::Result<Vec<u8>> {
+    match data.strip_prefix('@') {
+        Some("-") => {
+            let mut body = Vec::new();
+            io::stdin()
+                .read_to_end(&mut body)
+                .context("cannot read the body from stdin")?;
+            Ok(body)
+        }
+        Some(path) => std::fs::read(path).with_context(|| format!("cannot read `{path}`")),
+        None => Ok(data.as_bytes().to_vec()),
+    }
+}
+
+/// Parses `500ms`, `30s`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (examples: 500ms, 30s, 2m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is out of range"))
+}
+
+/// How events are written to stdout.
+struct Output {
+    json: bool,
+    /// ANSI colours: only when stdout is a terminal and `NO_COLOR` is not set.
+    colour: bool,
+}
+
+impl Output {
+    fn new(json: bool) -> Self {
+        let colour = !json && io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Self { json, colour }
+    }
+
+    fn message(&mut self, message: &MessageEvent) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        if self.json {
+            let line = serde_json::json!({
+                "type": message.event_type.as_str(),
+                "id": message.last_event_id.as_str(),
+                "data": message.data.as_str(),
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            let (bold, dim, reset) = if self.colour {
+                ("\x1b[1;36m", "\x1b[2m", "\x1b[0m")
+            } else {
+                ("", "", "")
+            };
+            write!(out, "{bold}{}{reset}", message.event_type)?;
+            if !message.last_event_id.is_empty() {
+                write!(out, "  {dim}id {}{reset}", message.last_event_id)?;
+            }
+            writeln!(out)?;
+            writeln!(out, "{}", message.data)?;
+            writeln!(out)?;
+        }
+        out.flush()
+    }
+
+    fn comment(&mut self, text: &str) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        if self.json {
+            writeln!(out, "{}", serde_json::json!({ "comment": text }))?;
+        } else if self.colour {
+            writeln!(out, "\x1b[2m: {text}\x1b[0m")?;
+        } else {
+            writeln!(out, ": {text}")?;
+        }
+        out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(
+            parse_duration("5 days")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("1e400s").is_err());
+    }
+
+    #[test]
+    fn literal_body() {
+        assert_eq!(read_body("{\"a\":1}").unwrap(), b"{\"a\":1}");
+        assert!(
+            read_body("@/nonexistent/body")
+                .unwrap_err()
+                .to_string()
+                .contains("/nonexistent/body")
+        );
+    }
 }

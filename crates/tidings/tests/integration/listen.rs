@@ -1,0 +1,255 @@
+//! `tidings listen` as a process: output, `--json`, filters, `--count`, the request it
+//! sends, and its exit status.
+
+use std::{
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+    sync::mpsc,
+};
+
+/// How the scripted server answers one connection.
+#[derive(Clone, Copy)]
+enum Reply {
+    /// Writes these bytes (a whole response) and closes the connection.
+    Close(&'static str),
+    /// Writes these bytes and keeps the connection open.
+    Hang(&'static str),
+}
+
+/// A whole 200 event-stream response head followed by `$body`.
+macro_rules! sse {
+    ($body:literal) => {
+        concat!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n",
+            $body
+        )
+    };
+}
+
+/// Serves connection `n` with `replies[n]` (the last reply repeats); sends each request
+/// head (and body) it reads to the returned channel.
+async fn serve(replies: Vec<Reply>) -> (String, mpsc::UnboundedReceiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        for n in 0.. {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let reply = replies[n.min(replies.len() - 1)];
+            let request = read_request(&mut socket).await;
+            let _ = tx.send(request);
+            let (Reply::Close(bytes) | Reply::Hang(bytes)) = reply;
+            let _ = socket.write_all(bytes.as_bytes()).await;
+            match reply {
+                Reply::Close(_) => drop(socket),
+                Reply::Hang(_) => held.push(socket),
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// Reads one request: the head, then `content-length` bytes of body.
+async fn read_request(socket: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0; 4096];
+    while let Ok(n @ 1..) = socket.read(&mut chunk).await {
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length = text[..head_end]
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())
+                        .flatten()
+                })
+                .unwrap_or(0);
+            if buf.len() >= head_end + 4 + length {
+                return text;
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Runs `tidings listen ARGS…` to completion (at most 20 s) off the runtime's thread.
+async fn listen(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .arg("listen")
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    });
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("tidings listen did not exit within 20 s")
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn prints_events_reconnects_and_exits_0_when_the_server_says_204() {
+    let first = sse!(
+        "retry: 10\nid: 1\nevent: greeting\ndata: hello\ndata: world\n\n\
+         data: plain\n\n"
+    );
+    let (url, mut requests) = serve(vec![
+        Reply::Close(first),
+        Reply::Close("HTTP/1.1 204 No Content\r\n\r\n"),
+    ])
+    .await;
+    let output = listen(&[&url]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    // No colours: stdout is a pipe.
+    assert_eq!(
+        stdout(&output),
+        "greeting  id 1\nhello\nworld\n\nmessage  id 1\nplain\n\n"
+    );
+    let err = stderr(&output);
+    assert!(err.contains("connected to"), "{err}");
+    assert!(
+        err.contains("the server ended the stream; reconnecting"),
+        "{err}"
+    );
+    assert!(err.contains("204"), "{err}");
+    // The reconnection resumed after event 1.
+    requests.recv().await.unwrap();
+    let second = requests.recv().await.unwrap().to_ascii_lowercase();
+    assert!(second.contains("last-event-id: 1\r\n"), "{second}");
+}
+
+#[tokio::test]
+async fn json_prints_one_object_per_line() {
+    let body = sse!("id: 7\nevent: score\ndata: 2-1\ndata: \"half\"\n\n: ping\ndata: x\n\n");
+    let (url, _requests) = serve(vec![Reply::Hang(body)]).await;
+    let output = listen(&[&url, "--json", "--comments", "--count", "2"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            serde_json::json!({"type": "score", "id": "7", "data": "2-1\n\"half\""}),
+            serde_json::json!({"comment": "ping"}),
+            serde_json::json!({"type": "message", "id": "7", "data": "x"}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn count_stops_after_n_printed_events_and_event_filters() {
+    let body = sse!(
+        "event: a\ndata: 1\n\nevent: b\ndata: 2\n\nevent: a\ndata: 3\n\nevent: a\ndata: 4\n\n"
+    );
+    // The stream stays open: only --count can end the process.
+    let (url, _requests) = serve(vec![Reply::Hang(body)]).await;
+    let output = listen(&[&url, "--event", "a", "--count", "2"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "a\n1\n\na\n3\n\n");
+}
+
+#[tokio::test]
+async fn sends_headers_last_event_id_and_a_post_body() {
+    let (url, mut requests) = serve(vec![Reply::Hang(sse!("data: ok\n\n"))]).await;
+    let output = listen(&[
+        &url,
+        "-H",
+        "Authorization: Bearer abc",
+        "-H",
+        "X-Trace:  42 ",
+        "--last-event-id",
+        "99",
+        "--data",
+        r#"{"stream":true}"#,
+        "-n",
+        "1",
+    ])
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let request = requests.recv().await.unwrap();
+    let lower = request.to_ascii_lowercase();
+    assert!(
+        request.starts_with("POST /events HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert!(lower.contains("authorization: bearer abc\r\n"), "{request}");
+    assert!(lower.contains("x-trace: 42\r\n"), "{request}");
+    assert!(lower.contains("last-event-id: 99\r\n"), "{request}");
+    assert!(lower.contains("accept: text/event-stream\r\n"), "{request}");
+    assert!(request.ends_with("\r\n\r\n{\"stream\":true}"), "{request}");
+}
+
+#[tokio::test]
+async fn a_404_fails_with_a_one_line_reason() {
+    let (url, _requests) = serve(vec![Reply::Close(
+        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+    )])
+    .await;
+    let output = listen(&[&url]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert_eq!(
+        err.lines().last(),
+        Some("tidings: the server answered 404 Not Found instead of 200 OK"),
+        "{err}"
+    );
+    assert!(stdout(&output).is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_content_type_fails_with_a_one_line_reason() {
+    let (url, _requests) = serve(vec![Reply::Close(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 0\r\n\r\n",
+    )])
+    .await;
+    let output = listen(&[&url]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).lines().last(),
+        Some("tidings: the response is `text/html`, not text/event-stream")
+    );
+}
+
+#[tokio::test]
+async fn exhausted_retries_fail_and_a_bad_header_is_refused() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    drop(listener);
+    let output = listen(&[&url, "--max-retries", "1", "--retry", "10ms"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("; reconnecting"), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.starts_with("tidings: gave up after 1 reconnection attempt: cannot connect"),
+        "{err}"
+    );
+
+    let output = listen(&[&url, "-H", "no colon"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("invalid header `no colon`"));
+}
