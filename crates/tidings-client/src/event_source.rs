@@ -286,7 +286,13 @@ impl EventSource {
         if let Some(body) = &request.body {
             builder = builder.body(body.clone());
         }
-        tracing::debug!(url = %request.url, last_event_id = %id, "connecting");
+        // Not the query: it may carry a token (Mercure's `authorization` parameter).
+        tracing::debug!(
+            host = request.url.host_str().unwrap_or_default(),
+            path = request.url.path(),
+            last_event_id = %id,
+            "connecting"
+        );
         self.connection = Connection::Requesting(Box::pin(builder.send()));
         self.publish_state();
     }
@@ -415,7 +421,7 @@ impl Stream for EventSource {
                         }
                         this.policy.opened(Self::now());
                         this.publish_state();
-                        tracing::debug!(url = %this.url, "open");
+                        tracing::debug!("open");
                         this.connection = Connection::Reading(Box::pin(response.bytes_stream()));
                         return Poll::Ready(Some(Ok(Event::Open {
                             url: this.url.clone(),

@@ -36,7 +36,8 @@
 //! // connection (the reconnection) says 204: "stop".
 //! let listener = TcpListener::bind("127.0.0.1:0").await?;
 //! let url = format!("http://{}/", listener.local_addr()?);
-//! tokio::spawn(async move {
+//! let server = tokio::spawn(async move {
+//!     let mut requests = Vec::new();
 //!     for reply in [
 //!         &b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n\
 //!            retry: 10\nid: 1\ndata: first\n\n"[..],
@@ -45,16 +46,16 @@
 //!         let (mut socket, _) = listener.accept().await?;
 //!         let mut request = [0; 1024];
 //!         let n = socket.read(&mut request).await?;
-//!         if reply.starts_with(b"HTTP/1.1 204") {
-//!             // The reconnection resumes after event 1.
-//!             assert!(String::from_utf8_lossy(&request[..n]).contains("last-event-id: 1"));
-//!         }
+//!         requests.push(String::from_utf8_lossy(&request[..n]).into_owned());
 //!         socket.write_all(reply).await?;
 //!     }
-//!     std::io::Result::Ok(())
+//!     std::io::Result::Ok(requests)
 //! });
 //!
-//! let mut source = EventSource::builder(&url).idle_timeout(Duration::from_secs(5)).build()?;
+//! let mut source = EventSource::builder(&url)
+//!     .idle_timeout(Duration::from_secs(5))
+//!     .max_retries(3)
+//!     .build()?;
 //! while let Some(item) = source.next().await {
 //!     match item {
 //!         Ok(Event::Open { url }) => println!("open: {url}"),
@@ -68,6 +69,9 @@
 //!     }
 //! }
 //! assert_eq!(source.last_event_id(), "1");
+//! // The reconnection resumed after event 1.
+//! let requests = server.await??;
+//! assert!(requests[1].contains("last-event-id: 1\r\n"));
 //! # Ok(()) }
 //! ```
 //!

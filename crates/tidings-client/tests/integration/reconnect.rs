@@ -323,3 +323,36 @@ async fn close_from_the_owner_is_immediate() {
     assert_eq!(source.ready_state(), ReadyState::Closed);
     expect_end(&mut source).await;
 }
+
+/// With the clock paused, tokio jumps straight to the next timer whenever the runtime
+/// idles, so the waits can be measured exactly without spending them.
+#[tokio::test(start_paused = true)]
+async fn reconnection_waits_are_exact_under_a_controlled_clock() {
+    let server = serve(|n, _| match n {
+        0 => sse("data: a\n\n"),
+        1 => sse("retry: 1234\ndata: b\n\n"),
+        _ => sse_then_hang("data: c\n\n"),
+    })
+    .await;
+    let mut source = EventSource::builder(&server.url("/"))
+        .backoff(tidings_client::Backoff::none())
+        .build()
+        .unwrap();
+    expect_open(&mut source).await;
+    let mut waits = Vec::new();
+    for _ in 0..2 {
+        expect_message(&mut source).await;
+        assert!(matches!(
+            expect_error(&mut source).await,
+            Error::EndOfStream
+        ));
+        let lost = tokio::time::Instant::now();
+        expect_open(&mut source).await;
+        waits.push(lost.elapsed());
+    }
+    // First the default reconnection time, 3 s; then the server's `retry: 1234`. The
+    // timer has a granularity of 1 ms.
+    let ms = Duration::from_millis;
+    assert!((ms(3000)..ms(3002)).contains(&waits[0]), "{waits:?}");
+    assert!((ms(1234)..ms(1236)).contains(&waits[1]), "{waits:?}");
+}
