@@ -455,11 +455,7 @@ impl Decoder {
                         input.cur = next;
                         input.pos = 0;
                     }
-                    None => {
-                        // Everything fed is consumed; drop our hold on the last chunk
-                        // only if it was fully consumed long ago (cheap either way).
-                        return Ok(None);
-                    }
+                    None => return Ok(None),
                 }
             }
             if input.skip_lf {
