@@ -3,7 +3,8 @@
 //! same run, alternating rounds so that both see the same machine state.
 //!
 //! `cargo bench -p tidings-client --bench throughput` (release build). Environment:
-//! `EVENTS` per round (default 200000), `ROUNDS` per client (default 9).
+//! `EVENTS` per round (default 200000), `ROUNDS` per client (default 9), `ONLY=tidings`
+//! or `ONLY=reqwest-eventsource` to run one client alone (for a profiler).
 
 use std::{
     net::SocketAddr,
@@ -133,17 +134,40 @@ fn main() {
         .enable_all()
         .build()
         .expect("client runtime");
+    let only = std::env::var("ONLY").ok();
+    let run_ours = only.as_deref() != Some("reqwest-eventsource");
+    let run_theirs = only.as_deref() != Some("tidings");
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     runtime.block_on(async {
         // One warm-up round each (connection set-up, allocator, caches).
-        tidings_round(&url, events).await;
-        reqwest_eventsource_round(&url, events).await;
+        if run_ours {
+            tidings_round(&url, events).await;
+        }
+        if run_theirs {
+            reqwest_eventsource_round(&url, events).await;
+        }
         for _ in 0..rounds {
-            ours.push(events as f64 / tidings_round(&url, events).await.as_secs_f64());
-            theirs
-                .push(events as f64 / reqwest_eventsource_round(&url, events).await.as_secs_f64());
+            if run_ours {
+                ours.push(events as f64 / tidings_round(&url, events).await.as_secs_f64());
+            }
+            if run_theirs {
+                let elapsed = reqwest_eventsource_round(&url, events).await;
+                theirs.push(events as f64 / elapsed.as_secs_f64());
+            }
         }
     });
+    if !(run_ours && run_theirs) {
+        let (name, rates) = if run_ours {
+            ("tidings-client", ours)
+        } else {
+            ("reqwest-eventsource", theirs)
+        };
+        println!(
+            "{name} alone: {:.0} events/s (median of {rounds})",
+            median(rates)
+        );
+        return;
+    }
     let (ours, theirs) = (median(ours), median(theirs));
     println!(
         "one client, one local stream of {events} events ({wire_bytes} bytes), median of {rounds} rounds"

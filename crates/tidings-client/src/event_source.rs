@@ -358,6 +358,25 @@ impl EventSource {
         self.failed(Error::IdleTimeout { timeout })
     }
 
+    /// Returns `Pending`, after making sure a [`CloseHandle`] can wake this task. The
+    /// waker is registered only here: a task that gets an item polls again anyway.
+    fn pending(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
+        self.shared.waker.register(cx.waker());
+        // A close between the check at the top of `poll_next` and the registration
+        // would have woken no one: look again.
+        if self.shared.closed.load(Ordering::Acquire) {
+            return self.closed_by_handle();
+        }
+        Poll::Pending
+    }
+
+    fn closed_by_handle(&mut self) -> Poll<Option<Result<Event, Error>>> {
+        if !matches!(self.connection, Connection::Closed) {
+            self.shut_down();
+        }
+        Poll::Ready(None)
+    }
+
     /// Takes the next frame out of the decoder; `None` when it needs more bytes.
     fn next_decoded(&mut self) -> Option<Poll<Option<Result<Event, Error>>>> {
         loop {
@@ -388,12 +407,8 @@ impl Stream for EventSource {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        this.shared.waker.register(cx.waker());
         if this.shared.closed.load(Ordering::Acquire) {
-            if !matches!(this.connection, Connection::Closed) {
-                this.shut_down();
-            }
-            return Poll::Ready(None);
+            return this.closed_by_handle();
         }
         loop {
             match &mut this.connection {
@@ -405,7 +420,7 @@ impl Stream for EventSource {
                 Connection::None => match this.poll_timer(cx) {
                     Poll::Ready(Wake::Reconnect) => this.connect(),
                     // Not connected: nothing else can time out.
-                    Poll::Ready(_) | Poll::Pending => return Poll::Pending,
+                    Poll::Ready(_) | Poll::Pending => return this.pending(cx),
                 },
                 Connection::Requesting(future) => match future.as_mut().poll(cx) {
                     Poll::Ready(Ok(response)) => {
@@ -440,7 +455,7 @@ impl Stream for EventSource {
                     Poll::Pending => {
                         return match this.poll_timer(cx) {
                             Poll::Ready(Wake::IdleTimeout) => this.idle_timeout(),
-                            Poll::Ready(_) | Poll::Pending => Poll::Pending,
+                            Poll::Ready(_) | Poll::Pending => this.pending(cx),
                         };
                     }
                 },
@@ -468,7 +483,7 @@ impl Stream for EventSource {
                         Poll::Pending => {
                             return match this.poll_timer(cx) {
                                 Poll::Ready(Wake::IdleTimeout) => this.idle_timeout(),
-                                Poll::Ready(_) | Poll::Pending => Poll::Pending,
+                                Poll::Ready(_) | Poll::Pending => this.pending(cx),
                             };
                         }
                     }
