@@ -539,3 +539,34 @@ impl CloseHandle {
         self.shared.ready_state()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_moves_between_tasks_and_a_handle_is_shared_between_threads() {
+        fn send_unpin<T: Send + Unpin + 'static>() {}
+        fn send_sync<T: Send + Sync + Clone + 'static>() {}
+        send_unpin::<EventSource>();
+        send_sync::<CloseHandle>();
+    }
+
+    #[test]
+    fn closing_through_a_handle_is_seen_by_every_handle_and_the_source() {
+        let source = EventSource::get("http://127.0.0.1:1/").unwrap();
+        let (a, b) = (source.close_handle(), source.close_handle());
+        assert_eq!(b.ready_state(), ReadyState::Connecting);
+        a.close();
+        assert!(b.is_closed());
+        assert_eq!(source.ready_state(), ReadyState::Closed);
+    }
+
+    #[test]
+    fn the_origin_is_the_urls_scheme_host_and_port() {
+        let source = EventSource::get("https://example.com:8443/a/b?c=d").unwrap();
+        assert_eq!(source.origin, "https://example.com:8443");
+        let source = EventSource::get("https://example.com:443/").unwrap();
+        assert_eq!(source.origin, "https://example.com");
+    }
+}
