@@ -56,6 +56,36 @@ pub struct MessageEvent {
     pub origin: Text,
 }
 
+impl MessageEvent {
+    /// The message a stream read from `url` yields for a decoded `event`: for tests of
+    /// code that consumes messages (the source makes its own).
+    ///
+    /// ```
+    /// use tidings_client::MessageEvent;
+    /// use tidings_wire::Event;
+    ///
+    /// let message = MessageEvent::new(Event::new("hi"), "https://example.com:8443/feed?x");
+    /// assert_eq!(message.event_type, "message");
+    /// assert_eq!(message.data, "hi");
+    /// assert_eq!(message.origin, "https://example.com:8443");
+    /// assert_eq!(MessageEvent::new(Event::new("hi"), "not a URL").origin, "null");
+    /// ```
+    pub fn new(event: tidings_wire::Event, url: &str) -> Self {
+        let origin = match reqwest::Url::parse(url) {
+            Ok(parsed) => parsed.origin().ascii_serialization(),
+            // What an opaque origin serializes to.
+            Err(_) => "null".to_owned(),
+        };
+        Self {
+            event_type: event.event_type,
+            data: event.data,
+            last_event_id: event.id,
+            url: Text::from(url),
+            origin: Text::from(origin),
+        }
+    }
+}
+
 /// The state of an [`EventSource`](crate::EventSource), numbered as `readyState`.
 ///
 /// ```

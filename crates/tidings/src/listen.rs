@@ -203,40 +203,45 @@ impl Output {
 
     fn message(&mut self, message: &MessageEvent) -> io::Result<()> {
         let mut out = io::stdout().lock();
+        self.write_message(&mut out, message)?;
+        out.flush()
+    }
+
+    fn comment(&mut self, text: &str) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        self.write_comment(&mut out, text)?;
+        out.flush()
+    }
+
+    fn write_message(&self, out: &mut impl Write, message: &MessageEvent) -> io::Result<()> {
         if self.json {
             let line = serde_json::json!({
                 "type": message.event_type.as_str(),
                 "id": message.last_event_id.as_str(),
                 "data": message.data.as_str(),
             });
-            writeln!(out, "{line}")?;
-        } else {
-            let (bold, dim, reset) = if self.colour {
-                ("\x1b[1;36m", "\x1b[2m", "\x1b[0m")
-            } else {
-                ("", "", "")
-            };
-            write!(out, "{bold}{}{reset}", message.event_type)?;
-            if !message.last_event_id.is_empty() {
-                write!(out, "  {dim}id {}{reset}", message.last_event_id)?;
-            }
-            writeln!(out)?;
-            writeln!(out, "{}", message.data)?;
-            writeln!(out)?;
+            return writeln!(out, "{line}");
         }
-        out.flush()
+        let (bold, dim, reset) = if self.colour {
+            ("\x1b[1;36m", "\x1b[2m", "\x1b[0m")
+        } else {
+            ("", "", "")
+        };
+        write!(out, "{bold}{}{reset}", message.event_type)?;
+        if !message.last_event_id.is_empty() {
+            write!(out, "  {dim}id {}{reset}", message.last_event_id)?;
+        }
+        writeln!(out, "\n{}\n", message.data)
     }
 
-    fn comment(&mut self, text: &str) -> io::Result<()> {
-        let mut out = io::stdout().lock();
+    fn write_comment(&self, out: &mut impl Write, text: &str) -> io::Result<()> {
         if self.json {
-            writeln!(out, "{}", serde_json::json!({ "comment": text }))?;
+            writeln!(out, "{}", serde_json::json!({ "comment": text }))
         } else if self.colour {
-            writeln!(out, "\x1b[2m: {text}\x1b[0m")?;
+            writeln!(out, "\x1b[2m: {text}\x1b[0m")
         } else {
-            writeln!(out, ": {text}")?;
+            writeln!(out, ": {text}")
         }
-        out.flush()
     }
 }
 
@@ -264,6 +269,58 @@ mod tests {
         );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("1e400s").is_err());
+    }
+
+    /// A message as the client yields it, from the wire.
+    fn message(wire: &str) -> MessageEvent {
+        let mut decoder = tidings_wire::Decoder::new();
+        decoder.feed_slice(wire.as_bytes());
+        let Ok(Some(tidings_wire::Frame::Event(event))) = decoder.next_frame() else {
+            panic!("no event in {wire:?}");
+        };
+        MessageEvent::new(event, "http://127.0.0.1/")
+    }
+
+    fn render(output: &Output, wire: &str) -> String {
+        let mut out = Vec::new();
+        output.write_message(&mut out, &message(wire)).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn colours_only_when_asked() {
+        let plain = Output {
+            json: false,
+            colour: false,
+        };
+        let colour = Output {
+            json: false,
+            colour: true,
+        };
+        let wire = "id: 4\nevent: up\ndata: a\ndata: b\n\n";
+        assert_eq!(render(&plain, wire), "up  id 4\na\nb\n\n");
+        assert_eq!(
+            render(&colour, wire),
+            "\x1b[1;36mup\x1b[0m  \x1b[2mid 4\x1b[0m\na\nb\n\n"
+        );
+        assert_eq!(render(&plain, "data: x\n\n"), "message\nx\n\n");
+        let mut out = Vec::new();
+        colour.write_comment(&mut out, "hi").unwrap();
+        assert_eq!(out, b"\x1b[2m: hi\x1b[0m\n");
+    }
+
+    #[test]
+    fn json_escapes_what_needs_escaping() {
+        let json = Output {
+            json: true,
+            colour: false,
+        };
+        let line = render(&json, "data: \"q\" \\ \u{1}\ndata: 2\n\n");
+        assert_eq!(line.lines().count(), 1);
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["data"], "\"q\" \\ \u{1}\n2");
+        assert_eq!(value["type"], "message");
+        assert_eq!(value["id"], "");
     }
 
     #[test]
