@@ -581,4 +581,110 @@ mod tests {
         assert_eq!(b.delay(rt, 1, |_| Duration::MAX), 2 * rt);
         assert_eq!(Backoff::none().delay(rt, 9, |_| Duration::MAX), rt);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Clone, Debug)]
+        enum Step {
+            Open,
+            Activity,
+            Fail,
+            Retry(u64),
+            Advance(u64),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                Just(Step::Open),
+                Just(Step::Activity),
+                Just(Step::Fail),
+                (0u64..5_000).prop_map(Step::Retry),
+                (0u64..20_000).prop_map(Step::Advance),
+            ]
+        }
+
+        proptest! {
+            /// Whatever happens in whatever order, against a model of the rules: waits
+            /// are never below the reconnection time nor above the ceiling, the retry
+            /// budget is exact, closed is final, and wake-ups never come early.
+            #[test]
+            fn the_policy_keeps_its_rules(
+                steps in proptest::collection::vec(step(), 1..60),
+                cap_ms in proptest::option::of(1u64..10_000),
+                max_retries in proptest::option::of(0u32..6),
+                idle_ms in proptest::option::of(1u64..10_000),
+                seed in any::<u64>(),
+            ) {
+                let backoff = cap_ms.map_or(Backoff::none(), |ms| Backoff::exponential(Duration::from_millis(ms)));
+                let mut m = Reconnect::new(
+                    Policy {
+                        reconnection_time: 100 * MS,
+                        backoff,
+                        max_retries,
+                        idle_timeout: idle_ms.map(|ms| Duration::from_millis(ms)),
+                    },
+                    StdRng::seed_from_u64(seed),
+                );
+                let mut now = Instant::now();
+                m.start(now);
+                let mut failures = 0u32;
+                let mut closed = false;
+                for step in steps {
+                    let before = m.ready_state();
+                    match step {
+                        Step::Open => {
+                            // Ignored while waiting; from a request, it resets the count.
+                            m.opened(now);
+                            if m.ready_state() == ReadyState::Open && before != ReadyState::Open {
+                                failures = 0;
+                            }
+                        }
+                        Step::Activity => m.activity(now),
+                        Step::Retry(ms) => m.set_reconnection_time(Duration::from_millis(ms)),
+                        Step::Advance(ms) => {
+                            let deadline = m.deadline();
+                            now += Duration::from_millis(ms);
+                            let wake = m.on_timeout(now);
+                            if wake != Wake::NotYet {
+                                prop_assert!(deadline.is_some_and(|d| now >= d));
+                            }
+                            if wake == Wake::IdleTimeout {
+                                prop_assert!(idle_ms.is_some());
+                            }
+                        }
+                        Step::Fail => {
+                            let rt = m.reconnection_time();
+                            match m.failed(now) {
+                                Decision::ReconnectAfter(wait) => {
+                                    prop_assert!(!closed);
+                                    failures += 1;
+                                    prop_assert!(max_retries.is_none_or(|max| failures <= max));
+                                    prop_assert!(wait >= rt);
+                                    match cap_ms {
+                                        None => prop_assert_eq!(wait, rt),
+                                        Some(cap) => prop_assert!(wait <= rt.max(Duration::from_millis(cap))),
+                                    }
+                                    prop_assert_eq!(m.deadline(), Some(now + wait));
+                                }
+                                Decision::GiveUp { retries } => {
+                                    if !closed {
+                                        prop_assert_eq!(Some(retries), max_retries);
+                                        prop_assert_eq!(failures, retries);
+                                    }
+                                    closed = true;
+                                }
+                            }
+                        }
+                    }
+                    prop_assert_eq!(m.ready_state() == ReadyState::Closed, closed);
+                    if closed {
+                        prop_assert_eq!(m.deadline(), None);
+                    }
+                }
+            }
+        }
+    }
 }
