@@ -624,7 +624,7 @@ mod tests {
                         reconnection_time: 100 * MS,
                         backoff,
                         max_retries,
-                        idle_timeout: idle_ms.map(|ms| Duration::from_millis(ms)),
+                        idle_timeout: idle_ms.map(Duration::from_millis),
                     },
                     StdRng::seed_from_u64(seed),
                 );
