@@ -253,3 +253,23 @@ async fn exhausted_retries_fail_and_a_bad_header_is_refused() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("invalid header `no colon`"));
 }
+
+#[tokio::test]
+async fn timeout_reconnects_a_silent_stream() {
+    let (url, mut requests) = serve(vec![
+        Reply::Hang(sse!("retry: 10\nid: 1\ndata: a\n\n")),
+        Reply::Hang(sse!("data: b\n\n")),
+    ])
+    .await;
+    let output = listen(&[&url, "--timeout", "100ms", "--count", "2"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "message  id 1\na\n\nmessage  id 1\nb\n\n");
+    let err = stderr(&output);
+    assert!(
+        err.contains("tidings: nothing received for 100 ms; reconnecting"),
+        "{err}"
+    );
+    requests.recv().await.unwrap();
+    let second = requests.recv().await.unwrap().to_ascii_lowercase();
+    assert!(second.contains("last-event-id: 1\r\n"), "{second}");
+}
