@@ -8,7 +8,8 @@
 //! - byte 3: `k`, the number of chunk-size bytes that follow (1 to 8);
 //! - `k` bytes: chunk sizes, used in a cycle (low 6 bits + 1 = size; bit 6: feed an
 //!   empty chunk first; bit 7: use `feed_slice`);
-//! - 2 bytes: where the input splits into stream A and stream B (`finish()` between);
+//! - 2 bytes: where the input splits into stream A and stream B (`finish()` between),
+//!   modulo the stream's length + 1;
 //! - the rest: the stream bytes.
 #![no_main]
 
@@ -153,7 +154,7 @@ fuzz_target!(|input: &[u8]| {
     let sizes: Vec<u8> = (4..4 + k).map(byte).collect();
     let split_at = usize::from(u16::from_le_bytes([byte(4 + k), byte(5 + k)]));
     let stream = input.get(6 + k..).unwrap_or(&[]);
-    let (a, b) = stream.split_at(split_at.min(stream.len()));
+    let (a, b) = stream.split_at(split_at % (stream.len() + 1));
 
     let whole = decode_two(config, a, b, Chunking::Whole);
     for chunking in [Chunking::Bytewise, Chunking::Cycle(&sizes)] {
