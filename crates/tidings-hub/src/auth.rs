@@ -586,7 +586,13 @@ fn printable(s: &str) -> String {
     let mut out: String = s
         .chars()
         .take(32)
-        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect();
     if s.chars().count() > 32 {
         out.push('…');
@@ -1114,4 +1120,775 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
             let value = std::str::from_utf8(value).ok()?;
             (!value.is_empty()).then(|| value.to_owned())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    const SECRET: &str = "!ChangeThisMercureHubJWTSecretKey!";
+
+    macro_rules! key {
+        ($file:literal) => {
+            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/", $file)).as_slice()
+        };
+    }
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn all_claims() -> MercureClaims {
+        MercureClaims {
+            publish: Some(vec!["https://example.com/books/{id}".into()]),
+            subscribe: Some(vec!["https://example.com/users/1/{+any}".into()]),
+            payload: Some(serde_json::json!({"user": 1})),
+        }
+    }
+
+    /// A token with exactly the given header and claims JSON, HS256-signed with `secret`.
+    fn raw_token(secret: &str, header: &str, claims: &str) -> String {
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(secret.as_bytes()),
+            jsonwebtoken::Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{message}.{signature}")
+    }
+
+    fn hmac_authorizer() -> Authorizer {
+        let key = KeyConfig::hmac(SECRET);
+        Authorizer::new(Some(key.clone()), Some(key))
+    }
+
+    fn verify_raw(claims: &str) -> Result<Claims, AuthError> {
+        let token = raw_token(SECRET, r#"{"alg":"HS256","typ":"JWT"}"#, claims);
+        hmac_authorizer().verify(Role::Subscriber, &token, now())
+    }
+
+    #[track_caller]
+    fn roundtrip(signing: SigningKey, verifying: KeyConfig) {
+        let algorithm = signing.algorithm();
+        let token = mint_at(
+            &signing,
+            &all_claims(),
+            Some(Duration::from_secs(60)),
+            now(),
+        )
+        .unwrap();
+        let authorizer = Authorizer::new(Some(verifying.clone()), Some(verifying));
+        let claims = authorizer
+            .verify(Role::Publisher, &token, now())
+            .unwrap_or_else(|e| panic!("{algorithm}: {e}"));
+        assert!(
+            claims.can_publish_all(["https://example.com/books/1"]),
+            "{algorithm}"
+        );
+        assert!(claims.can_subscribe_any(["https://example.com/users/1/a/b"]));
+        assert_eq!(claims.payload, Some(serde_json::json!({"user": 1})));
+        assert_eq!(claims.expires_at, Some(now() + Duration::from_secs(60)));
+        // One flipped signature character breaks it.
+        let mut tampered = token.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(
+            authorizer.verify(Role::Publisher, &tampered, now()),
+            Err(AuthError::BadSignature),
+            "{algorithm}"
+        );
+    }
+
+    #[test]
+    fn every_algorithm_family_signs_and_verifies() {
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            roundtrip(
+                SigningKey::hmac(SECRET).with_algorithm(alg).unwrap(),
+                KeyConfig::hmac(SECRET),
+            );
+        }
+        let rsa = SigningKey::from_pem(key!("rsa-private.pem")).unwrap();
+        assert_eq!(rsa.algorithm(), Algorithm::RS256);
+        for alg in RSA_ALGORITHMS {
+            roundtrip(
+                rsa.clone().with_algorithm(*alg).unwrap(),
+                KeyConfig::from_pem(key!("rsa-public.pem")).unwrap(),
+            );
+        }
+        roundtrip(
+            SigningKey::from_pem(key!("rsa-private-pkcs1.pem")).unwrap(),
+            KeyConfig::from_pem(key!("rsa-public-pkcs1.pem")).unwrap(),
+        );
+        let p256 = SigningKey::from_pem(key!("p256-private.pem")).unwrap();
+        assert_eq!(p256.algorithm(), Algorithm::ES256);
+        roundtrip(p256, KeyConfig::from_pem(key!("p256-public.pem")).unwrap());
+        let p384 = SigningKey::from_pem(key!("p384-private.pem")).unwrap();
+        assert_eq!(p384.algorithm(), Algorithm::ES384);
+        roundtrip(p384, KeyConfig::from_pem(key!("p384-public.pem")).unwrap());
+        let ed = SigningKey::from_pem(key!("ed25519-private.pem")).unwrap();
+        assert_eq!(ed.algorithm(), Algorithm::EdDSA);
+        roundtrip(ed, KeyConfig::from_pem(key!("ed25519-public.pem")).unwrap());
+    }
+
+    #[test]
+    fn keys_accept_only_their_family() {
+        let accepted = |pem: &[u8]| KeyConfig::from_pem(pem).unwrap().algorithms();
+        assert_eq!(accepted(key!("rsa-public.pem")), RSA_ALGORITHMS);
+        assert_eq!(accepted(key!("rsa-public-pkcs1.pem")), RSA_ALGORITHMS);
+        assert_eq!(accepted(key!("p256-public.pem")), [Algorithm::ES256]);
+        assert_eq!(accepted(key!("p384-public.pem")), [Algorithm::ES384]);
+        assert_eq!(accepted(key!("ed25519-public.pem")), [Algorithm::EdDSA]);
+
+        // Algorithm confusion: an HS256 token whose "secret" is the RSA public key.
+        let rsa_public = KeyConfig::from_pem(key!("rsa-public.pem")).unwrap();
+        let forged = mint_at(
+            &SigningKey::hmac(key!("rsa-public.pem")),
+            &all_claims(),
+            None,
+            now(),
+        )
+        .unwrap();
+        let authorizer = Authorizer::new(Some(rsa_public), None);
+        assert_eq!(
+            authorizer.verify(Role::Publisher, &forged, now()),
+            Err(AuthError::AlgorithmNotAllowed {
+                alg: "HS256".into(),
+                key: "RSA key",
+                accepted: "RS256, RS384, RS512, PS256, PS384, PS512".into(),
+            })
+        );
+
+        // An ES384 token offered to a P-256 key.
+        let es384 = mint_at(
+            &SigningKey::from_pem(key!("p384-private.pem")).unwrap(),
+            &all_claims(),
+            None,
+            now(),
+        )
+        .unwrap();
+        let p256 = Authorizer::new(
+            Some(KeyConfig::from_pem(key!("p256-public.pem")).unwrap()),
+            None,
+        );
+        assert!(matches!(
+            p256.verify(Role::Publisher, &es384, now()),
+            Err(AuthError::AlgorithmNotAllowed { ref alg, .. }) if alg == "ES384"
+        ));
+
+        // RS256 token against an HMAC key.
+        let rs256 = mint_at(
+            &SigningKey::from_pem(key!("rsa-private.pem")).unwrap(),
+            &all_claims(),
+            None,
+            now(),
+        )
+        .unwrap();
+        assert!(matches!(
+            hmac_authorizer().verify(Role::Publisher, &rs256, now()),
+            Err(AuthError::AlgorithmNotAllowed { .. })
+        ));
+
+        // `alg: none`, unsigned, and an unknown algorithm name.
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
+            URL_SAFE_NO_PAD.encode(r#"{"mercure":{"publish":["*"]}}"#)
+        );
+        let err = hmac_authorizer()
+            .verify(Role::Publisher, &none, now())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "algorithm `none` is not accepted with the configured HMAC secret (accepted: HS256, HS384, HS512)"
+        );
+        let weird = raw_token(
+            SECRET,
+            r#"{"alg":"HS256\n<script>aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#,
+            "{}",
+        );
+        let err = hmac_authorizer()
+            .verify(Role::Publisher, &weird, now())
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            !message.contains('\n') && message.contains("HS256?<script>") && message.contains('…'),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn key_loading_errors_are_precise() {
+        assert_eq!(
+            KeyConfig::from_pem(key!("rsa-private.pem")).unwrap_err(),
+            KeyError::PrivateKeyGiven
+        );
+        assert_eq!(
+            KeyConfig::from_pem(key!("rsa-private-pkcs1.pem")).unwrap_err(),
+            KeyError::PrivateKeyGiven
+        );
+        assert_eq!(
+            SigningKey::from_pem(key!("p256-public.pem")).unwrap_err(),
+            KeyError::PublicKeyGiven
+        );
+        for (pem, fragment) in [
+            (key!("p521-public.pem"), "curve other than P-256"),
+            (key!("ed448-public.pem"), "Ed448"),
+            (key!("p256-private-sec1.pem"), "openssl pkcs8 -topk8"),
+            (key!("p256-cert.pem"), "openssl x509"),
+        ] {
+            let err = KeyConfig::from_pem(pem)
+                .map(|_| ())
+                .or_else(|_| SigningKey::from_pem(pem).map(|_| ()))
+                .unwrap_err();
+            assert!(matches!(err, KeyError::UnsupportedKeyType(_)), "{err}");
+            assert!(err.to_string().contains(fragment), "{err}");
+        }
+        assert!(matches!(
+            KeyConfig::from_pem(b"garbage"),
+            Err(KeyError::NotPem(_))
+        ));
+        assert!(matches!(KeyConfig::from_pem(b""), Err(KeyError::NotPem(_))));
+        let other =
+            b"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+        assert_eq!(
+            KeyConfig::from_pem(other).unwrap_err(),
+            KeyError::UnsupportedPemLabel("OPENSSH PRIVATE KEY".into())
+        );
+        // A PUBLIC KEY block whose content is not a key.
+        let bogus = b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
+        assert!(matches!(
+            KeyConfig::from_pem(bogus),
+            Err(KeyError::UnsupportedKeyType(_))
+        ));
+        // An RSA PUBLIC KEY block with garbage inside.
+        let broken = b"-----BEGIN RSA PUBLIC KEY-----\nAAAA\n-----END RSA PUBLIC KEY-----\n";
+        assert_eq!(
+            KeyConfig::from_pem(broken).unwrap_err(),
+            KeyError::InvalidKey("RSA key")
+        );
+        assert_eq!(
+            SigningKey::hmac("s")
+                .with_algorithm(Algorithm::ES256)
+                .unwrap_err()
+                .to_string(),
+            "algorithm ES256 cannot be used with an HMAC secret"
+        );
+        assert!(
+            SigningKey::from_pem(key!("p256-private.pem"))
+                .unwrap()
+                .with_algorithm(Algorithm::ES384)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn algorithm_names() {
+        for alg in Algorithm::ALL {
+            assert_eq!(alg.as_str().parse::<Algorithm>(), Ok(alg));
+            assert_eq!(alg.to_string(), alg.as_str());
+        }
+        assert!(matches!(
+            "hs256".parse::<Algorithm>(),
+            Err(KeyError::UnknownAlgorithm(_))
+        ));
+        assert!("none".parse::<Algorithm>().is_err());
+    }
+
+    #[test]
+    fn time_claims_with_leeway() {
+        let at = |exp: &str| verify_raw(&format!(r#"{{"exp":{exp}}}"#));
+        let t = 1_700_000_000u64;
+        assert!(at(&format!("{}", t + 100)).is_ok());
+        // Within the 5 s leeway.
+        assert!(at(&format!("{}", t - 4)).is_ok());
+        assert_eq!(
+            at(&format!("{}", t - 5)),
+            Err(AuthError::Expired {
+                ago: Duration::from_secs(5)
+            })
+        );
+        assert_eq!(
+            at(&format!("{}", t - 3600)).unwrap_err().to_string(),
+            "token expired 3600s ago"
+        );
+        // Fractional NumericDates are honoured, not ignored.
+        assert!(matches!(
+            at(&format!("{}.5", t - 10)),
+            Err(AuthError::Expired { .. })
+        ));
+        assert_eq!(
+            at(&format!("{}.5", t + 10)).unwrap().expires_at,
+            Some(now() + Duration::from_millis(10_500))
+        );
+        assert!(matches!(at("-1"), Err(AuthError::Expired { .. })));
+        assert_eq!(at("1e300").unwrap().expires_at, None);
+        assert_eq!(
+            at(r#""tomorrow""#),
+            Err(AuthError::InvalidClaims("`exp` is not a number of seconds"))
+        );
+        // No exp: accepted, never expires.
+        assert_eq!(verify_raw("{}").unwrap().expires_at, None);
+        assert_eq!(at("null").unwrap().expires_at, None);
+
+        let nbf = |nbf: u64| verify_raw(&format!(r#"{{"nbf":{nbf}}}"#));
+        assert!(nbf(t).is_ok());
+        assert!(nbf(t + 5).is_ok());
+        assert_eq!(
+            nbf(t + 6),
+            Err(AuthError::NotYetValid {
+                remaining: Duration::from_secs(6)
+            })
+        );
+        assert_eq!(
+            verify_raw(r#"{"nbf":"soon"}"#),
+            Err(AuthError::InvalidClaims("`nbf` is not a number of seconds"))
+        );
+
+        // Leeway is configurable.
+        let strict = hmac_authorizer().with_leeway(Duration::ZERO);
+        let token = raw_token(SECRET, r#"{"alg":"HS256"}"#, &format!(r#"{{"exp":{t}}}"#));
+        assert!(matches!(
+            strict.verify(Role::Publisher, &token, now()),
+            Err(AuthError::Expired { .. })
+        ));
+        assert!(
+            strict
+                .verify(Role::Publisher, &token, now() - Duration::from_millis(1))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn claim_shapes() {
+        let claims = verify_raw(
+            r#"{"mercure":{"publish":["a","{b}"],"subscribe":[],"payload":[1,2]},"aud":"x","iss":"y"}"#,
+        )
+        .unwrap();
+        assert_eq!(claims.publish.as_ref().map(SelectorSet::len), Some(2));
+        assert_eq!(claims.subscribe.as_ref().map(SelectorSet::len), Some(0));
+        assert_eq!(claims.payload, Some(serde_json::json!([1, 2])));
+        assert!(!claims.can_subscribe_any(["a"]));
+
+        assert_eq!(verify_raw(r#"{"sub":"x"}"#).unwrap(), Claims::default());
+        assert_eq!(
+            verify_raw(r#"{"mercure":null}"#).unwrap(),
+            Claims::default()
+        );
+        assert_eq!(
+            verify_raw(r#"{"mercure":{"payload":null}}"#).unwrap(),
+            Claims::default()
+        );
+        for (claims, message) in [
+            (
+                r#"{"mercure":"all"}"#,
+                "invalid claims: `mercure` is not a JSON object",
+            ),
+            (
+                r#"{"mercure":{"publish":"*"}}"#,
+                "invalid claims: `mercure.publish` is not an array of strings",
+            ),
+            (
+                r#"{"mercure":{"subscribe":["a",1]}}"#,
+                "invalid claims: `mercure.subscribe` is not an array of strings",
+            ),
+            ("[1,2]", "malformed token: the claims are not a JSON object"),
+            (
+                "not json",
+                "malformed token: the claims are not a JSON object",
+            ),
+        ] {
+            assert_eq!(
+                verify_raw(claims).unwrap_err().to_string(),
+                message,
+                "{claims}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_tokens() {
+        let authorizer = hmac_authorizer();
+        let check = |token: &str, message: &str| {
+            let err = authorizer
+                .verify(Role::Publisher, token, now())
+                .unwrap_err();
+            assert!(
+                matches!(err, AuthError::MalformedToken(_)),
+                "{token}: {err}"
+            );
+            assert_eq!(
+                err.to_string(),
+                format!("malformed token: {message}"),
+                "{token}"
+            );
+        };
+        check("", "the token is empty");
+        check("abc", "a JWT has three base64url parts separated by `.`");
+        check("a.b", "a JWT has three base64url parts separated by `.`");
+        check(
+            "a.b.c.d",
+            "a JWT has three base64url parts separated by `.`",
+        );
+        check("a.b.c.d.e", "encrypted tokens (JWE) are not supported");
+        check("!!!.e30.sig", "the header is not base64url");
+        check(
+            &format!("{}.e30.sig", URL_SAFE_NO_PAD.encode("[]")),
+            "the header is not a JSON object",
+        );
+        check(
+            &format!("{}.e30.sig", URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT"}"#)),
+            "the header has no `alg` string",
+        );
+        check(
+            &format!("{}.e30.sig", URL_SAFE_NO_PAD.encode(r#"{"alg":256}"#)),
+            "the header has no `alg` string",
+        );
+        let crit = raw_token(SECRET, r#"{"alg":"HS256","crit":["exp"],"exp":1}"#, "{}");
+        check(
+            &crit,
+            "the header lists critical extensions (`crit`), which are not supported",
+        );
+        check(
+            &"a".repeat(MAX_TOKEN_LEN + 1),
+            "the token is longer than 64 KiB",
+        );
+        // A signature over a payload that is not base64url.
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256"}"#);
+        let message = format!("{header}.!!!");
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+            jsonwebtoken::Algorithm::HS256,
+        )
+        .unwrap();
+        check(
+            &format!("{message}.{signature}"),
+            "the claims or the signature are not base64url",
+        );
+        // A bad signature with a valid shape.
+        let token = raw_token("another secret", r#"{"alg":"HS256"}"#, "{}");
+        assert_eq!(
+            authorizer.verify(Role::Publisher, &token, now()),
+            Err(AuthError::BadSignature)
+        );
+        let token = raw_token(SECRET, r#"{"alg":"HS256"}"#, "{}");
+        let (head, _) = token.rsplit_once('.').unwrap();
+        assert_eq!(
+            authorizer.verify(Role::Publisher, &format!("{head}.!!"), now()),
+            // HMAC signatures are compared as text, so this is a mismatch.
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn keys_per_role() {
+        let publisher = SigningKey::hmac("publisher secret");
+        let subscriber = SigningKey::hmac("subscriber secret");
+        let authorizer = Authorizer::new(
+            Some(KeyConfig::hmac("publisher secret")),
+            Some(KeyConfig::hmac("subscriber secret")),
+        );
+        let claims = MercureClaims::default();
+        let p = mint(&publisher, &claims, None).unwrap();
+        let s = mint(&subscriber, &claims, None).unwrap();
+        assert!(authorizer.verify_publisher(&p).is_ok());
+        assert!(authorizer.verify_subscriber(&s).is_ok());
+        assert_eq!(
+            authorizer.verify_publisher(&s),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            authorizer.verify_subscriber(&p),
+            Err(AuthError::BadSignature)
+        );
+
+        let only_publishers = Authorizer::new(Some(KeyConfig::hmac("publisher secret")), None);
+        assert!(only_publishers.has_key(Role::Publisher));
+        assert!(!only_publishers.has_key(Role::Subscriber));
+        assert_eq!(
+            only_publishers
+                .verify_subscriber(&p)
+                .unwrap_err()
+                .to_string(),
+            "no JWT key is configured for subscribers"
+        );
+        let nobody = Authorizer::new(None, None);
+        assert_eq!(
+            nobody.verify_publisher(&p),
+            Err(AuthError::NoKey(Role::Publisher))
+        );
+    }
+
+    #[test]
+    fn minting() {
+        let key = SigningKey::hmac(SECRET);
+        let token = mint(&key, &MercureClaims::default(), None).unwrap();
+        let (_, payload, _) = {
+            let mut parts = token.split('.');
+            (parts.next(), parts.next().unwrap(), parts.next())
+        };
+        let payload: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(payload, serde_json::json!({"mercure": {}}));
+
+        let token = mint_at(&key, &all_claims(), Some(Duration::from_secs(90)), now()).unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let payload: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(payload["exp"], serde_json::json!(1_700_000_090u64));
+        assert_eq!(
+            payload["mercure"]["publish"],
+            serde_json::json!(["https://example.com/books/{id}"])
+        );
+        let header = token.split('.').next().unwrap();
+        let header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+        assert_eq!(header["alg"], "HS256");
+
+        // A token minted with a TTL expires.
+        let authorizer = hmac_authorizer();
+        assert!(matches!(
+            authorizer.verify(Role::Subscriber, &token, now() + Duration::from_secs(95)),
+            Err(AuthError::Expired { .. })
+        ));
+    }
+
+    #[test]
+    fn generated_secrets() {
+        let a = generate_secret();
+        let b = generate_secret();
+        assert_ne!(a, b);
+        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 32);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+    }
+
+    #[test]
+    fn claims_methods() {
+        let claims = Claims {
+            publish: Some(SelectorSet::new(["urn:a", "/b/{id}"])),
+            subscribe: Some(SelectorSet::new(["/private/{id}"])),
+            payload: None,
+            expires_at: None,
+        };
+        assert!(claims.can_publish_all(["urn:a"]));
+        assert!(claims.can_publish_all(["urn:a", "/b/1", "/b/2"]));
+        assert!(!claims.can_publish_all(["urn:a", "/c/1"]));
+        assert!(!claims.can_publish_all([]));
+        assert!(claims.can_subscribe_any(["/private/1"]));
+        assert!(claims.can_subscribe_any(["urn:x", "/private/1"]));
+        assert!(!claims.can_subscribe_any(["urn:x"]));
+        assert!(!claims.can_subscribe_any([]));
+        let empty = Claims::default();
+        assert!(!empty.can_publish_all(["urn:a"]));
+        assert!(!empty.can_subscribe_any(["urn:a"]));
+        let all = Claims {
+            publish: Some(SelectorSet::new(["*"])),
+            subscribe: Some(SelectorSet::new(["*"])),
+            ..Claims::default()
+        };
+        assert!(all.can_publish_all(["anything", "else"]));
+        assert!(all.can_subscribe_any(["anything"]));
+    }
+
+    fn headers(pairs: &[(header::HeaderName, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(name.clone(), HeaderValue::from_bytes(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn token_precedence() {
+        let all = headers(&[
+            (header::AUTHORIZATION, b"Bearer h.h.h"),
+            (header::COOKIE, b"mercureAuthorization=c.c.c"),
+        ]);
+        let query = Some("topic=%2Fx&authorization=q.q.q");
+        assert_eq!(
+            extract_token(&all, query).unwrap(),
+            Some(("h.h.h".into(), TokenSource::Header))
+        );
+        let no_header = headers(&[(header::COOKIE, b"mercureAuthorization=c.c.c")]);
+        assert_eq!(
+            extract_token(&no_header, query).unwrap(),
+            Some(("q.q.q".into(), TokenSource::Query))
+        );
+        assert_eq!(
+            extract_token(&no_header, Some("topic=x")).unwrap(),
+            Some(("c.c.c".into(), TokenSource::Cookie))
+        );
+        assert_eq!(
+            extract_token(&HeaderMap::new(), Some("topic=x")).unwrap(),
+            None
+        );
+        assert_eq!(extract_token(&HeaderMap::new(), Some("")).unwrap(), None);
+        // The query parameter is percent-decoded.
+        assert_eq!(
+            extract_token(&HeaderMap::new(), Some("authorization=a%2Eb.c")).unwrap(),
+            Some(("a.b.c".into(), TokenSource::Query))
+        );
+        // A broken header is an error even when a query token exists.
+        let broken = headers(&[(header::AUTHORIZATION, b"Basic dXNlcjpwYXNz")]);
+        assert_eq!(
+            extract_token(&broken, query),
+            Err(AuthError::InvalidAuthorizationHeader(
+                "the scheme is not Bearer"
+            ))
+        );
+    }
+
+    #[test]
+    fn authorization_header_errors() {
+        let extract = |pairs: &[(header::HeaderName, &[u8])]| extract_token(&headers(pairs), None);
+        assert_eq!(
+            extract(&[(header::AUTHORIZATION, b"bearer   t.o.k  ")]).unwrap(),
+            Some(("t.o.k".into(), TokenSource::Header))
+        );
+        for (value, reason) in [
+            (b"Bearer".as_slice(), "the Bearer token is empty"),
+            (b"Bearer   ", "the Bearer token is empty"),
+            (b"Token t.o.k", "the scheme is not Bearer"),
+            (b"t.o.k", "the scheme is not Bearer"),
+            (b"Bearer t\xE9", "the value is not visible ASCII"),
+        ] {
+            assert_eq!(
+                extract(&[(header::AUTHORIZATION, value)]),
+                Err(AuthError::InvalidAuthorizationHeader(reason)),
+                "{value:?}"
+            );
+        }
+        assert_eq!(
+            extract(&[
+                (header::AUTHORIZATION, b"Bearer a.b.c"),
+                (header::AUTHORIZATION, b"Bearer d.e.f")
+            ]),
+            Err(AuthError::InvalidAuthorizationHeader(
+                "several Authorization headers"
+            ))
+        );
+        let none = HeaderMap::new();
+        assert_eq!(
+            extract_token(&none, Some("authorization=a&authorization=b")),
+            Err(AuthError::InvalidAuthorizationQuery("given several times"))
+        );
+        assert_eq!(
+            extract_token(&none, Some("authorization=")),
+            Err(AuthError::InvalidAuthorizationQuery("empty"))
+        );
+        assert_eq!(
+            extract_token(&none, Some("authorization")),
+            Err(AuthError::InvalidAuthorizationQuery("empty"))
+        );
+    }
+
+    #[test]
+    fn cookie_parsing() {
+        let cookie = |values: &[&[u8]]| {
+            let pairs: Vec<_> = values.iter().map(|v| (header::COOKIE, *v)).collect();
+            extract_token(&headers(&pairs), None)
+                .unwrap()
+                .map(|(t, _)| t)
+        };
+        assert_eq!(
+            cookie(&[b"mercureAuthorization=a.b.c"]),
+            Some("a.b.c".into())
+        );
+        assert_eq!(
+            cookie(&[b"theme=dark;mercureAuthorization=a.b.c; lang=en"]),
+            Some("a.b.c".into())
+        );
+        assert_eq!(
+            cookie(&[b"  mercureAuthorization = \"a.b.c\" ; x=y"]),
+            Some("a.b.c".into())
+        );
+        // Split over several headers (HTTP/2), first one wins.
+        assert_eq!(
+            cookie(&[
+                b"theme=dark",
+                b"mercureAuthorization=first",
+                b"mercureAuthorization=second"
+            ]),
+            Some("first".into())
+        );
+        // Names are exact and case-sensitive.
+        assert_eq!(
+            cookie(&[b"xmercureAuthorization=a; mercureauthorization=b"]),
+            None
+        );
+        assert_eq!(cookie(&[b"mercureAuthorizationX=a"]), None);
+        // An empty cookie (after a logout) is no cookie; a later one still counts.
+        assert_eq!(cookie(&[b"mercureAuthorization="]), None);
+        assert_eq!(
+            cookie(&[b"mercureAuthorization=; mercureAuthorization=a.b.c"]),
+            Some("a.b.c".into())
+        );
+        // Other cookies with bytes that are not text do not get in the way.
+        assert_eq!(
+            cookie(&[b"blob=\xFF\xFE; mercureAuthorization=a.b.c"]),
+            Some("a.b.c".into())
+        );
+        assert_eq!(cookie(&[b"garbage;;;=;mercureAuthorization"]), None);
+        // Another cookie name.
+        let map = headers(&[(header::COOKIE, b"hub=a.b.c")]);
+        assert_eq!(
+            extract_token_with_cookie(&map, None, "hub").unwrap(),
+            Some(("a.b.c".into(), TokenSource::Cookie))
+        );
+        assert_eq!(extract_token(&map, None).unwrap(), None);
+    }
+
+    #[test]
+    fn messages_are_one_line_and_leak_nothing() {
+        let token = raw_token("another secret", r#"{"alg":"HS256"}"#, r#"{"mercure":{}}"#);
+        let errors = [
+            AuthError::MissingToken,
+            AuthError::InvalidAuthorizationHeader("x"),
+            AuthError::InvalidAuthorizationQuery("x"),
+            AuthError::MalformedToken("x"),
+            AuthError::InvalidClaims("x"),
+            hmac_authorizer()
+                .verify(Role::Publisher, &token, now())
+                .unwrap_err(),
+            AuthError::Expired {
+                ago: Duration::from_secs(1),
+            },
+            AuthError::NotYetValid {
+                remaining: Duration::from_secs(1),
+            },
+            AuthError::AlgorithmNotAllowed {
+                alg: "x".into(),
+                key: "RSA key",
+                accepted: "RS256".into(),
+            },
+            AuthError::NoKey(Role::Publisher),
+            AuthError::KeyRejected("RSA key"),
+            AuthError::Signing("x"),
+        ];
+        for err in errors {
+            let message = err.to_string();
+            assert!(!message.contains('\n'), "{message}");
+            assert!(
+                !message.contains(SECRET) && !message.contains(&token),
+                "{message}"
+            );
+        }
+        let debug = format!(
+            "{:?} {:?}",
+            KeyConfig::hmac(SECRET),
+            SigningKey::hmac(SECRET)
+        );
+        assert!(!debug.contains(SECRET), "{debug}");
+        assert!(!debug.contains("33, 67"), "no key bytes either: {debug}");
+    }
 }
