@@ -1012,3 +1012,220 @@ mod tests {
         assert!(start.elapsed() < std::time::Duration::from_secs(2));
     }
 }
+
+/// Property tests: whatever values a template is expanded with (by an
+/// independent RFC 6570 expander written for these tests), the selector
+/// matches the expansion, and nothing with a raw space in it.
+#[cfg(test)]
+mod expansion_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Value {
+        Undefined,
+        Text(String),
+        List(Vec<String>),
+    }
+
+    fn encode(value: &str, reserved: bool) -> String {
+        let mut out = String::new();
+        let bytes = value.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            let unreserved = b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+            let reserved_char = b":/?#[]@!$&'()*+,;=".contains(&b);
+            if reserved && b == b'%' && is_hex_pair(&value[i + 1..]) {
+                out.push_str(&value[i..i + 3]);
+                i += 3;
+                continue;
+            }
+            if unreserved || (reserved && reserved_char) {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// RFC 6570 Appendix A.
+    fn expand(template: &str, value_of: impl Fn(&str) -> Value) -> String {
+        let mut out = String::new();
+        for part in parse_template(template).unwrap() {
+            let (operator, vars) = match part {
+                Part::Literal(text) => {
+                    out.push_str(text);
+                    continue;
+                }
+                Part::Expression { operator, vars } => (operator, vars),
+            };
+            let reserved = operator.allows_reserved();
+            let mut first = true;
+            for var in &vars {
+                let value = match value_of(var.name) {
+                    Value::List(items) if items.is_empty() => Value::Undefined,
+                    v => v,
+                };
+                if matches!(value, Value::Undefined) {
+                    continue;
+                }
+                out.push_str(if first {
+                    operator.first()
+                } else {
+                    operator.separator()
+                });
+                first = false;
+                match value {
+                    Value::Undefined => unreachable!(),
+                    Value::Text(text) => {
+                        if operator.named() {
+                            out.push_str(var.name);
+                            if text.is_empty() {
+                                out.push_str(operator.if_empty());
+                                continue;
+                            }
+                            out.push('=');
+                        }
+                        let text = match var.modifier {
+                            Modifier::Prefix(n) => text.chars().take(usize::from(n)).collect(),
+                            _ => text,
+                        };
+                        out.push_str(&encode(&text, reserved));
+                    }
+                    Value::List(items) if var.modifier != Modifier::Explode => {
+                        if operator.named() {
+                            out.push_str(var.name);
+                            out.push('=');
+                        }
+                        let items: Vec<String> =
+                            items.iter().map(|i| encode(i, reserved)).collect();
+                        out.push_str(&items.join(","));
+                    }
+                    Value::List(items) => {
+                        let items: Vec<String> = items
+                            .iter()
+                            .map(|item| {
+                                if !operator.named() {
+                                    encode(item, reserved)
+                                } else if item.is_empty() {
+                                    format!("{}{}", var.name, operator.if_empty())
+                                } else {
+                                    format!("{}={}", var.name, encode(item, reserved))
+                                }
+                            })
+                            .collect();
+                        out.push_str(&items.join(operator.separator()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    const TEMPLATES: &[&str] = &[
+        "{x}",
+        "{+x}",
+        "{#x}",
+        "{.x}",
+        "{/x}",
+        "{;x}",
+        "{?x}",
+        "{&x}",
+        "{x,y,z}",
+        "{+x,y}",
+        "{#x,y,z}",
+        "{.x,y}",
+        "{/x,y,z}",
+        "{;x,y,z}",
+        "{?x,y,z}",
+        "{&x,y}",
+        "{x*}",
+        "{+x*}",
+        "{#x*}",
+        "{.x*}",
+        "{/x*}",
+        "{;x*}",
+        "{?x*}",
+        "{&x*}",
+        "{p:3}",
+        "{+p:3}",
+        "{#p:3}",
+        "{.p:3}",
+        "{/p:3}",
+        "{;p:3}",
+        "{?p:3}",
+        "{&p:3}",
+        "https://example.com/{x}/b{/y*,p:2}{?z,x*}{#y}",
+        "/a{;x,y*}{&p:5}",
+        "{p:1}{y}.{z}",
+        "/users/{x}/books/{y}",
+        "https://example.com/{+x}/{y}{.z*}",
+    ];
+
+    fn text() -> impl Strategy<Value = String> {
+        proptest::string::string_regex("[a-zA-Z0-9 %/?#=&;,.:\\-_~!$'()*+@\\[\\]é€ж😀]{0,6}")
+            .unwrap()
+    }
+
+    fn value(prefix_only: bool) -> BoxedStrategy<Value> {
+        if prefix_only {
+            prop_oneof![Just(Value::Undefined), text().prop_map(Value::Text)].boxed()
+        } else {
+            prop_oneof![
+                Just(Value::Undefined),
+                text().prop_map(Value::Text),
+                proptest::collection::vec(text(), 0..4).prop_map(Value::List),
+            ]
+            .boxed()
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_expansion_matches(
+            template in proptest::sample::select(TEMPLATES),
+            x in value(false),
+            y in value(false),
+            z in value(false),
+            p in value(true),
+            insert_at in any::<proptest::sample::Index>(),
+        ) {
+            let expansion = expand(template, |name| match name {
+                "x" => x.clone(),
+                "y" => y.clone(),
+                "z" => z.clone(),
+                _ => p.clone(),
+            });
+            let selector = Selector::new(template);
+            prop_assert!(selector.is_template());
+            prop_assert!(selector.matches(&expansion), "{} should match {:?}", template, expansion);
+            // Expansion never produces a raw space.
+            let at = insert_at.index(expansion.len() + 1);
+            if expansion.is_char_boundary(at) {
+                let mut broken = expansion.clone();
+                broken.insert(at, ' ');
+                prop_assert!(!selector.matches(&broken), "{} should not match {:?}", template, broken);
+            }
+        }
+
+        #[test]
+        fn arbitrary_selectors_never_panic(source in "\\PC{0,40}", topic in "\\PC{0,40}") {
+            let selector = Selector::new(&source);
+            let _ = selector.matches(&topic);
+            prop_assert!(selector.matches(&source));
+        }
+
+        #[test]
+        fn template_like_selectors_never_panic(
+            source in "[{}a-z0-9:*,.%+#/;?&=!@|]{0,24}",
+            topic in "[a-z0-9:,.%/;?&=]{0,24}",
+        ) {
+            let selector = Selector::new(&source);
+            let _ = selector.matches(&topic);
+            prop_assert!(selector.matches(&source));
+        }
+    }
+}
