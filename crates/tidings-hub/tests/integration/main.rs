@@ -1,1 +1,3 @@
 //! Integration tests of the hub over real sockets.
+
+mod log;
