@@ -30,7 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::record::{self, Record};
 use super::{LogError, LogStats, Retention, StorageError, Stored, Update};
@@ -66,6 +66,8 @@ pub(super) struct FileLog {
     db: Arc<Database>,
     requests: mpsc::Sender<Request>,
     counters: Arc<Counters>,
+    /// Follows the writer's announcements; closed when the writer stops.
+    positions: watch::Receiver<u64>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -106,7 +108,9 @@ impl FileLog {
             .last_position
             .store(last_position, Ordering::Release);
         let (requests, queue) = mpsc::channel();
+        let (announce, positions) = watch::channel(last_position);
         let writer = Writer {
+            announce,
             db: Arc::clone(&db),
             retention,
             clock,
@@ -123,6 +127,7 @@ impl FileLog {
             db,
             requests,
             counters,
+            positions,
             writer: Mutex::new(Some(writer)),
         })
     }
@@ -209,6 +214,10 @@ impl FileLog {
         .await
     }
 
+    pub(super) fn watch(&self) -> watch::Receiver<u64> {
+        self.positions.clone()
+    }
+
     pub(super) fn stats(&self) -> LogStats {
         LogStats {
             appended: self.counters.appended.load(Ordering::Relaxed),
@@ -287,6 +296,8 @@ struct Writer {
     retention: Retention,
     clock: Clock,
     counters: Arc<Counters>,
+    /// Dropped with the writer, which tells watchers the log is closed.
+    announce: watch::Sender<u64>,
     last_position: u64,
 }
 
@@ -354,6 +365,9 @@ impl Writer {
                 self.counters
                     .last_position
                     .store(self.last_position, Ordering::Release);
+                if appended > 0 {
+                    self.announce.send_replace(self.last_position);
+                }
                 metrics::counter!("tidings_log_commits_total").increment(1);
                 metrics::counter!("tidings_log_appends_total").increment(appended);
                 metrics::histogram!("tidings_log_batch_size").record(size as f64);

@@ -7,6 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{LogError, LogStats, Retention, Stored, Update};
@@ -16,7 +17,6 @@ pub(super) struct MemoryLog {
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
     /// Ascending, contiguous positions.
     entries: VecDeque<Entry>,
@@ -24,6 +24,8 @@ struct State {
     last_position: u64,
     appended: u64,
     closed: bool,
+    /// Tells watchers the last position; dropped on close.
+    announce: Option<watch::Sender<u64>>,
 }
 
 struct Entry {
@@ -36,7 +38,14 @@ impl MemoryLog {
     pub(super) fn new(retention: Retention) -> MemoryLog {
         MemoryLog {
             retention,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                entries: VecDeque::new(),
+                ids: HashMap::new(),
+                last_position: 0,
+                appended: 0,
+                closed: false,
+                announce: Some(watch::channel(0).0),
+            }),
         }
     }
 
@@ -73,6 +82,9 @@ impl MemoryLog {
             appended_at: Instant::now(),
         });
         state.prune(&self.retention, Instant::now());
+        if let Some(announce) = &state.announce {
+            announce.send_replace(position);
+        }
         Ok(stored)
     }
 
@@ -124,8 +136,19 @@ impl MemoryLog {
         }
     }
 
+    pub(super) fn watch(&self) -> watch::Receiver<u64> {
+        let state = self.state();
+        match &state.announce {
+            Some(announce) => announce.subscribe(),
+            // A receiver whose sender is gone: it reports the log closed.
+            None => watch::channel(state.last_position).1,
+        }
+    }
+
     pub(super) fn close(&self) {
-        self.state().closed = true;
+        let mut state = self.state();
+        state.closed = true;
+        state.announce = None;
     }
 }
 

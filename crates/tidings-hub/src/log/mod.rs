@@ -448,6 +448,46 @@ impl Log {
         Ok(self.len().await? == 0)
     }
 
+    /// A handle that wakes a task when updates are appended, so that one
+    /// task can follow the log (for instance to feed the fan-out from the
+    /// log rather than from each publish request).
+    ///
+    /// ```
+    /// use tidings_hub::log::{Cursor, Log, Retention, Update};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let log = Log::memory(Retention::default());
+    /// let mut watch = log.watch();
+    /// let follower = tokio::spawn({
+    ///     let log = log.clone();
+    ///     async move {
+    ///         let mut seen = 0;
+    ///         let mut ids = Vec::new();
+    ///         while watch.wait_past(seen).await.is_some() {
+    ///             for stored in log.read_after(Cursor::Position(seen), 100).await? {
+    ///                 seen = stored.position;
+    ///                 ids.push(stored.update.id.clone());
+    ///             }
+    ///         }
+    ///         Ok::<_, tidings_hub::log::LogError>(ids)
+    ///     }
+    /// });
+    /// log.append(Update::new("a", "/t", "x")).await?;
+    /// log.append(Update::new("b", "/t", "y")).await?;
+    /// log.clone().close().await; // ends the follower once it has read everything
+    /// # let ids = follower.await.unwrap()?;
+    /// # assert_eq!(ids, ["a", "b"]);
+    /// # Ok::<(), tidings_hub::log::LogError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn watch(&self) -> LogWatch {
+        let positions = match &self.backend {
+            Backend::Memory(log) => log.watch(),
+            Backend::File(log) => log.watch(),
+        };
+        LogWatch { positions }
+    }
+
     /// What the log has done since it was opened.
     pub fn stats(&self) -> LogStats {
         match &self.backend {
@@ -468,6 +508,28 @@ impl Log {
             Backend::Memory(log) => log.close(),
             Backend::File(log) => log.close().await,
         }
+    }
+}
+
+/// Wakes a task when the log grows; made by [`Log::watch`].
+#[derive(Debug, Clone)]
+pub struct LogWatch {
+    positions: tokio::sync::watch::Receiver<u64>,
+}
+
+impl LogWatch {
+    /// Waits until the log's last position is greater than `position`, and
+    /// returns that last position (the updates themselves come from
+    /// [`Log::read_after`]). Returns at once if it already is; `None` once
+    /// the log is closed and nothing after `position` was appended.
+    ///
+    /// Cancel safe: dropping the future loses nothing.
+    pub async fn wait_past(&mut self, position: u64) -> Option<u64> {
+        self.positions
+            .wait_for(|&last| last > position)
+            .await
+            .ok()
+            .map(|last| *last)
     }
 }
 

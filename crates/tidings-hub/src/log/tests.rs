@@ -513,3 +513,34 @@ async fn concurrent_appends_share_commits() {
         stats.commits
     );
 }
+
+#[tokio::test]
+async fn a_watch_wakes_on_appends_and_ends_on_close() {
+    for Fixture { name, log, .. } in fixtures(Retention::default()).await {
+        let mut watch = log.watch();
+        let waiting = tokio::spawn({
+            let mut watch = watch.clone();
+            async move { watch.wait_past(0).await }
+        });
+        log.append(update("a")).await.unwrap();
+        assert_eq!(waiting.await.unwrap(), Some(1), "{name}");
+        // Already past: answers at once.
+        assert_eq!(watch.wait_past(0).await, Some(1), "{name}");
+        // A refused duplicate does not wake anyone.
+        let _ = log.append(update("a")).await;
+        let waiting = tokio::spawn({
+            let mut watch = watch.clone();
+            async move { watch.wait_past(1).await }
+        });
+        log.append(update("b")).await.unwrap();
+        assert_eq!(waiting.await.unwrap(), Some(2), "{name}");
+        let waiting = tokio::spawn(async move { watch.wait_past(2).await });
+        log.clone().close().await;
+        assert_eq!(waiting.await.unwrap(), None, "{name}");
+        assert_eq!(
+            log.watch().wait_past(2).await,
+            None,
+            "{name}: a watch made after close"
+        );
+    }
+}
