@@ -40,8 +40,22 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// A key that verifies tokens: a PEM public key (RS*, ES*, EdDSA) or an HMAC secret.
+/// The text of a key given on the command line: the PEM itself, the path of a PEM
+/// file, or an HMAC secret.
+fn key_text(value: &str) -> String {
+    if !is_pem(value)
+        && let Ok(text) = std::fs::read_to_string(Path::new(value))
+        && is_pem(&text)
+    {
+        return text;
+    }
+    value.to_owned()
+}
+
+/// A key that verifies tokens: a PEM public key (RS*, ES*, EdDSA), inline or as the
+/// path of a `.pem` file, or an HMAC secret.
 pub(crate) fn verifying_key(value: &str, what: &str) -> anyhow::Result<KeyConfig> {
+    let value = &key_text(value);
     if is_pem(value) {
         KeyConfig::from_pem(value.as_bytes()).with_context(|| format!("{what}: invalid PEM key"))
     } else {
@@ -50,8 +64,10 @@ pub(crate) fn verifying_key(value: &str, what: &str) -> anyhow::Result<KeyConfig
     }
 }
 
-/// A key that signs tokens: a PEM private key or an HMAC secret.
+/// A key that signs tokens: a PEM private key (inline or a file's path) or an HMAC
+/// secret.
 pub(crate) fn signing_key(value: &str, what: &str) -> anyhow::Result<SigningKey> {
+    let value = &key_text(value);
     if is_pem(value) {
         SigningKey::from_pem(value.as_bytes()).with_context(|| format!("{what}: invalid PEM key"))
     } else {

@@ -191,3 +191,26 @@ async fn serve_without_a_key_prints_one_that_works_then_stops_on_sigterm() {
     .await;
     assert!(end.is_ok());
 }
+
+#[test]
+fn pem_keys_from_files() {
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/../tidings-hub/tests/keys");
+    let private = format!("{keys}/p256-private.pem");
+    let public = std::fs::read(format!("{keys}/p256-public.pem")).unwrap();
+    let output = run(&["token", "--jwt-key", &private, "--subscribe", "*"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let token = text(&output.stdout).trim().to_owned();
+    let key = KeyConfig::from_pem(&public).unwrap();
+    let claims = Authorizer::new(None, Some(key))
+        .verify_subscriber(&token)
+        .expect("an ES256 token");
+    assert!(claims.can_subscribe_any(["/anything"]));
+
+    let check = run(&[
+        "serve",
+        "--check",
+        "--jwt-key",
+        &format!("{keys}/p256-public.pem"),
+    ]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+}
