@@ -130,6 +130,18 @@ impl Settings {
         }
         let no_history = args.no_history || file.no_history.unwrap_or(false);
         let db = (!no_history).then(|| args.db.or(file.db).unwrap_or_else(|| DEFAULT_DB.into()));
+        if let Some(db) = &db {
+            let parent = db.parent().filter(|p| !p.as_os_str().is_empty());
+            if let Some(parent) = parent
+                && !parent.is_dir()
+            {
+                anyhow::bail!(
+                    "invalid --db {}: the directory {} does not exist",
+                    db.display(),
+                    parent.display()
+                );
+            }
+        }
         let defaults = Retention::default();
         let max_updates = match args.history_size.or(file.history_size) {
             Some(0) => None,

@@ -88,6 +88,10 @@ fn check_validates_without_starting_and_applies_precedence() {
     assert!(err.contains("adress"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
 
+    let nowhere = run(&["serve", "--check", "--db", "/nonexistent-dir/tidings.db"]);
+    assert!(!nowhere.status.success());
+    assert!(text(&nowhere.stderr).contains("/nonexistent-dir"));
+
     for (flag, value) in [
         ("--heartbeat", "soon"),
         ("--addr", "localhost"),
