@@ -262,6 +262,9 @@ pub enum KeyError {
         /// The kind of key, e.g. `RSA key`.
         family: &'static str,
     },
+    /// An empty list of algorithms was given.
+    #[error("no algorithm to accept: give at least one")]
+    NoAlgorithm,
     /// The algorithm name is not one Tidings knows.
     #[error(
         "unknown JWT algorithm `{0}` (expected one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"
@@ -363,6 +366,7 @@ fn classify_pem(pem_bytes: &[u8]) -> Result<PemKind, KeyError> {
 pub struct KeyConfig {
     key: DecodingKey,
     family: Family,
+    algorithms: Vec<Algorithm>,
 }
 
 impl KeyConfig {
@@ -373,6 +377,7 @@ impl KeyConfig {
         KeyConfig {
             key: DecodingKey::from_secret(secret.as_ref()),
             family: Family::Hmac,
+            algorithms: Family::Hmac.algorithms().to_vec(),
         }
     }
 
@@ -392,13 +397,70 @@ impl KeyConfig {
             Family::Hmac => unreachable!("PEM blocks never classify as HMAC secrets"),
         }
         .map_err(|_| KeyError::InvalidKey(family.name()))?;
-        Ok(KeyConfig { key, family })
+        Ok(KeyConfig {
+            key,
+            family,
+            algorithms: family.algorithms().to_vec(),
+        })
+    }
+
+    /// A PEM public key when `key` looks like one (starts with `-----BEGIN`,
+    /// after whitespace), else an HMAC secret: what a `--jwt-key` option takes.
+    ///
+    /// ```
+    /// use tidings_hub::auth::{Algorithm, KeyConfig};
+    ///
+    /// let key = KeyConfig::from_secret_or_pem(b"my secret")?;
+    /// assert_eq!(key.algorithms()[0], Algorithm::HS256);
+    /// assert!(KeyConfig::from_secret_or_pem(b"-----BEGIN PUBLIC KEY-----\n").is_err());
+    /// # Ok::<(), tidings_hub::auth::KeyError>(())
+    /// ```
+    pub fn from_secret_or_pem(key: impl AsRef<[u8]>) -> Result<KeyConfig, KeyError> {
+        let key = key.as_ref();
+        if looks_like_pem(key) {
+            KeyConfig::from_pem(key)
+        } else {
+            Ok(KeyConfig::hmac(key))
+        }
+    }
+
+    /// Accepts only `algorithms` from now on (like Mercure's `jwt_algorithm`
+    /// setting); each must belong to the key's family.
+    ///
+    /// ```
+    /// use tidings_hub::auth::{Algorithm, KeyConfig};
+    ///
+    /// let key = KeyConfig::hmac("secret").restrict_to(&[Algorithm::HS512])?;
+    /// assert_eq!(key.algorithms(), [Algorithm::HS512]);
+    /// assert!(KeyConfig::hmac("secret").restrict_to(&[Algorithm::RS256]).is_err());
+    /// assert!(KeyConfig::hmac("secret").restrict_to(&[]).is_err());
+    /// # Ok::<(), tidings_hub::auth::KeyError>(())
+    /// ```
+    pub fn restrict_to(mut self, algorithms: &[Algorithm]) -> Result<KeyConfig, KeyError> {
+        if algorithms.is_empty() {
+            return Err(KeyError::NoAlgorithm);
+        }
+        if let Some(&algorithm) = algorithms
+            .iter()
+            .find(|a| !self.family.algorithms().contains(a))
+        {
+            return Err(KeyError::AlgorithmMismatch {
+                algorithm,
+                family: self.family.name(),
+            });
+        }
+        self.algorithms = algorithms.to_vec();
+        Ok(self)
     }
 
     /// The algorithms a token signed for this key may use.
-    pub fn algorithms(&self) -> &'static [Algorithm] {
-        self.family.algorithms()
+    pub fn algorithms(&self) -> &[Algorithm] {
+        &self.algorithms
     }
+}
+
+fn looks_like_pem(key: &[u8]) -> bool {
+    key.trim_ascii_start().starts_with(b"-----BEGIN")
 }
 
 impl fmt::Debug for KeyConfig {
@@ -406,6 +468,7 @@ impl fmt::Debug for KeyConfig {
         // Never print key material.
         f.debug_struct("KeyConfig")
             .field("kind", &self.family.name())
+            .field("algorithms", &self.algorithms)
             .finish_non_exhaustive()
     }
 }
@@ -458,6 +521,17 @@ impl SigningKey {
             family,
             algorithm,
         })
+    }
+
+    /// A PEM private key when `key` looks like one (starts with `-----BEGIN`,
+    /// after whitespace), else an HMAC secret (signing with HS256).
+    pub fn from_secret_or_pem(key: impl AsRef<[u8]>) -> Result<SigningKey, KeyError> {
+        let key = key.as_ref();
+        if looks_like_pem(key) {
+            SigningKey::from_pem(key)
+        } else {
+            Ok(SigningKey::hmac(key))
+        }
     }
 
     /// Signs with `algorithm` instead, if it belongs to the key's family.
@@ -781,6 +855,37 @@ impl Authorizer {
             Role::Publisher => self.publisher.as_ref(),
             Role::Subscriber => self.subscriber.as_ref(),
         }
+    }
+
+    /// Finds a request's token ([`extract_token`]) and verifies it for `role`
+    /// now. `Ok(None)`: the request is anonymous.
+    ///
+    /// ```
+    /// use axum::http::{HeaderMap, HeaderValue, header};
+    /// use tidings_hub::auth::{mint, Authorizer, KeyConfig, MercureClaims, Role, SigningKey, TokenSource};
+    ///
+    /// let token = mint(&SigningKey::hmac("secret"), &MercureClaims::default(), None)?;
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+    ///
+    /// let authorizer = Authorizer::new(None, Some(KeyConfig::hmac("secret")));
+    /// let (claims, source) = authorizer.authenticate(Role::Subscriber, &headers, None)?.unwrap();
+    /// assert_eq!(source, TokenSource::Header);
+    /// assert!(claims.subscribe.is_none());
+    /// assert!(authorizer.authenticate(Role::Subscriber, &HeaderMap::new(), Some("topic=x"))?.is_none());
+    /// # Ok::<(), tidings_hub::auth::AuthError>(())
+    /// ```
+    pub fn authenticate(
+        &self,
+        role: Role,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Option<(Claims, TokenSource)>, AuthError> {
+        let Some((token, source)) = extract_token(headers, query)? else {
+            return Ok(None);
+        };
+        let claims = self.verify(role, &token, SystemTime::now())?;
+        Ok(Some((claims, source)))
     }
 
     /// Verifies a publisher's token now.
@@ -1239,7 +1344,7 @@ mod tests {
 
     #[test]
     fn keys_accept_only_their_family() {
-        let accepted = |pem: &[u8]| KeyConfig::from_pem(pem).unwrap().algorithms();
+        let accepted = |pem: &[u8]| KeyConfig::from_pem(pem).unwrap().algorithms().to_vec();
         assert_eq!(accepted(key!("rsa-public.pem")), RSA_ALGORITHMS);
         assert_eq!(accepted(key!("rsa-public-pkcs1.pem")), RSA_ALGORITHMS);
         assert_eq!(accepted(key!("p256-public.pem")), [Algorithm::ES256]);
@@ -1385,6 +1490,121 @@ mod tests {
                 .unwrap()
                 .with_algorithm(Algorithm::ES384)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn restricted_and_detected_keys() {
+        let hs256 = mint_at(&SigningKey::hmac(SECRET), &all_claims(), None, now()).unwrap();
+        let hs512 = mint_at(
+            &SigningKey::hmac(SECRET)
+                .with_algorithm(Algorithm::HS512)
+                .unwrap(),
+            &all_claims(),
+            None,
+            now(),
+        )
+        .unwrap();
+        let only_512 = KeyConfig::hmac(SECRET)
+            .restrict_to(&[Algorithm::HS512])
+            .unwrap();
+        let authorizer = Authorizer::new(Some(only_512), None);
+        assert!(authorizer.verify(Role::Publisher, &hs512, now()).is_ok());
+        assert_eq!(
+            authorizer
+                .verify(Role::Publisher, &hs256, now())
+                .unwrap_err()
+                .to_string(),
+            "algorithm `HS256` is not accepted with the configured HMAC secret (accepted: HS512)"
+        );
+        assert_eq!(
+            KeyConfig::from_pem(key!("rsa-public.pem"))
+                .unwrap()
+                .restrict_to(&[Algorithm::PS256, Algorithm::ES256])
+                .unwrap_err(),
+            KeyError::AlgorithmMismatch {
+                algorithm: Algorithm::ES256,
+                family: "RSA key"
+            }
+        );
+        assert_eq!(
+            KeyConfig::hmac(SECRET).restrict_to(&[]).unwrap_err(),
+            KeyError::NoAlgorithm
+        );
+
+        // PEM or secret, by content.
+        let mut indented = b"\n  ".to_vec();
+        indented.extend_from_slice(key!("ed25519-public.pem"));
+        assert_eq!(
+            KeyConfig::from_secret_or_pem(&indented)
+                .unwrap()
+                .algorithms(),
+            [Algorithm::EdDSA]
+        );
+        assert_eq!(
+            KeyConfig::from_secret_or_pem(SECRET).unwrap().algorithms(),
+            HMAC_ALGORITHMS
+        );
+        let signer = SigningKey::from_secret_or_pem(key!("ed25519-private.pem")).unwrap();
+        assert_eq!(signer.algorithm(), Algorithm::EdDSA);
+        assert_eq!(
+            SigningKey::from_secret_or_pem(SECRET).unwrap().algorithm(),
+            Algorithm::HS256
+        );
+        assert_eq!(
+            SigningKey::from_secret_or_pem(key!("ed25519-public.pem")).unwrap_err(),
+            KeyError::PublicKeyGiven
+        );
+        // The same secret given to both sides works end to end.
+        let token = mint(
+            &SigningKey::from_secret_or_pem(SECRET).unwrap(),
+            &all_claims(),
+            None,
+        )
+        .unwrap();
+        let key = KeyConfig::from_secret_or_pem(SECRET).unwrap();
+        assert!(
+            Authorizer::new(Some(key), None)
+                .verify_publisher(&token)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn authenticate_extracts_then_verifies() {
+        let token = mint(&SigningKey::hmac(SECRET), &all_claims(), None).unwrap();
+        let authorizer = hmac_authorizer();
+        let query = format!("topic=x&authorization={token}");
+        let (claims, source) = authorizer
+            .authenticate(Role::Publisher, &HeaderMap::new(), Some(&query))
+            .unwrap()
+            .unwrap();
+        assert_eq!(source, TokenSource::Query);
+        assert!(claims.can_publish_all(["https://example.com/books/9"]));
+        let cookie = format!("mercureAuthorization={token}");
+        let map = headers(&[(header::COOKIE, cookie.as_bytes())]);
+        assert_eq!(
+            authorizer
+                .authenticate(Role::Subscriber, &map, None)
+                .unwrap()
+                .map(|(_, s)| s),
+            Some(TokenSource::Cookie)
+        );
+        assert_eq!(
+            authorizer.authenticate(Role::Subscriber, &HeaderMap::new(), None),
+            Ok(None)
+        );
+        let bad = headers(&[(header::AUTHORIZATION, b"Bearer x.y.z")]);
+        assert!(matches!(
+            authorizer.authenticate(Role::Subscriber, &bad, Some(&query)),
+            Err(AuthError::MalformedToken(_))
+        ));
+        let other = mint(&SigningKey::hmac("other"), &all_claims(), None).unwrap();
+        let cookie = format!("mercureAuthorization={other}");
+        let map = headers(&[(header::COOKIE, cookie.as_bytes())]);
+        assert_eq!(
+            authorizer.authenticate(Role::Subscriber, &map, None),
+            Err(AuthError::BadSignature)
         );
     }
 

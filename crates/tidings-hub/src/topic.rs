@@ -65,8 +65,10 @@
 //!   a template beyond these limits is treated as an exact selector (no real
 //!   topic template comes close: each expression costs about 1 KiB).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, OnceLock};
 
 use regex::{Regex, RegexBuilder};
 
@@ -76,6 +78,8 @@ const MAX_COUNTED_PREFIX: u16 = 256;
 /// query string cannot make the hub spend much time or memory compiling it.
 const MAX_PATTERN_LEN: usize = 64 * 1024;
 const MAX_COMPILED_SIZE: usize = 1 << 20;
+/// Distinct templates kept compiled (see [`cached_template`]).
+const TEMPLATE_CACHE_CAPACITY: usize = 1024;
 
 /// One topic selector, compiled once.
 ///
@@ -114,12 +118,9 @@ impl Selector {
         let kind = if source == "*" {
             Kind::Wildcard
         } else if source.contains('{') {
-            match compile_template(source) {
-                Ok(regex) => Kind::Template(regex),
-                Err(reason) => {
-                    tracing::trace!(selector = source, %reason, "not a URI template, matching exactly");
-                    Kind::Exact
-                }
+            match cached_template(source) {
+                Some(regex) => Kind::Template(regex),
+                None => Kind::Exact,
             }
         } else {
             Kind::Exact
@@ -509,6 +510,15 @@ fn value_unit(reserved: bool) -> String {
     format!("(?:{}|%{HEX}{HEX})", value_class(reserved))
 }
 
+/// Any sequence of value characters and `joiner`: list items joined by
+/// `joiner`, compiled as one flat loop (cheaper to build and to run than
+/// `value (joiner value)*`, and the same language).
+fn joined_values(reserved: bool, joiner: char) -> String {
+    let class = value_class(reserved);
+    let members = &class[1..class.len() - 1];
+    format!("(?:[{members}\\{joiner}]|%{HEX}{HEX})*")
+}
+
 fn value_class(reserved: bool) -> &'static str {
     if reserved {
         r"[A-Za-z0-9\-._\~:/?#\[\]@!$\&'()*+,;=]"
@@ -549,19 +559,17 @@ fn varspec_regex(operator: Operator, var: &VarSpec<'_>) -> String {
     let reserved = operator.allows_reserved();
     let unit = value_unit(reserved);
     let value = format!("{unit}*");
-    // A non-exploded list joins its items with `,`; with `+` and `#`, `,` is a
-    // value character already.
-    let list = if reserved {
-        value.clone()
-    } else {
-        format!("{value}(?:,{value})*")
-    };
+    // A non-exploded list joins its items with `,`.
+    let list = joined_values(reserved, ',');
     let sep = regex::escape(operator.separator());
     if !operator.named() {
         return match var.modifier {
             Modifier::None => list,
             Modifier::Prefix(len) => prefix_value(reserved, len, false),
-            Modifier::Explode => format!("{value}(?:{sep}{value})*"),
+            Modifier::Explode => {
+                let joiner = operator.separator().chars().next().unwrap_or(',');
+                joined_values(reserved, joiner)
+            }
         };
     }
     let name = regex::escape(var.name);
@@ -607,7 +615,46 @@ fn expression_regex(operator: Operator, vars: &[VarSpec<'_>]) -> String {
     format!("(?:{}{selection})?", regex::escape(operator.first()))
 }
 
-fn compile_template(source: &str) -> Result<Regex, String> {
+type TemplateCache = Mutex<HashMap<Box<str>, Option<Regex>>>;
+
+/// Compiles a template, or returns `None` when `source` is not one, through a
+/// process-wide cache. The same few templates come back in every token and
+/// from many subscribers, and compiling one costs tens of microseconds where a
+/// lookup costs tens of nanoseconds. The cache is bounded: a client sending
+/// endless distinct templates only evicts entries. (A compiled `Regex` is
+/// shared by cloning, which is cheap.)
+fn cached_template(source: &str) -> Option<Regex> {
+    static CACHE: OnceLock<TemplateCache> = OnceLock::new();
+    let cache = CACHE.get_or_init(TemplateCache::default);
+    // A panic elsewhere while holding the lock cannot leave the map
+    // inconsistent (every operation is a single insert or remove).
+    let lock = || {
+        cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    if let Some(compiled) = lock().get(source) {
+        return compiled.clone();
+    }
+    // Compile without holding the lock; a concurrent duplicate is harmless.
+    let compiled = match compile_template(source) {
+        Ok(regex) => Some(regex),
+        Err(reason) => {
+            tracing::trace!(selector = source, %reason, "not a URI template, matching exactly");
+            None
+        }
+    };
+    let mut map = lock();
+    if map.len() >= TEMPLATE_CACHE_CAPACITY
+        && let Some(victim) = map.keys().next().cloned()
+    {
+        map.remove(&victim);
+    }
+    map.insert(source.into(), compiled.clone());
+    compiled
+}
+
+fn template_pattern(source: &str) -> Result<String, &'static str> {
     let parts = parse_template(source)?;
     let mut pattern = String::from(r"\A");
     for part in &parts {
@@ -620,8 +667,13 @@ fn compile_template(source: &str) -> Result<Regex, String> {
     }
     pattern.push_str(r"\z");
     if pattern.len() > MAX_PATTERN_LEN {
-        return Err("template too complex".into());
+        return Err("template too complex");
     }
+    Ok(pattern)
+}
+
+fn compile_template(source: &str) -> Result<Regex, String> {
+    let pattern = template_pattern(source)?;
     RegexBuilder::new(&pattern)
         .size_limit(MAX_COMPILED_SIZE)
         .build()
@@ -854,6 +906,20 @@ mod tests {
         ];
         for (template, topic, expected) in cases {
             check(template, topic, *expected);
+        }
+    }
+
+    #[test]
+    fn the_template_cache_is_bounded_and_transparent() {
+        for i in 0..TEMPLATE_CACHE_CAPACITY + 10 {
+            let s = Selector::new(&format!("/cache/{i}/{{id}}"));
+            assert!(s.matches(&format!("/cache/{i}/x")));
+            assert!(!s.matches(&format!("/cache/{}/x", i + 1)));
+        }
+        // Results are the same through the cache.
+        for _ in 0..2 {
+            assert!(Selector::new("/again/{id}").matches("/again/1"));
+            assert!(Selector::new("/again/{").is_exact());
         }
     }
 
