@@ -28,8 +28,10 @@
 //!
 //! A template is compiled once, when the selector is built, into an anchored
 //! [`regex`] (a finite automaton: matching time is linear in the topic's length,
-//! there is no backtracking to exploit). The semantics follow RFC 6570 levels 1
-//! to 4 and, where the RFC leaves room, the matcher Mercure uses
+//! there is no backtracking to exploit). Compiled templates are kept in a
+//! bounded process-wide cache, as the same few come back in every token and
+//! from many subscribers. The semantics follow RFC 6570 levels 1 to 4 and,
+//! where the RFC leaves room, the matcher Mercure uses
 //! (`github.com/yosida95/uritemplate`):
 //!
 //! | operator | first | separator | named | value characters |
@@ -63,12 +65,20 @@
 //!   exactly the topics it grants on a Mercure hub.
 //! - A template compiles to at most a 64 KiB pattern and 1 MiB of automaton;
 //!   a template beyond these limits is treated as an exact selector (no real
-//!   topic template comes close: each expression costs about 1 KiB).
+//!   topic template comes close).
+//!
+//! Where yosida95/uritemplate accepts strings that no expansion produces,
+//! Tidings does not: a second first character (`{?x,y}` against `?x=1?y=2`),
+//! a leading separator (`{/x,y}` against `//b` is fine, `{?x,y}` against
+//! `&y=1` is not), a list under a prefix modifier (`{x:2}` against `ab,cd`).
+//! It also counts a prefix in characters where that library counts
+//! pct-encoded octets (`{x:1}` matches `%C3%A9`, an `é`), and refuses the
+//! empty expression `{}`, which RFC 6570 does not allow.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use regex::{Regex, RegexBuilder};
 
@@ -83,7 +93,8 @@ const TEMPLATE_CACHE_CAPACITY: usize = 1024;
 
 /// One topic selector, compiled once.
 ///
-/// Equality, ordering of hashing consider the selector's text only.
+/// Equality and hashing consider the selector's text only; cloning is cheap
+/// (the text and the compiled template are shared).
 ///
 /// ```
 /// use tidings_hub::topic::Selector;
@@ -100,7 +111,7 @@ const TEMPLATE_CACHE_CAPACITY: usize = 1024;
 /// ```
 #[derive(Clone)]
 pub struct Selector {
-    source: Box<str>,
+    source: Arc<str>,
     kind: Kind,
 }
 
@@ -898,6 +909,14 @@ mod tests {
             ("/a.b/{id}", "/aXb/1", false),
             ("/a+b/{id}", "/aab/1", false),
             ("/(x)/{id}", "/(x)/1", true),
+            // Stricter than yosida95/uritemplate where no expansion fits.
+            ("{?x,y}", "&y=1", false),
+            ("{?x,y}", "?y=1", true),
+            ("{/x,y}", "//b", true),
+            ("{x:2}", "ab,cd", false),
+            ("{x:1}", "%C3%A9", true),
+            ("{x:1}", "%C3%A9%C3%A9", false),
+            ("{.x}", "..", true), // x = "."
             // Variable names: dots, digits, pct-encoded.
             ("{a.b}", "x", true),
             ("{?a.b}", "?a.b=1", true),
