@@ -1686,6 +1686,46 @@ mod tests {
     }
 
     #[test]
+    fn tokens_from_other_libraries() {
+        // lcobucci/jwt (Symfony, Laravel) writes fractional NumericDates and `iat`.
+        let claims = verify_raw(
+            r#"{"iat":1699999999.123456,"nbf":1699999999.123456,"exp":1700000100.25,"mercure":{"publish":["*"],"subscribe":["https://example.com/my-private-topic"]}}"#,
+        )
+        .unwrap();
+        assert!(claims.can_publish_all(["https://example.com/anything"]));
+        assert_eq!(
+            claims.expires_at,
+            Some(UNIX_EPOCH + Duration::from_millis(1_700_000_100_250))
+        );
+        // A token signed by an independent implementation (Python's `hmac`
+        // module) with the secret of Mercure's documentation.
+        let independent = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJtZXJjdXJlIjp7InB1Ymxpc2giOlsiKiJdfX0.a8cjcSRUAcHdnGNMKifA4BK5epRXxQI0UBp2XpNrBdw";
+        let claims = hmac_authorizer()
+            .verify(Role::Publisher, independent, now())
+            .unwrap();
+        assert!(claims.can_publish_all(["https://example.com/books/1"]));
+        assert_eq!(claims.expires_at, None);
+    }
+
+    #[test]
+    fn tokens_signed_by_openssl() {
+        // Signed with `openssl dgst -sha256 -sign rsa-private.pem` and
+        // `openssl pkeyutl -sign -rawin -inkey ed25519-private.pem`.
+        let rs256 = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJtZXJjdXJlIjp7InN1YnNjcmliZSI6WyJodHRwczovL2V4YW1wbGUuY29tL3VzZXJzLzEveytyZXN0fSJdfX0.eQvk10tFPYpUYvLQjy8mRFz4mvrPvDVA3ZGGanaeYoMSOzJ6h2EtYDUUsQDfEmS6jIWrUkKD8KtQY6uDujm6kaxLvw8K8rl8Y9pCQRnC8pBdEkxxLHI49pnrS7zq8kKqBRxm2rxB_8CVCWI8Pn3V4i_OcAtiMS96eUquAXtFG65LtC1x_FlXL6v2Tvt59nOYIR7WyDhQrRHAm9bftGNybvy4qVzoZ08ympVKdOw4z_gm4dPF69mJMfvjKzuY_cNAvXrOvAmRKXqzV1OSpIqDIhv0nhMgDam5SWIZNZp-TwCEhfwsNTKBfOhlY57RqqZcsdt8L3JPZKUjjSwehJ5Sgw";
+        let eddsa = "eyJhbGciOiJFZERTQSJ9.eyJtZXJjdXJlIjp7InN1YnNjcmliZSI6WyJodHRwczovL2V4YW1wbGUuY29tL3VzZXJzLzEveytyZXN0fSJdfX0.abZg0JBRF_AwAWFLdD2SePybDXFST9O1tvPpmNzmP4CEnooRYlnTv0aDCeDmBrqwFwFdFnvji9JNKVI9lnTyCw";
+        for (token, public) in [
+            (rs256, key!("rsa-public.pem")),
+            (rs256, key!("rsa-public-pkcs1.pem")),
+            (eddsa, key!("ed25519-public.pem")),
+        ] {
+            let authorizer = Authorizer::new(None, Some(KeyConfig::from_pem(public).unwrap()));
+            let claims = authorizer.verify(Role::Subscriber, token, now()).unwrap();
+            assert!(claims.can_subscribe_any(["https://example.com/users/1/books/2"]));
+            assert!(!claims.can_subscribe_any(["https://example.com/users/2/books/2"]));
+        }
+    }
+
+    #[test]
     fn claim_shapes() {
         let claims = verify_raw(
             r#"{"mercure":{"publish":["a","{b}"],"subscribe":[],"payload":[1,2]},"aud":"x","iss":"y"}"#,
