@@ -41,7 +41,8 @@
 //!
 //! - Only the algorithms of the configured key's family are accepted (HMAC
 //!   keys: HS256/384/512; RSA: RS256/384/512 and PS256/384/512; EC P-256:
-//!   ES256; EC P-384: ES384; Ed25519: EdDSA), so `none` and algorithm
+//!   ES256; EC P-384: ES384; Ed25519: EdDSA; a JWK set: those of its keys,
+//!   each key checked only against its own), so `none` and algorithm
 //!   confusion (an HMAC token "signed" with a public RSA key) are refused.
 //! - `exp` is checked when present; a token without `exp` never expires, as in
 //!   Mercure. `nbf` is checked when present. Both allow a leeway of
@@ -60,6 +61,7 @@ use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -255,7 +257,7 @@ pub enum KeyError {
     #[error("invalid {0}")]
     InvalidKey(&'static str),
     /// The algorithm does not belong to the key's family.
-    #[error("algorithm {algorithm} cannot be used with an {family}")]
+    #[error("algorithm {algorithm} cannot be used with the {family}")]
     AlgorithmMismatch {
         /// The requested algorithm.
         algorithm: Algorithm,
@@ -265,6 +267,9 @@ pub enum KeyError {
     /// An empty list of algorithms was given.
     #[error("no algorithm to accept: give at least one")]
     NoAlgorithm,
+    /// A JSON Web Key Set could not be used.
+    #[error("invalid JWK set: {0}")]
+    InvalidJwks(&'static str),
     /// The algorithm name is not one Tidings knows.
     #[error(
         "unknown JWT algorithm `{0}` (expected one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"
@@ -351,7 +356,8 @@ fn classify_pem(pem_bytes: &[u8]) -> Result<PemKind, KeyError> {
     }
 }
 
-/// A key that verifies tokens, with the algorithms it accepts.
+/// The key (or, from a JWK set, keys) that verifies tokens, with the
+/// algorithms it accepts.
 ///
 /// ```
 /// use tidings_hub::auth::{Algorithm, KeyConfig};
@@ -364,21 +370,48 @@ fn classify_pem(pem_bytes: &[u8]) -> Result<PemKind, KeyError> {
 /// ```
 #[derive(Clone)]
 pub struct KeyConfig {
+    /// Never empty.
+    keys: Vec<VerifyingKey>,
+    /// The union of the keys' algorithms, in [`Algorithm::ALL`] order.
+    algorithms: Vec<Algorithm>,
+    /// What to call the configuration in messages ("RSA key", "JWK set").
+    kind: &'static str,
+}
+
+#[derive(Clone)]
+struct VerifyingKey {
+    id: Option<String>,
     key: DecodingKey,
     family: Family,
     algorithms: Vec<Algorithm>,
 }
 
 impl KeyConfig {
+    fn single(key: DecodingKey, family: Family) -> KeyConfig {
+        KeyConfig {
+            keys: vec![VerifyingKey {
+                id: None,
+                key,
+                family,
+                algorithms: family.algorithms().to_vec(),
+            }],
+            algorithms: family.algorithms().to_vec(),
+            kind: family.name(),
+        }
+    }
+
+    fn union_of_algorithms(keys: &[VerifyingKey]) -> Vec<Algorithm> {
+        Algorithm::ALL
+            .into_iter()
+            .filter(|a| keys.iter().any(|k| k.algorithms.contains(a)))
+            .collect()
+    }
+
     /// A shared HMAC secret (the bytes as given, not base64-decoded); accepts
     /// HS256, HS384 and HS512 tokens. Use a long random secret: anyone who
     /// knows it can mint tokens (see [`generate_secret`]).
     pub fn hmac(secret: impl AsRef<[u8]>) -> KeyConfig {
-        KeyConfig {
-            key: DecodingKey::from_secret(secret.as_ref()),
-            family: Family::Hmac,
-            algorithms: Family::Hmac.algorithms().to_vec(),
-        }
+        KeyConfig::single(DecodingKey::from_secret(secret.as_ref()), Family::Hmac)
     }
 
     /// A public key in PEM: `PUBLIC KEY` (SubjectPublicKeyInfo: RSA, EC P-256,
@@ -397,10 +430,47 @@ impl KeyConfig {
             Family::Hmac => unreachable!("PEM blocks never classify as HMAC secrets"),
         }
         .map_err(|_| KeyError::InvalidKey(family.name()))?;
+        Ok(KeyConfig::single(key, family))
+    }
+
+    /// The signing keys of a JSON Web Key Set (RFC 7517), as an identity
+    /// provider publishes at its `jwks_uri`: RSA, EC P-256/P-384, Ed25519 and
+    /// `oct` (HMAC) keys. A key's `alg`, when given, is the only algorithm it
+    /// accepts. Keys for encryption (`"use": "enc"` or an encryption `alg`)
+    /// and of unsupported types (P-521, X25519, Ed448...) are skipped. A token
+    /// whose header has a `kid` is checked against the keys with that `kid`
+    /// (and those without one); otherwise against every key of its algorithm.
+    ///
+    /// ```
+    /// use tidings_hub::auth::{Algorithm, KeyConfig};
+    ///
+    /// let jwks = br#"{"keys": [{"kty": "oct", "kid": "k1", "alg": "HS512", "k": "c2VjcmV0"}]}"#;
+    /// assert_eq!(KeyConfig::from_jwks(jwks)?.algorithms(), [Algorithm::HS512]);
+    /// assert!(KeyConfig::from_jwks(br#"{"keys": []}"#).is_err());
+    /// # Ok::<(), tidings_hub::auth::KeyError>(())
+    /// ```
+    pub fn from_jwks(jwks: &[u8]) -> Result<KeyConfig, KeyError> {
+        #[derive(Deserialize)]
+        struct RawSet {
+            keys: Vec<Value>,
+        }
+        let set: RawSet = serde_json::from_slice(jwks)
+            .map_err(|_| KeyError::InvalidJwks("not a JSON object with a `keys` array"))?;
+        // Keys are read one by one so that one key of a kind we do not know
+        // does not make the whole set unusable.
+        let keys: Vec<VerifyingKey> = set
+            .keys
+            .into_iter()
+            .filter_map(|raw| serde_json::from_value::<Jwk>(raw).ok())
+            .filter_map(|jwk| verifying_key_of(&jwk))
+            .collect();
+        if keys.is_empty() {
+            return Err(KeyError::InvalidJwks("no usable signature key in the set"));
+        }
         Ok(KeyConfig {
-            key,
-            family,
-            algorithms: family.algorithms().to_vec(),
+            algorithms: KeyConfig::union_of_algorithms(&keys),
+            keys,
+            kind: "JWK set",
         })
     }
 
@@ -425,7 +495,7 @@ impl KeyConfig {
     }
 
     /// Accepts only `algorithms` from now on (like Mercure's `jwt_algorithm`
-    /// setting); each must belong to the key's family.
+    /// setting); each must be one the key accepts now.
     ///
     /// ```
     /// use tidings_hub::auth::{Algorithm, KeyConfig};
@@ -440,16 +510,16 @@ impl KeyConfig {
         if algorithms.is_empty() {
             return Err(KeyError::NoAlgorithm);
         }
-        if let Some(&algorithm) = algorithms
-            .iter()
-            .find(|a| !self.family.algorithms().contains(a))
-        {
+        if let Some(&algorithm) = algorithms.iter().find(|a| !self.algorithms.contains(a)) {
             return Err(KeyError::AlgorithmMismatch {
                 algorithm,
-                family: self.family.name(),
+                family: self.kind,
             });
         }
-        self.algorithms = algorithms.to_vec();
+        for key in &mut self.keys {
+            key.algorithms.retain(|a| algorithms.contains(a));
+        }
+        self.algorithms = KeyConfig::union_of_algorithms(&self.keys);
         Ok(self)
     }
 
@@ -457,6 +527,57 @@ impl KeyConfig {
     pub fn algorithms(&self) -> &[Algorithm] {
         &self.algorithms
     }
+}
+
+/// The verifying key of one JWK, if it is a signature key Tidings supports.
+fn verifying_key_of(jwk: &Jwk) -> Option<VerifyingKey> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, KeyAlgorithm, PublicKeyUse};
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return None;
+    }
+    let family = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Family::Rsa,
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => Family::P256,
+            EllipticCurve::P384 => Family::P384,
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
+            EllipticCurve::Ed25519 => Family::Ed25519,
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKey(_) => Family::Hmac,
+    };
+    let mut algorithms = family.algorithms().to_vec();
+    if let Some(alg) = jwk.common.key_algorithm {
+        let only = match alg {
+            KeyAlgorithm::HS256 => Algorithm::HS256,
+            KeyAlgorithm::HS384 => Algorithm::HS384,
+            KeyAlgorithm::HS512 => Algorithm::HS512,
+            KeyAlgorithm::ES256 => Algorithm::ES256,
+            KeyAlgorithm::ES384 => Algorithm::ES384,
+            KeyAlgorithm::RS256 => Algorithm::RS256,
+            KeyAlgorithm::RS384 => Algorithm::RS384,
+            KeyAlgorithm::RS512 => Algorithm::RS512,
+            KeyAlgorithm::PS256 => Algorithm::PS256,
+            KeyAlgorithm::PS384 => Algorithm::PS384,
+            KeyAlgorithm::PS512 => Algorithm::PS512,
+            KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+            // Encryption algorithms: not a signature key.
+            _ => return None,
+        };
+        if !algorithms.contains(&only) {
+            return None;
+        }
+        algorithms = vec![only];
+    }
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some(VerifyingKey {
+        id: jwk.common.key_id.clone(),
+        key,
+        family,
+        algorithms,
+    })
 }
 
 fn looks_like_pem(key: &[u8]) -> bool {
@@ -467,7 +588,8 @@ impl fmt::Debug for KeyConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print key material.
         f.debug_struct("KeyConfig")
-            .field("kind", &self.family.name())
+            .field("kind", &self.kind)
+            .field("keys", &self.keys.len())
             .field("algorithms", &self.algorithms)
             .finish_non_exhaustive()
     }
@@ -488,6 +610,7 @@ pub struct SigningKey {
     key: EncodingKey,
     family: Family,
     algorithm: Algorithm,
+    key_id: Option<String>,
 }
 
 impl SigningKey {
@@ -497,6 +620,7 @@ impl SigningKey {
             key: EncodingKey::from_secret(secret.as_ref()),
             family: Family::Hmac,
             algorithm: Algorithm::HS256,
+            key_id: None,
         }
     }
 
@@ -520,6 +644,7 @@ impl SigningKey {
             key,
             family,
             algorithm,
+            key_id: None,
         })
     }
 
@@ -546,6 +671,14 @@ impl SigningKey {
         Ok(self)
     }
 
+    /// Names the key in the tokens' header (`kid`), for verifiers that hold
+    /// a key set ([`KeyConfig::from_jwks`]).
+    #[must_use]
+    pub fn with_key_id(mut self, key_id: impl Into<String>) -> SigningKey {
+        self.key_id = Some(key_id.into());
+        self
+    }
+
     /// The algorithm tokens are signed with.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
@@ -557,6 +690,7 @@ impl fmt::Debug for SigningKey {
         f.debug_struct("SigningKey")
             .field("kind", &self.family.name())
             .field("algorithm", &self.algorithm)
+            .field("key_id", &self.key_id)
             .finish_non_exhaustive()
     }
 }
@@ -647,6 +781,9 @@ pub enum AuthError {
     /// The hub has no key for this role, so it cannot accept tokens from it.
     #[error("no JWT key is configured for {0}")]
     NoKey(Role),
+    /// The token names a key (`kid`) that is not configured.
+    #[error("no configured key has the token's `kid`")]
+    UnknownKeyId,
     /// The configured key could not be used by the crypto library.
     #[error("the configured {0} was rejected by the crypto library")]
     KeyRejected(&'static str),
@@ -795,9 +932,9 @@ fn mint_at(
         mercure: claims,
         exp,
     };
-    jsonwebtoken::encode(&Header::new(key.algorithm.to_jwt()), &body, &key.key).map_err(|e| match e
-        .kind()
-    {
+    let mut header = Header::new(key.algorithm.to_jwt());
+    header.kid.clone_from(&key.key_id);
+    jsonwebtoken::encode(&header, &body, &key.key).map_err(|e| match e.kind() {
         ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidKeyFormat => {
             AuthError::KeyRejected(key.family.name())
         }
@@ -901,8 +1038,8 @@ impl Authorizer {
     /// Verifies `token` for `role` as of `now`: the signature with the role's
     /// key, then `exp` and `nbf`, then the shape of the `mercure` claim.
     pub fn verify(&self, role: Role, token: &str, now: SystemTime) -> Result<Claims, AuthError> {
-        let key = self.key(role).ok_or(AuthError::NoKey(role))?;
-        let algorithm = check_header(token, key)?;
+        let config = self.key(role).ok_or(AuthError::NoKey(role))?;
+        let (algorithm, key_id) = check_header(token, config)?;
 
         let mut validation = Validation::new(algorithm.to_jwt());
         // Times are checked below, with fractional dates and our own errors;
@@ -911,15 +1048,29 @@ impl Authorizer {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
-        let data = jsonwebtoken::decode::<Value>(token, &key.key, &validation)
-            .map_err(|e| map_decode_error(&e, key))?;
-        claims_from_json(data.claims, now, self.leeway)
+        let mut candidates = config.keys.iter().filter(|k| {
+            k.algorithms.contains(&algorithm)
+                && (key_id.is_none() || k.id.is_none() || k.id == key_id)
+        });
+        let Some(first) = candidates.next() else {
+            return Err(AuthError::UnknownKeyId);
+        };
+        // With a key set, a token without `kid` may have been signed by any
+        // key of its algorithm: the first whose signature verifies wins.
+        for key in std::iter::once(first).chain(candidates) {
+            match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
+                Ok(data) => return claims_from_json(data.claims, now, self.leeway),
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
+                Err(e) => return Err(map_decode_error(&e, key)),
+            }
+        }
+        Err(AuthError::BadSignature)
     }
 }
 
 /// Checks the token's shape and its header's `alg` before any cryptography,
 /// so that the refusal says precisely what is wrong.
-fn check_header(token: &str, key: &KeyConfig) -> Result<Algorithm, AuthError> {
+fn check_header(token: &str, key: &KeyConfig) -> Result<(Algorithm, Option<String>), AuthError> {
     if token.is_empty() {
         return Err(AuthError::MalformedToken("the token is empty"));
     }
@@ -949,7 +1100,7 @@ fn check_header(token: &str, key: &KeyConfig) -> Result<Algorithm, AuthError> {
     };
     let not_allowed = || AuthError::AlgorithmNotAllowed {
         alg: printable(alg),
-        key: key.family.name(),
+        key: key.kind,
         accepted: key
             .algorithms()
             .iter()
@@ -968,10 +1119,19 @@ fn check_header(token: &str, key: &KeyConfig) -> Result<Algorithm, AuthError> {
             "the header lists critical extensions (`crit`), which are not supported",
         ));
     }
-    Ok(algorithm)
+    let key_id = match header.get("kid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => {
+            return Err(AuthError::MalformedToken(
+                "the header's `kid` is not a string",
+            ));
+        }
+    };
+    Ok((algorithm, key_id))
 }
 
-fn map_decode_error(error: &jsonwebtoken::errors::Error, key: &KeyConfig) -> AuthError {
+fn map_decode_error(error: &jsonwebtoken::errors::Error, key: &VerifyingKey) -> AuthError {
     match error.kind() {
         ErrorKind::InvalidSignature | ErrorKind::Crypto(_) => AuthError::BadSignature,
         ErrorKind::InvalidToken => {
@@ -1483,7 +1643,7 @@ mod tests {
                 .with_algorithm(Algorithm::ES256)
                 .unwrap_err()
                 .to_string(),
-            "algorithm ES256 cannot be used with an HMAC secret"
+            "algorithm ES256 cannot be used with the HMAC secret"
         );
         assert!(
             SigningKey::from_pem(key!("p256-private.pem"))
@@ -1606,6 +1766,111 @@ mod tests {
             authorizer.authenticate(Role::Subscriber, &map, None),
             Err(AuthError::BadSignature)
         );
+    }
+
+    #[test]
+    fn json_web_key_sets() {
+        let set = KeyConfig::from_jwks(key!("jwks.json")).unwrap();
+        let mut expected = RSA_ALGORITHMS.to_vec();
+        expected.extend([Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA]);
+        expected.sort_by_key(|a| Algorithm::ALL.iter().position(|b| b == a));
+        assert_eq!(set.algorithms(), expected);
+        let authorizer = Authorizer::new(Some(set.clone()), None);
+        let verify = |signing: SigningKey| {
+            let token = mint_at(&signing, &all_claims(), None, now()).unwrap();
+            authorizer.verify(Role::Publisher, &token, now())
+        };
+        let rsa = || SigningKey::from_pem(key!("rsa-private.pem")).unwrap();
+        let p256 = || SigningKey::from_pem(key!("p256-private.pem")).unwrap();
+        let p384 = || SigningKey::from_pem(key!("p384-private.pem")).unwrap();
+        let ed = || SigningKey::from_pem(key!("ed25519-private.pem")).unwrap();
+        // With and without `kid`.
+        assert!(verify(rsa()).is_ok());
+        assert!(
+            verify(
+                rsa()
+                    .with_algorithm(Algorithm::PS512)
+                    .unwrap()
+                    .with_key_id("rsa-1")
+            )
+            .is_ok()
+        );
+        assert!(verify(p256().with_key_id("p256-1")).is_ok());
+        assert!(verify(p384()).is_ok());
+        assert!(verify(ed().with_key_id("ed-1")).is_ok());
+        // A `kid` that names another key, or none at all.
+        assert_eq!(
+            verify(p384().with_key_id("p256-1")),
+            Err(AuthError::UnknownKeyId)
+        );
+        assert_eq!(
+            verify(ed().with_key_id("nope")),
+            Err(AuthError::UnknownKeyId)
+        );
+        // An algorithm no key of the set accepts.
+        assert!(matches!(
+            verify(SigningKey::hmac("x")),
+            Err(AuthError::AlgorithmNotAllowed { key: "JWK set", .. })
+        ));
+        // Restricting a set.
+        let only_es256 = set.clone().restrict_to(&[Algorithm::ES256]).unwrap();
+        let authorizer = Authorizer::new(Some(only_es256), None);
+        let token = mint_at(&rsa(), &all_claims(), None, now()).unwrap();
+        assert!(matches!(
+            authorizer.verify(Role::Publisher, &token, now()),
+            Err(AuthError::AlgorithmNotAllowed { .. })
+        ));
+        assert_eq!(
+            set.restrict_to(&[Algorithm::HS256]).unwrap_err(),
+            KeyError::AlgorithmMismatch {
+                algorithm: Algorithm::HS256,
+                family: "JWK set"
+            }
+        );
+
+        // Several keys of one algorithm and no `kid`: each is tried.
+        let two = format!(
+            r#"{{"keys": [{{"kty": "oct", "k": "{}"}}, {{"kty": "oct", "k": "{}"}}]}}"#,
+            URL_SAFE_NO_PAD.encode("first"),
+            URL_SAFE_NO_PAD.encode("second"),
+        );
+        let authorizer = Authorizer::new(Some(KeyConfig::from_jwks(two.as_bytes()).unwrap()), None);
+        for secret in ["first", "second"] {
+            let token = mint(&SigningKey::hmac(secret), &all_claims(), None).unwrap();
+            assert!(authorizer.verify_publisher(&token).is_ok(), "{secret}");
+        }
+        let token = mint(&SigningKey::hmac("third"), &all_claims(), None).unwrap();
+        assert_eq!(
+            authorizer.verify_publisher(&token),
+            Err(AuthError::BadSignature)
+        );
+
+        for (jwks, reason) in [
+            (&b"[]"[..], "not a JSON object with a `keys` array"),
+            (b"{\"keys\": 1}", "not a JSON object with a `keys` array"),
+            (b"{\"keys\": []}", "no usable signature key in the set"),
+            (
+                br#"{"keys": [{"kty": "OKP", "crv": "X25519", "x": "AQ"}, {"kty": "oct", "k": "AQ", "use": "enc"}, {"kty": "what"}]}"#,
+                "no usable signature key in the set",
+            ),
+        ] {
+            assert_eq!(KeyConfig::from_jwks(jwks).unwrap_err(), KeyError::InvalidJwks(reason));
+        }
+        let token = raw_token(SECRET, r#"{"alg":"HS256","kid":7}"#, "{}");
+        assert_eq!(
+            hmac_authorizer().verify(Role::Publisher, &token, now()),
+            Err(AuthError::MalformedToken(
+                "the header's `kid` is not a string"
+            ))
+        );
+        // A single key ignores `kid`.
+        let token = mint(
+            &SigningKey::hmac(SECRET).with_key_id("any"),
+            &all_claims(),
+            None,
+        )
+        .unwrap();
+        assert!(hmac_authorizer().verify_publisher(&token).is_ok());
     }
 
     #[test]
@@ -2132,6 +2397,7 @@ mod tests {
                 accepted: "RS256".into(),
             },
             AuthError::NoKey(Role::Publisher),
+            AuthError::UnknownKeyId,
             AuthError::KeyRejected("RSA key"),
             AuthError::Signing("x"),
         ];
