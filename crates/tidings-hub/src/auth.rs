@@ -2418,3 +2418,71 @@ mod tests {
         assert!(!debug.contains("33, 67"), "no key bytes either: {debug}");
     }
 }
+
+/// Hostile input never panics: tokens, headers and query strings of any shape.
+#[cfg(test)]
+mod hostile_input {
+    use super::*;
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    fn authorizer() -> Authorizer {
+        let key = KeyConfig::hmac("secret");
+        Authorizer::new(Some(key.clone()), Some(key))
+    }
+
+    proptest! {
+        #[test]
+        fn any_token_is_refused_without_panic(token in "\\PC{0,200}") {
+            let result = authorizer().verify(Role::Publisher, &token, SystemTime::now());
+            prop_assert!(result.is_err());
+            let message = result.unwrap_err().to_string();
+            prop_assert!(!message.contains('\n'));
+        }
+
+        #[test]
+        fn tokens_with_json_parts_never_panic(
+            header in "\\{(\"(alg|kid|crit|typ)\":(\"[A-Za-z0-9]{0,6}\"|[0-9]{1,3}|null|\\[\\]),?){0,3}\\}",
+            claims in "\\{(\"(exp|nbf|mercure|publish|subscribe|payload)\":(\"[a-z*]{0,3}\"|-?[0-9]{1,12}(\\.[0-9]{1,3})?|null|\\{\\}|\\[\"\\*\"\\]|\\{\"publish\":\\[\"\\*\",1\\]\\}),?){0,4}\\}",
+            valid_header in any::<bool>(),
+        ) {
+            // Signed correctly, so that the claims are looked at too.
+            let header = if valid_header { r#"{"alg":"HS256"}"#.to_string() } else { header };
+            let message = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(&header),
+                URL_SAFE_NO_PAD.encode(&claims)
+            );
+            let signature = jsonwebtoken::crypto::sign(
+                message.as_bytes(),
+                &EncodingKey::from_secret(b"secret"),
+                jsonwebtoken::Algorithm::HS256,
+            )
+            .unwrap();
+            let result = authorizer().verify(Role::Subscriber, &format!("{message}.{signature}"), SystemTime::now());
+            if valid_header && claims == "{}" {
+                prop_assert_eq!(result, Ok(Claims::default()));
+            }
+        }
+
+        #[test]
+        fn any_request_shape_is_handled(
+            authorization in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+            cookies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 0..3),
+            query in proptest::option::of("\\PC{0,60}"),
+        ) {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = authorization.and_then(|v| HeaderValue::from_bytes(&v).ok()) {
+                headers.append(header::AUTHORIZATION, value);
+            }
+            for cookie in cookies {
+                if let Ok(value) = HeaderValue::from_bytes(&cookie) {
+                    headers.append(header::COOKIE, value);
+                }
+            }
+            if let Ok(Some((token, _))) = extract_token(&headers, query.as_deref()) {
+                prop_assert!(!token.is_empty());
+            }
+        }
+    }
+}
