@@ -41,7 +41,8 @@
 //!
 //! - Only the algorithms of the configured key's family are accepted (HMAC
 //!   keys: HS256/384/512; RSA: RS256/384/512 and PS256/384/512; EC P-256:
-//!   ES256; EC P-384: ES384; Ed25519: EdDSA), so `none` and algorithm
+//!   ES256; EC P-384: ES384; Ed25519: EdDSA; a JWK set: those of its keys,
+//!   each key checked only against its own), so `none` and algorithm
 //!   confusion (an HMAC token "signed" with a public RSA key) are refused.
 //! - `exp` is checked when present; a token without `exp` never expires, as in
 //!   Mercure. `nbf` is checked when present. Both allow a leeway of
@@ -60,6 +61,7 @@ use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -255,13 +257,19 @@ pub enum KeyError {
     #[error("invalid {0}")]
     InvalidKey(&'static str),
     /// The algorithm does not belong to the key's family.
-    #[error("algorithm {algorithm} cannot be used with an {family}")]
+    #[error("algorithm {algorithm} cannot be used with the {family}")]
     AlgorithmMismatch {
         /// The requested algorithm.
         algorithm: Algorithm,
         /// The kind of key, e.g. `RSA key`.
         family: &'static str,
     },
+    /// An empty list of algorithms was given.
+    #[error("no algorithm to accept: give at least one")]
+    NoAlgorithm,
+    /// A JSON Web Key Set could not be used.
+    #[error("invalid JWK set: {0}")]
+    InvalidJwks(&'static str),
     /// The algorithm name is not one Tidings knows.
     #[error(
         "unknown JWT algorithm `{0}` (expected one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"
@@ -348,7 +356,8 @@ fn classify_pem(pem_bytes: &[u8]) -> Result<PemKind, KeyError> {
     }
 }
 
-/// A key that verifies tokens, with the algorithms it accepts.
+/// The key (or, from a JWK set, keys) that verifies tokens, with the
+/// algorithms it accepts.
 ///
 /// ```
 /// use tidings_hub::auth::{Algorithm, KeyConfig};
@@ -361,19 +370,48 @@ fn classify_pem(pem_bytes: &[u8]) -> Result<PemKind, KeyError> {
 /// ```
 #[derive(Clone)]
 pub struct KeyConfig {
+    /// Never empty.
+    keys: Vec<VerifyingKey>,
+    /// The union of the keys' algorithms, in [`Algorithm::ALL`] order.
+    algorithms: Vec<Algorithm>,
+    /// What to call the configuration in messages ("RSA key", "JWK set").
+    kind: &'static str,
+}
+
+#[derive(Clone)]
+struct VerifyingKey {
+    id: Option<String>,
     key: DecodingKey,
     family: Family,
+    algorithms: Vec<Algorithm>,
 }
 
 impl KeyConfig {
+    fn single(key: DecodingKey, family: Family) -> KeyConfig {
+        KeyConfig {
+            keys: vec![VerifyingKey {
+                id: None,
+                key,
+                family,
+                algorithms: family.algorithms().to_vec(),
+            }],
+            algorithms: family.algorithms().to_vec(),
+            kind: family.name(),
+        }
+    }
+
+    fn union_of_algorithms(keys: &[VerifyingKey]) -> Vec<Algorithm> {
+        Algorithm::ALL
+            .into_iter()
+            .filter(|a| keys.iter().any(|k| k.algorithms.contains(a)))
+            .collect()
+    }
+
     /// A shared HMAC secret (the bytes as given, not base64-decoded); accepts
     /// HS256, HS384 and HS512 tokens. Use a long random secret: anyone who
     /// knows it can mint tokens (see [`generate_secret`]).
     pub fn hmac(secret: impl AsRef<[u8]>) -> KeyConfig {
-        KeyConfig {
-            key: DecodingKey::from_secret(secret.as_ref()),
-            family: Family::Hmac,
-        }
+        KeyConfig::single(DecodingKey::from_secret(secret.as_ref()), Family::Hmac)
     }
 
     /// A public key in PEM: `PUBLIC KEY` (SubjectPublicKeyInfo: RSA, EC P-256,
@@ -392,20 +430,167 @@ impl KeyConfig {
             Family::Hmac => unreachable!("PEM blocks never classify as HMAC secrets"),
         }
         .map_err(|_| KeyError::InvalidKey(family.name()))?;
-        Ok(KeyConfig { key, family })
+        Ok(KeyConfig::single(key, family))
+    }
+
+    /// The signing keys of a JSON Web Key Set (RFC 7517), as an identity
+    /// provider publishes at its `jwks_uri`: RSA, EC P-256/P-384, Ed25519 and
+    /// `oct` (HMAC) keys. A key's `alg`, when given, is the only algorithm it
+    /// accepts. Keys for encryption (`"use": "enc"` or an encryption `alg`)
+    /// and of unsupported types (P-521, X25519, Ed448...) are skipped. A token
+    /// whose header has a `kid` is checked against the keys with that `kid`
+    /// (and those without one); otherwise against every key of its algorithm.
+    ///
+    /// ```
+    /// use tidings_hub::auth::{Algorithm, KeyConfig};
+    ///
+    /// let jwks = br#"{"keys": [{"kty": "oct", "kid": "k1", "alg": "HS512", "k": "c2VjcmV0"}]}"#;
+    /// assert_eq!(KeyConfig::from_jwks(jwks)?.algorithms(), [Algorithm::HS512]);
+    /// assert!(KeyConfig::from_jwks(br#"{"keys": []}"#).is_err());
+    /// # Ok::<(), tidings_hub::auth::KeyError>(())
+    /// ```
+    pub fn from_jwks(jwks: &[u8]) -> Result<KeyConfig, KeyError> {
+        #[derive(Deserialize)]
+        struct RawSet {
+            keys: Vec<Value>,
+        }
+        let set: RawSet = serde_json::from_slice(jwks)
+            .map_err(|_| KeyError::InvalidJwks("not a JSON object with a `keys` array"))?;
+        // Keys are read one by one so that one key of a kind we do not know
+        // does not make the whole set unusable.
+        let keys: Vec<VerifyingKey> = set
+            .keys
+            .into_iter()
+            .filter_map(|raw| serde_json::from_value::<Jwk>(raw).ok())
+            .filter_map(|jwk| verifying_key_of(&jwk))
+            .collect();
+        if keys.is_empty() {
+            return Err(KeyError::InvalidJwks("no usable signature key in the set"));
+        }
+        Ok(KeyConfig {
+            algorithms: KeyConfig::union_of_algorithms(&keys),
+            keys,
+            kind: "JWK set",
+        })
+    }
+
+    /// A PEM public key when `key` looks like one (starts with `-----BEGIN`,
+    /// after whitespace), else an HMAC secret: what a `--jwt-key` option takes.
+    ///
+    /// ```
+    /// use tidings_hub::auth::{Algorithm, KeyConfig};
+    ///
+    /// let key = KeyConfig::from_secret_or_pem(b"my secret")?;
+    /// assert_eq!(key.algorithms()[0], Algorithm::HS256);
+    /// assert!(KeyConfig::from_secret_or_pem(b"-----BEGIN PUBLIC KEY-----\n").is_err());
+    /// # Ok::<(), tidings_hub::auth::KeyError>(())
+    /// ```
+    pub fn from_secret_or_pem(key: impl AsRef<[u8]>) -> Result<KeyConfig, KeyError> {
+        let key = key.as_ref();
+        if looks_like_pem(key) {
+            KeyConfig::from_pem(key)
+        } else {
+            Ok(KeyConfig::hmac(key))
+        }
+    }
+
+    /// Accepts only `algorithms` from now on (like Mercure's `jwt_algorithm`
+    /// setting); each must be one the key accepts now.
+    ///
+    /// ```
+    /// use tidings_hub::auth::{Algorithm, KeyConfig};
+    ///
+    /// let key = KeyConfig::hmac("secret").restrict_to(&[Algorithm::HS512])?;
+    /// assert_eq!(key.algorithms(), [Algorithm::HS512]);
+    /// assert!(KeyConfig::hmac("secret").restrict_to(&[Algorithm::RS256]).is_err());
+    /// assert!(KeyConfig::hmac("secret").restrict_to(&[]).is_err());
+    /// # Ok::<(), tidings_hub::auth::KeyError>(())
+    /// ```
+    pub fn restrict_to(mut self, algorithms: &[Algorithm]) -> Result<KeyConfig, KeyError> {
+        if algorithms.is_empty() {
+            return Err(KeyError::NoAlgorithm);
+        }
+        if let Some(&algorithm) = algorithms.iter().find(|a| !self.algorithms.contains(a)) {
+            return Err(KeyError::AlgorithmMismatch {
+                algorithm,
+                family: self.kind,
+            });
+        }
+        for key in &mut self.keys {
+            key.algorithms.retain(|a| algorithms.contains(a));
+        }
+        self.algorithms = KeyConfig::union_of_algorithms(&self.keys);
+        Ok(self)
     }
 
     /// The algorithms a token signed for this key may use.
-    pub fn algorithms(&self) -> &'static [Algorithm] {
-        self.family.algorithms()
+    pub fn algorithms(&self) -> &[Algorithm] {
+        &self.algorithms
     }
+}
+
+/// The verifying key of one JWK, if it is a signature key Tidings supports.
+fn verifying_key_of(jwk: &Jwk) -> Option<VerifyingKey> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, KeyAlgorithm, PublicKeyUse};
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return None;
+    }
+    let family = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Family::Rsa,
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => Family::P256,
+            EllipticCurve::P384 => Family::P384,
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
+            EllipticCurve::Ed25519 => Family::Ed25519,
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKey(_) => Family::Hmac,
+    };
+    let mut algorithms = family.algorithms().to_vec();
+    if let Some(alg) = jwk.common.key_algorithm {
+        let only = match alg {
+            KeyAlgorithm::HS256 => Algorithm::HS256,
+            KeyAlgorithm::HS384 => Algorithm::HS384,
+            KeyAlgorithm::HS512 => Algorithm::HS512,
+            KeyAlgorithm::ES256 => Algorithm::ES256,
+            KeyAlgorithm::ES384 => Algorithm::ES384,
+            KeyAlgorithm::RS256 => Algorithm::RS256,
+            KeyAlgorithm::RS384 => Algorithm::RS384,
+            KeyAlgorithm::RS512 => Algorithm::RS512,
+            KeyAlgorithm::PS256 => Algorithm::PS256,
+            KeyAlgorithm::PS384 => Algorithm::PS384,
+            KeyAlgorithm::PS512 => Algorithm::PS512,
+            KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+            // Encryption algorithms: not a signature key.
+            _ => return None,
+        };
+        if !algorithms.contains(&only) {
+            return None;
+        }
+        algorithms = vec![only];
+    }
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some(VerifyingKey {
+        id: jwk.common.key_id.clone(),
+        key,
+        family,
+        algorithms,
+    })
+}
+
+fn looks_like_pem(key: &[u8]) -> bool {
+    key.trim_ascii_start().starts_with(b"-----BEGIN")
 }
 
 impl fmt::Debug for KeyConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print key material.
         f.debug_struct("KeyConfig")
-            .field("kind", &self.family.name())
+            .field("kind", &self.kind)
+            .field("keys", &self.keys.len())
+            .field("algorithms", &self.algorithms)
             .finish_non_exhaustive()
     }
 }
@@ -425,6 +610,7 @@ pub struct SigningKey {
     key: EncodingKey,
     family: Family,
     algorithm: Algorithm,
+    key_id: Option<String>,
 }
 
 impl SigningKey {
@@ -434,6 +620,7 @@ impl SigningKey {
             key: EncodingKey::from_secret(secret.as_ref()),
             family: Family::Hmac,
             algorithm: Algorithm::HS256,
+            key_id: None,
         }
     }
 
@@ -457,7 +644,19 @@ impl SigningKey {
             key,
             family,
             algorithm,
+            key_id: None,
         })
+    }
+
+    /// A PEM private key when `key` looks like one (starts with `-----BEGIN`,
+    /// after whitespace), else an HMAC secret (signing with HS256).
+    pub fn from_secret_or_pem(key: impl AsRef<[u8]>) -> Result<SigningKey, KeyError> {
+        let key = key.as_ref();
+        if looks_like_pem(key) {
+            SigningKey::from_pem(key)
+        } else {
+            Ok(SigningKey::hmac(key))
+        }
     }
 
     /// Signs with `algorithm` instead, if it belongs to the key's family.
@@ -472,6 +671,14 @@ impl SigningKey {
         Ok(self)
     }
 
+    /// Names the key in the tokens' header (`kid`), for verifiers that hold
+    /// a key set ([`KeyConfig::from_jwks`]).
+    #[must_use]
+    pub fn with_key_id(mut self, key_id: impl Into<String>) -> SigningKey {
+        self.key_id = Some(key_id.into());
+        self
+    }
+
     /// The algorithm tokens are signed with.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
@@ -483,6 +690,7 @@ impl fmt::Debug for SigningKey {
         f.debug_struct("SigningKey")
             .field("kind", &self.family.name())
             .field("algorithm", &self.algorithm)
+            .field("key_id", &self.key_id)
             .finish_non_exhaustive()
     }
 }
@@ -573,6 +781,9 @@ pub enum AuthError {
     /// The hub has no key for this role, so it cannot accept tokens from it.
     #[error("no JWT key is configured for {0}")]
     NoKey(Role),
+    /// The token names a key (`kid`) that is not configured.
+    #[error("no configured key has the token's `kid`")]
+    UnknownKeyId,
     /// The configured key could not be used by the crypto library.
     #[error("the configured {0} was rejected by the crypto library")]
     KeyRejected(&'static str),
@@ -721,9 +932,9 @@ fn mint_at(
         mercure: claims,
         exp,
     };
-    jsonwebtoken::encode(&Header::new(key.algorithm.to_jwt()), &body, &key.key).map_err(|e| match e
-        .kind()
-    {
+    let mut header = Header::new(key.algorithm.to_jwt());
+    header.kid.clone_from(&key.key_id);
+    jsonwebtoken::encode(&header, &body, &key.key).map_err(|e| match e.kind() {
         ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidKeyFormat => {
             AuthError::KeyRejected(key.family.name())
         }
@@ -783,6 +994,37 @@ impl Authorizer {
         }
     }
 
+    /// Finds a request's token ([`extract_token`]) and verifies it for `role`
+    /// now. `Ok(None)`: the request is anonymous.
+    ///
+    /// ```
+    /// use axum::http::{HeaderMap, HeaderValue, header};
+    /// use tidings_hub::auth::{mint, Authorizer, KeyConfig, MercureClaims, Role, SigningKey, TokenSource};
+    ///
+    /// let token = mint(&SigningKey::hmac("secret"), &MercureClaims::default(), None)?;
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+    ///
+    /// let authorizer = Authorizer::new(None, Some(KeyConfig::hmac("secret")));
+    /// let (claims, source) = authorizer.authenticate(Role::Subscriber, &headers, None)?.unwrap();
+    /// assert_eq!(source, TokenSource::Header);
+    /// assert!(claims.subscribe.is_none());
+    /// assert!(authorizer.authenticate(Role::Subscriber, &HeaderMap::new(), Some("topic=x"))?.is_none());
+    /// # Ok::<(), tidings_hub::auth::AuthError>(())
+    /// ```
+    pub fn authenticate(
+        &self,
+        role: Role,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Option<(Claims, TokenSource)>, AuthError> {
+        let Some((token, source)) = extract_token(headers, query)? else {
+            return Ok(None);
+        };
+        let claims = self.verify(role, &token, SystemTime::now())?;
+        Ok(Some((claims, source)))
+    }
+
     /// Verifies a publisher's token now.
     pub fn verify_publisher(&self, token: &str) -> Result<Claims, AuthError> {
         self.verify(Role::Publisher, token, SystemTime::now())
@@ -796,8 +1038,8 @@ impl Authorizer {
     /// Verifies `token` for `role` as of `now`: the signature with the role's
     /// key, then `exp` and `nbf`, then the shape of the `mercure` claim.
     pub fn verify(&self, role: Role, token: &str, now: SystemTime) -> Result<Claims, AuthError> {
-        let key = self.key(role).ok_or(AuthError::NoKey(role))?;
-        let algorithm = check_header(token, key)?;
+        let config = self.key(role).ok_or(AuthError::NoKey(role))?;
+        let (algorithm, key_id) = check_header(token, config)?;
 
         let mut validation = Validation::new(algorithm.to_jwt());
         // Times are checked below, with fractional dates and our own errors;
@@ -806,15 +1048,29 @@ impl Authorizer {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
-        let data = jsonwebtoken::decode::<Value>(token, &key.key, &validation)
-            .map_err(|e| map_decode_error(&e, key))?;
-        claims_from_json(data.claims, now, self.leeway)
+        let mut candidates = config.keys.iter().filter(|k| {
+            k.algorithms.contains(&algorithm)
+                && (key_id.is_none() || k.id.is_none() || k.id == key_id)
+        });
+        let Some(first) = candidates.next() else {
+            return Err(AuthError::UnknownKeyId);
+        };
+        // With a key set, a token without `kid` may have been signed by any
+        // key of its algorithm: the first whose signature verifies wins.
+        for key in std::iter::once(first).chain(candidates) {
+            match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
+                Ok(data) => return claims_from_json(data.claims, now, self.leeway),
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
+                Err(e) => return Err(map_decode_error(&e, key)),
+            }
+        }
+        Err(AuthError::BadSignature)
     }
 }
 
 /// Checks the token's shape and its header's `alg` before any cryptography,
 /// so that the refusal says precisely what is wrong.
-fn check_header(token: &str, key: &KeyConfig) -> Result<Algorithm, AuthError> {
+fn check_header(token: &str, key: &KeyConfig) -> Result<(Algorithm, Option<String>), AuthError> {
     if token.is_empty() {
         return Err(AuthError::MalformedToken("the token is empty"));
     }
@@ -844,7 +1100,7 @@ fn check_header(token: &str, key: &KeyConfig) -> Result<Algorithm, AuthError> {
     };
     let not_allowed = || AuthError::AlgorithmNotAllowed {
         alg: printable(alg),
-        key: key.family.name(),
+        key: key.kind,
         accepted: key
             .algorithms()
             .iter()
@@ -863,10 +1119,19 @@ fn check_header(token: &str, key: &KeyConfig) -> Result<Algorithm, AuthError> {
             "the header lists critical extensions (`crit`), which are not supported",
         ));
     }
-    Ok(algorithm)
+    let key_id = match header.get("kid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => {
+            return Err(AuthError::MalformedToken(
+                "the header's `kid` is not a string",
+            ));
+        }
+    };
+    Ok((algorithm, key_id))
 }
 
-fn map_decode_error(error: &jsonwebtoken::errors::Error, key: &KeyConfig) -> AuthError {
+fn map_decode_error(error: &jsonwebtoken::errors::Error, key: &VerifyingKey) -> AuthError {
     match error.kind() {
         ErrorKind::InvalidSignature | ErrorKind::Crypto(_) => AuthError::BadSignature,
         ErrorKind::InvalidToken => {
@@ -1239,7 +1504,7 @@ mod tests {
 
     #[test]
     fn keys_accept_only_their_family() {
-        let accepted = |pem: &[u8]| KeyConfig::from_pem(pem).unwrap().algorithms();
+        let accepted = |pem: &[u8]| KeyConfig::from_pem(pem).unwrap().algorithms().to_vec();
         assert_eq!(accepted(key!("rsa-public.pem")), RSA_ALGORITHMS);
         assert_eq!(accepted(key!("rsa-public-pkcs1.pem")), RSA_ALGORITHMS);
         assert_eq!(accepted(key!("p256-public.pem")), [Algorithm::ES256]);
@@ -1378,7 +1643,7 @@ mod tests {
                 .with_algorithm(Algorithm::ES256)
                 .unwrap_err()
                 .to_string(),
-            "algorithm ES256 cannot be used with an HMAC secret"
+            "algorithm ES256 cannot be used with the HMAC secret"
         );
         assert!(
             SigningKey::from_pem(key!("p256-private.pem"))
@@ -1386,6 +1651,226 @@ mod tests {
                 .with_algorithm(Algorithm::ES384)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn restricted_and_detected_keys() {
+        let hs256 = mint_at(&SigningKey::hmac(SECRET), &all_claims(), None, now()).unwrap();
+        let hs512 = mint_at(
+            &SigningKey::hmac(SECRET)
+                .with_algorithm(Algorithm::HS512)
+                .unwrap(),
+            &all_claims(),
+            None,
+            now(),
+        )
+        .unwrap();
+        let only_512 = KeyConfig::hmac(SECRET)
+            .restrict_to(&[Algorithm::HS512])
+            .unwrap();
+        let authorizer = Authorizer::new(Some(only_512), None);
+        assert!(authorizer.verify(Role::Publisher, &hs512, now()).is_ok());
+        assert_eq!(
+            authorizer
+                .verify(Role::Publisher, &hs256, now())
+                .unwrap_err()
+                .to_string(),
+            "algorithm `HS256` is not accepted with the configured HMAC secret (accepted: HS512)"
+        );
+        assert_eq!(
+            KeyConfig::from_pem(key!("rsa-public.pem"))
+                .unwrap()
+                .restrict_to(&[Algorithm::PS256, Algorithm::ES256])
+                .unwrap_err(),
+            KeyError::AlgorithmMismatch {
+                algorithm: Algorithm::ES256,
+                family: "RSA key"
+            }
+        );
+        assert_eq!(
+            KeyConfig::hmac(SECRET).restrict_to(&[]).unwrap_err(),
+            KeyError::NoAlgorithm
+        );
+
+        // PEM or secret, by content.
+        let mut indented = b"\n  ".to_vec();
+        indented.extend_from_slice(key!("ed25519-public.pem"));
+        assert_eq!(
+            KeyConfig::from_secret_or_pem(&indented)
+                .unwrap()
+                .algorithms(),
+            [Algorithm::EdDSA]
+        );
+        assert_eq!(
+            KeyConfig::from_secret_or_pem(SECRET).unwrap().algorithms(),
+            HMAC_ALGORITHMS
+        );
+        let signer = SigningKey::from_secret_or_pem(key!("ed25519-private.pem")).unwrap();
+        assert_eq!(signer.algorithm(), Algorithm::EdDSA);
+        assert_eq!(
+            SigningKey::from_secret_or_pem(SECRET).unwrap().algorithm(),
+            Algorithm::HS256
+        );
+        assert_eq!(
+            SigningKey::from_secret_or_pem(key!("ed25519-public.pem")).unwrap_err(),
+            KeyError::PublicKeyGiven
+        );
+        // The same secret given to both sides works end to end.
+        let token = mint(
+            &SigningKey::from_secret_or_pem(SECRET).unwrap(),
+            &all_claims(),
+            None,
+        )
+        .unwrap();
+        let key = KeyConfig::from_secret_or_pem(SECRET).unwrap();
+        assert!(
+            Authorizer::new(Some(key), None)
+                .verify_publisher(&token)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn authenticate_extracts_then_verifies() {
+        let token = mint(&SigningKey::hmac(SECRET), &all_claims(), None).unwrap();
+        let authorizer = hmac_authorizer();
+        let query = format!("topic=x&authorization={token}");
+        let (claims, source) = authorizer
+            .authenticate(Role::Publisher, &HeaderMap::new(), Some(&query))
+            .unwrap()
+            .unwrap();
+        assert_eq!(source, TokenSource::Query);
+        assert!(claims.can_publish_all(["https://example.com/books/9"]));
+        let cookie = format!("mercureAuthorization={token}");
+        let map = headers(&[(header::COOKIE, cookie.as_bytes())]);
+        assert_eq!(
+            authorizer
+                .authenticate(Role::Subscriber, &map, None)
+                .unwrap()
+                .map(|(_, s)| s),
+            Some(TokenSource::Cookie)
+        );
+        assert_eq!(
+            authorizer.authenticate(Role::Subscriber, &HeaderMap::new(), None),
+            Ok(None)
+        );
+        let bad = headers(&[(header::AUTHORIZATION, b"Bearer x.y.z")]);
+        assert!(matches!(
+            authorizer.authenticate(Role::Subscriber, &bad, Some(&query)),
+            Err(AuthError::MalformedToken(_))
+        ));
+        let other = mint(&SigningKey::hmac("other"), &all_claims(), None).unwrap();
+        let cookie = format!("mercureAuthorization={other}");
+        let map = headers(&[(header::COOKIE, cookie.as_bytes())]);
+        assert_eq!(
+            authorizer.authenticate(Role::Subscriber, &map, None),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn json_web_key_sets() {
+        let set = KeyConfig::from_jwks(key!("jwks.json")).unwrap();
+        let mut expected = RSA_ALGORITHMS.to_vec();
+        expected.extend([Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA]);
+        expected.sort_by_key(|a| Algorithm::ALL.iter().position(|b| b == a));
+        assert_eq!(set.algorithms(), expected);
+        let authorizer = Authorizer::new(Some(set.clone()), None);
+        let verify = |signing: SigningKey| {
+            let token = mint_at(&signing, &all_claims(), None, now()).unwrap();
+            authorizer.verify(Role::Publisher, &token, now())
+        };
+        let rsa = || SigningKey::from_pem(key!("rsa-private.pem")).unwrap();
+        let p256 = || SigningKey::from_pem(key!("p256-private.pem")).unwrap();
+        let p384 = || SigningKey::from_pem(key!("p384-private.pem")).unwrap();
+        let ed = || SigningKey::from_pem(key!("ed25519-private.pem")).unwrap();
+        // With and without `kid`.
+        assert!(verify(rsa()).is_ok());
+        assert!(
+            verify(
+                rsa()
+                    .with_algorithm(Algorithm::PS512)
+                    .unwrap()
+                    .with_key_id("rsa-1")
+            )
+            .is_ok()
+        );
+        assert!(verify(p256().with_key_id("p256-1")).is_ok());
+        assert!(verify(p384()).is_ok());
+        assert!(verify(ed().with_key_id("ed-1")).is_ok());
+        // A `kid` that names another key, or none at all.
+        assert_eq!(
+            verify(p384().with_key_id("p256-1")),
+            Err(AuthError::UnknownKeyId)
+        );
+        assert_eq!(
+            verify(ed().with_key_id("nope")),
+            Err(AuthError::UnknownKeyId)
+        );
+        // An algorithm no key of the set accepts.
+        assert!(matches!(
+            verify(SigningKey::hmac("x")),
+            Err(AuthError::AlgorithmNotAllowed { key: "JWK set", .. })
+        ));
+        // Restricting a set.
+        let only_es256 = set.clone().restrict_to(&[Algorithm::ES256]).unwrap();
+        let authorizer = Authorizer::new(Some(only_es256), None);
+        let token = mint_at(&rsa(), &all_claims(), None, now()).unwrap();
+        assert!(matches!(
+            authorizer.verify(Role::Publisher, &token, now()),
+            Err(AuthError::AlgorithmNotAllowed { .. })
+        ));
+        assert_eq!(
+            set.restrict_to(&[Algorithm::HS256]).unwrap_err(),
+            KeyError::AlgorithmMismatch {
+                algorithm: Algorithm::HS256,
+                family: "JWK set"
+            }
+        );
+
+        // Several keys of one algorithm and no `kid`: each is tried.
+        let two = format!(
+            r#"{{"keys": [{{"kty": "oct", "k": "{}"}}, {{"kty": "oct", "k": "{}"}}]}}"#,
+            URL_SAFE_NO_PAD.encode("first"),
+            URL_SAFE_NO_PAD.encode("second"),
+        );
+        let authorizer = Authorizer::new(Some(KeyConfig::from_jwks(two.as_bytes()).unwrap()), None);
+        for secret in ["first", "second"] {
+            let token = mint(&SigningKey::hmac(secret), &all_claims(), None).unwrap();
+            assert!(authorizer.verify_publisher(&token).is_ok(), "{secret}");
+        }
+        let token = mint(&SigningKey::hmac("third"), &all_claims(), None).unwrap();
+        assert_eq!(
+            authorizer.verify_publisher(&token),
+            Err(AuthError::BadSignature)
+        );
+
+        for (jwks, reason) in [
+            (&b"[]"[..], "not a JSON object with a `keys` array"),
+            (b"{\"keys\": 1}", "not a JSON object with a `keys` array"),
+            (b"{\"keys\": []}", "no usable signature key in the set"),
+            (
+                br#"{"keys": [{"kty": "OKP", "crv": "X25519", "x": "AQ"}, {"kty": "oct", "k": "AQ", "use": "enc"}, {"kty": "what"}]}"#,
+                "no usable signature key in the set",
+            ),
+        ] {
+            assert_eq!(KeyConfig::from_jwks(jwks).unwrap_err(), KeyError::InvalidJwks(reason));
+        }
+        let token = raw_token(SECRET, r#"{"alg":"HS256","kid":7}"#, "{}");
+        assert_eq!(
+            hmac_authorizer().verify(Role::Publisher, &token, now()),
+            Err(AuthError::MalformedToken(
+                "the header's `kid` is not a string"
+            ))
+        );
+        // A single key ignores `kid`.
+        let token = mint(
+            &SigningKey::hmac(SECRET).with_key_id("any"),
+            &all_claims(),
+            None,
+        )
+        .unwrap();
+        assert!(hmac_authorizer().verify_publisher(&token).is_ok());
     }
 
     #[test]
@@ -1463,6 +1948,46 @@ mod tests {
                 .verify(Role::Publisher, &token, now() - Duration::from_millis(1))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn tokens_from_other_libraries() {
+        // lcobucci/jwt (Symfony, Laravel) writes fractional NumericDates and `iat`.
+        let claims = verify_raw(
+            r#"{"iat":1699999999.123456,"nbf":1699999999.123456,"exp":1700000100.25,"mercure":{"publish":["*"],"subscribe":["https://example.com/my-private-topic"]}}"#,
+        )
+        .unwrap();
+        assert!(claims.can_publish_all(["https://example.com/anything"]));
+        assert_eq!(
+            claims.expires_at,
+            Some(UNIX_EPOCH + Duration::from_millis(1_700_000_100_250))
+        );
+        // A token signed by an independent implementation (Python's `hmac`
+        // module) with the secret of Mercure's documentation.
+        let independent = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJtZXJjdXJlIjp7InB1Ymxpc2giOlsiKiJdfX0.a8cjcSRUAcHdnGNMKifA4BK5epRXxQI0UBp2XpNrBdw";
+        let claims = hmac_authorizer()
+            .verify(Role::Publisher, independent, now())
+            .unwrap();
+        assert!(claims.can_publish_all(["https://example.com/books/1"]));
+        assert_eq!(claims.expires_at, None);
+    }
+
+    #[test]
+    fn tokens_signed_by_openssl() {
+        // Signed with `openssl dgst -sha256 -sign rsa-private.pem` and
+        // `openssl pkeyutl -sign -rawin -inkey ed25519-private.pem`.
+        let rs256 = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJtZXJjdXJlIjp7InN1YnNjcmliZSI6WyJodHRwczovL2V4YW1wbGUuY29tL3VzZXJzLzEveytyZXN0fSJdfX0.eQvk10tFPYpUYvLQjy8mRFz4mvrPvDVA3ZGGanaeYoMSOzJ6h2EtYDUUsQDfEmS6jIWrUkKD8KtQY6uDujm6kaxLvw8K8rl8Y9pCQRnC8pBdEkxxLHI49pnrS7zq8kKqBRxm2rxB_8CVCWI8Pn3V4i_OcAtiMS96eUquAXtFG65LtC1x_FlXL6v2Tvt59nOYIR7WyDhQrRHAm9bftGNybvy4qVzoZ08ympVKdOw4z_gm4dPF69mJMfvjKzuY_cNAvXrOvAmRKXqzV1OSpIqDIhv0nhMgDam5SWIZNZp-TwCEhfwsNTKBfOhlY57RqqZcsdt8L3JPZKUjjSwehJ5Sgw";
+        let eddsa = "eyJhbGciOiJFZERTQSJ9.eyJtZXJjdXJlIjp7InN1YnNjcmliZSI6WyJodHRwczovL2V4YW1wbGUuY29tL3VzZXJzLzEveytyZXN0fSJdfX0.abZg0JBRF_AwAWFLdD2SePybDXFST9O1tvPpmNzmP4CEnooRYlnTv0aDCeDmBrqwFwFdFnvji9JNKVI9lnTyCw";
+        for (token, public) in [
+            (rs256, key!("rsa-public.pem")),
+            (rs256, key!("rsa-public-pkcs1.pem")),
+            (eddsa, key!("ed25519-public.pem")),
+        ] {
+            let authorizer = Authorizer::new(None, Some(KeyConfig::from_pem(public).unwrap()));
+            let claims = authorizer.verify(Role::Subscriber, token, now()).unwrap();
+            assert!(claims.can_subscribe_any(["https://example.com/users/1/books/2"]));
+            assert!(!claims.can_subscribe_any(["https://example.com/users/2/books/2"]));
+        }
     }
 
     #[test]
@@ -1872,6 +2397,7 @@ mod tests {
                 accepted: "RS256".into(),
             },
             AuthError::NoKey(Role::Publisher),
+            AuthError::UnknownKeyId,
             AuthError::KeyRejected("RSA key"),
             AuthError::Signing("x"),
         ];
@@ -1890,5 +2416,73 @@ mod tests {
         );
         assert!(!debug.contains(SECRET), "{debug}");
         assert!(!debug.contains("33, 67"), "no key bytes either: {debug}");
+    }
+}
+
+/// Hostile input never panics: tokens, headers and query strings of any shape.
+#[cfg(test)]
+mod hostile_input {
+    use super::*;
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    fn authorizer() -> Authorizer {
+        let key = KeyConfig::hmac("secret");
+        Authorizer::new(Some(key.clone()), Some(key))
+    }
+
+    proptest! {
+        #[test]
+        fn any_token_is_refused_without_panic(token in "\\PC{0,200}") {
+            let result = authorizer().verify(Role::Publisher, &token, SystemTime::now());
+            prop_assert!(result.is_err());
+            let message = result.unwrap_err().to_string();
+            prop_assert!(!message.contains('\n'));
+        }
+
+        #[test]
+        fn tokens_with_json_parts_never_panic(
+            header in "\\{(\"(alg|kid|crit|typ)\":(\"[A-Za-z0-9]{0,6}\"|[0-9]{1,3}|null|\\[\\]),?){0,3}\\}",
+            claims in "\\{(\"(exp|nbf|mercure|publish|subscribe|payload)\":(\"[a-z*]{0,3}\"|-?[0-9]{1,12}(\\.[0-9]{1,3})?|null|\\{\\}|\\[\"\\*\"\\]|\\{\"publish\":\\[\"\\*\",1\\]\\}),?){0,4}\\}",
+            valid_header in any::<bool>(),
+        ) {
+            // Signed correctly, so that the claims are looked at too.
+            let header = if valid_header { r#"{"alg":"HS256"}"#.to_string() } else { header };
+            let message = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(&header),
+                URL_SAFE_NO_PAD.encode(&claims)
+            );
+            let signature = jsonwebtoken::crypto::sign(
+                message.as_bytes(),
+                &EncodingKey::from_secret(b"secret"),
+                jsonwebtoken::Algorithm::HS256,
+            )
+            .unwrap();
+            let result = authorizer().verify(Role::Subscriber, &format!("{message}.{signature}"), SystemTime::now());
+            if valid_header && claims == "{}" {
+                prop_assert_eq!(result, Ok(Claims::default()));
+            }
+        }
+
+        #[test]
+        fn any_request_shape_is_handled(
+            authorization in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+            cookies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 0..3),
+            query in proptest::option::of("\\PC{0,60}"),
+        ) {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = authorization.and_then(|v| HeaderValue::from_bytes(&v).ok()) {
+                headers.append(header::AUTHORIZATION, value);
+            }
+            for cookie in cookies {
+                if let Ok(value) = HeaderValue::from_bytes(&cookie) {
+                    headers.append(header::COOKIE, value);
+                }
+            }
+            if let Ok(Some((token, _))) = extract_token(&headers, query.as_deref()) {
+                prop_assert!(!token.is_empty());
+            }
+        }
     }
 }

@@ -27,9 +27,11 @@
 //! # Template matching
 //!
 //! A template is compiled once, when the selector is built, into an anchored
-//! [`regex`] (a finite automaton: matching time is linear in the topic's length,
-//! there is no backtracking to exploit). The semantics follow RFC 6570 levels 1
-//! to 4 and, where the RFC leaves room, the matcher Mercure uses
+//! regular expression of [`regex_automata`] (a finite automaton: matching time is linear in the topic's length,
+//! there is no backtracking to exploit). Compiled templates are kept in a
+//! bounded process-wide cache, as the same few come back in every token and
+//! from many subscribers. The semantics follow RFC 6570 levels 1 to 4 and,
+//! where the RFC leaves room, the matcher Mercure uses
 //! (`github.com/yosida95/uritemplate`):
 //!
 //! | operator | first | separator | named | value characters |
@@ -61,25 +63,40 @@
 //! - Associative-array values are not matched (`{?q*}` matches `?q=1&q=2`, not
 //!   `?a=1&b=2`), like the matcher Mercure uses: a selector in a JWT grants
 //!   exactly the topics it grants on a Mercure hub.
-//! - A template compiles to at most a 64 KiB pattern and 1 MiB of automaton;
+//! - A template has at most 16 KiB and compiles to at most 1 MiB of automaton;
 //!   a template beyond these limits is treated as an exact selector (no real
-//!   topic template comes close: each expression costs about 1 KiB).
+//!   topic template comes close).
+//!
+//! Where yosida95/uritemplate accepts strings that no expansion produces,
+//! Tidings does not: a second first character (`{?x,y}` against `?x=1?y=2`),
+//! a leading separator (`{/x,y}` against `//b` is fine, `{?x,y}` against
+//! `&y=1` is not), a list under a prefix modifier (`{x:2}` against `ab,cd`).
+//! It also counts a prefix in characters where that library counts
+//! pct-encoded octets (`{x:1}` matches `%C3%A9`, an `é`), and refuses the
+//! empty expression `{}`, which RFC 6570 does not allow.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use regex::{Regex, RegexBuilder};
+use regex_automata::meta::Regex;
+use regex_automata::nfa::thompson::WhichCaptures;
+use regex_syntax::hir::{Class, ClassUnicode, ClassUnicodeRange, Hir, Look, Repetition};
 
 /// Prefix lengths above this compile to an unbounded repetition.
 const MAX_COUNTED_PREFIX: u16 = 256;
 /// Upper bounds on one compiled template, so that a hostile selector from a
 /// query string cannot make the hub spend much time or memory compiling it.
-const MAX_PATTERN_LEN: usize = 64 * 1024;
+const MAX_TEMPLATE_LEN: usize = 16 * 1024;
 const MAX_COMPILED_SIZE: usize = 1 << 20;
+/// Distinct templates kept compiled (see [`cached_template`]).
+const TEMPLATE_CACHE_CAPACITY: usize = 1024;
 
 /// One topic selector, compiled once.
 ///
-/// Equality, ordering of hashing consider the selector's text only.
+/// Equality and hashing consider the selector's text only; cloning is cheap
+/// (the text and the compiled template are shared).
 ///
 /// ```
 /// use tidings_hub::topic::Selector;
@@ -96,7 +113,7 @@ const MAX_COMPILED_SIZE: usize = 1 << 20;
 /// ```
 #[derive(Clone)]
 pub struct Selector {
-    source: Box<str>,
+    source: Arc<str>,
     kind: Kind,
 }
 
@@ -114,12 +131,9 @@ impl Selector {
         let kind = if source == "*" {
             Kind::Wildcard
         } else if source.contains('{') {
-            match compile_template(source) {
-                Ok(regex) => Kind::Template(regex),
-                Err(reason) => {
-                    tracing::trace!(selector = source, %reason, "not a URI template, matching exactly");
-                    Kind::Exact
-                }
+            match cached_template(source) {
+                Some(regex) => Kind::Template(regex),
+                None => Kind::Exact,
             }
         } else {
             Kind::Exact
@@ -500,131 +514,271 @@ fn parse_varspec(spec: &str) -> Result<VarSpec<'_>, &'static str> {
 }
 
 // ---------------------------------------------------------------------------
-// Compilation to a regular expression
+// Compilation to an automaton
+//
+// The template is turned straight into the syntax tree of a regular
+// expression (regex-syntax's `Hir`) and compiled by regex-automata's meta
+// engine. Going through regex text instead would spend most of the compile
+// time in parsing what we just printed.
 
-const HEX: &str = "[0-9A-Fa-f]";
-
-/// One character of an expanded value: an allowed raw character or a pct-encoded octet.
-fn value_unit(reserved: bool) -> String {
-    format!("(?:{}|%{HEX}{HEX})", value_class(reserved))
+fn ranges(pairs: &[(char, char)]) -> Vec<ClassUnicodeRange> {
+    pairs
+        .iter()
+        .map(|&(a, b)| ClassUnicodeRange::new(a, b))
+        .collect()
 }
 
-fn value_class(reserved: bool) -> &'static str {
+fn class(ranges: Vec<ClassUnicodeRange>) -> Hir {
+    Hir::class(Class::Unicode(ClassUnicode::new(ranges)))
+}
+
+fn literal(text: &str) -> Hir {
+    Hir::literal(text.as_bytes())
+}
+
+fn repeat(sub: Hir, min: u32, max: Option<u32>) -> Hir {
+    Hir::repetition(Repetition {
+        min,
+        max,
+        greedy: true,
+        sub: Box::new(sub),
+    })
+}
+
+fn star(sub: Hir) -> Hir {
+    repeat(sub, 0, None)
+}
+
+fn optional(sub: Hir) -> Hir {
+    repeat(sub, 0, Some(1))
+}
+
+const HEX: &[(char, char)] = &[('0', '9'), ('A', 'F'), ('a', 'f')];
+const UNRESERVED: &[(char, char)] = &[
+    ('A', 'Z'),
+    ('a', 'z'),
+    ('0', '9'),
+    ('-', '.'),
+    ('_', '_'),
+    ('~', '~'),
+];
+/// `: / ? # [ ] @ ! $ & ' ( ) * + , ; =`
+const RESERVED: &[(char, char)] = &[
+    ('!', '!'),
+    ('#', '$'),
+    ('&', ','),
+    ('/', '/'),
+    (':', ';'),
+    ('=', '='),
+    ('?', '@'),
+    ('[', '['),
+    (']', ']'),
+];
+
+fn value_ranges(reserved: bool) -> Vec<ClassUnicodeRange> {
+    let mut all = ranges(UNRESERVED);
     if reserved {
-        r"[A-Za-z0-9\-._\~:/?#\[\]@!$\&'()*+,;=]"
-    } else {
-        r"[A-Za-z0-9\-._\~]"
+        all.extend(ranges(RESERVED));
     }
+    all
+}
+
+/// `%` and two hex digits, the first from `first`.
+fn pct_encoded(first: &[(char, char)]) -> Hir {
+    Hir::concat(vec![literal("%"), class(ranges(first)), class(ranges(HEX))])
+}
+
+/// Any sequence of value characters (raw or pct-encoded) and `joiner`: list
+/// items joined by `joiner`, as one flat loop (cheaper to build and to run
+/// than `value (joiner value)*`, and the same language).
+fn joined_values(reserved: bool, joiner: char) -> Hir {
+    let mut raw = value_ranges(reserved);
+    raw.push(ClassUnicodeRange::new(joiner, joiner));
+    star(Hir::alternation(vec![class(raw), pct_encoded(HEX)]))
+}
+
+/// One value: raw or pct-encoded characters.
+fn value(reserved: bool) -> Hir {
+    star(Hir::alternation(vec![
+        class(value_ranges(reserved)),
+        pct_encoded(HEX),
+    ]))
 }
 
 /// One *character* of a value for prefix counting: a percent-encoded UTF-8
 /// sequence counts as one. With `+` and `#`, pct-encoded octets already in the
 /// value pass through, so any octet is accepted there.
-fn prefix_unit(reserved: bool) -> String {
-    let cont = "%[89ABab][0-9A-Fa-f]";
-    let mut unit = format!(
-        "(?:{class}|%[0-7]{HEX}|%[CDcd]{HEX}{cont}|%[Ee]{HEX}{cont}{cont}|%[Ff][0-7]{cont}{cont}{cont}",
-        class = value_class(reserved),
-    );
+fn prefix_unit(reserved: bool) -> Hir {
+    let continuation = || pct_encoded(&[('8', '9'), ('A', 'B'), ('a', 'b')]);
+    let mut alternatives = vec![
+        class(value_ranges(reserved)),
+        pct_encoded(&[('0', '7')]),
+        Hir::concat(vec![pct_encoded(&[('C', 'D'), ('c', 'd')]), continuation()]),
+        Hir::concat(vec![
+            pct_encoded(&[('E', 'E'), ('e', 'e')]),
+            continuation(),
+            continuation(),
+        ]),
+        Hir::concat(vec![
+            literal("%"),
+            class(ranges(&[('F', 'F'), ('f', 'f')])),
+            class(ranges(&[('0', '7')])),
+            continuation(),
+            continuation(),
+            continuation(),
+        ]),
+    ];
     if reserved {
-        unit.push_str(&format!("|%{HEX}{HEX}"));
+        alternatives.push(pct_encoded(HEX));
     }
-    unit.push(')');
-    unit
+    Hir::alternation(alternatives)
 }
 
-fn prefix_value(reserved: bool, len: u16, at_least_one: bool) -> String {
-    let unit = prefix_unit(reserved);
-    let min = u16::from(at_least_one);
-    if len > MAX_COUNTED_PREFIX {
-        format!("{unit}{}", if at_least_one { "+" } else { "*" })
-    } else {
-        format!("{unit}{{{min},{len}}}")
-    }
+fn prefix_value(reserved: bool, len: u16, at_least_one: bool) -> Hir {
+    let min = u32::from(at_least_one);
+    let max = (len <= MAX_COUNTED_PREFIX).then_some(u32::from(len));
+    repeat(prefix_unit(reserved), min, max)
 }
 
-/// The regex of one variable's expansion (without the expression's first
-/// character or the separator before it).
-fn varspec_regex(operator: Operator, var: &VarSpec<'_>) -> String {
+/// `item (sep item)*`
+fn separated(item: Hir, sep: &str) -> Hir {
+    Hir::concat(vec![
+        item.clone(),
+        star(Hir::concat(vec![literal(sep), item])),
+    ])
+}
+
+/// One variable's expansion (without the expression's first character or
+/// the separator before it).
+fn varspec_hir(operator: Operator, var: &VarSpec<'_>) -> Hir {
     let reserved = operator.allows_reserved();
-    let unit = value_unit(reserved);
-    let value = format!("{unit}*");
-    // A non-exploded list joins its items with `,`; with `+` and `#`, `,` is a
-    // value character already.
-    let list = if reserved {
-        value.clone()
-    } else {
-        format!("{value}(?:,{value})*")
-    };
-    let sep = regex::escape(operator.separator());
+    let sep = operator.separator();
+    // A non-exploded list joins its items with `,`.
+    let list = || joined_values(reserved, ',');
     if !operator.named() {
         return match var.modifier {
-            Modifier::None => list,
+            Modifier::None => list(),
             Modifier::Prefix(len) => prefix_value(reserved, len, false),
-            Modifier::Explode => format!("{value}(?:{sep}{value})*"),
+            Modifier::Explode => joined_values(reserved, sep.chars().next().unwrap_or(',')),
         };
     }
-    let name = regex::escape(var.name);
-    let if_empty = regex::escape(operator.if_empty());
-    match (var.modifier, operator.if_empty().is_empty()) {
+    let name = literal(var.name);
+    if operator.if_empty().is_empty() {
         // `;name` when empty, else `;name=value`.
-        (Modifier::None, true) => format!("{name}(?:={list})?"),
-        (Modifier::Prefix(len), true) => {
-            format!("{name}(?:={})?", prefix_value(reserved, len, true))
+        let with_value = |value: Hir| {
+            Hir::concat(vec![
+                name.clone(),
+                optional(Hir::concat(vec![literal("="), value])),
+            ])
+        };
+        match var.modifier {
+            Modifier::None => with_value(list()),
+            Modifier::Prefix(len) => with_value(prefix_value(reserved, len, true)),
+            Modifier::Explode => separated(with_value(value(reserved)), sep),
         }
-        (Modifier::Explode, true) => {
-            let item = format!("{name}(?:={value})?");
-            format!("{item}(?:{sep}{item})*")
-        }
+    } else {
         // `?name=` when empty, else `?name=value`.
-        (Modifier::None, false) => format!("{name}{if_empty}{list}"),
-        (Modifier::Prefix(len), false) => {
-            format!("{name}{if_empty}{}", prefix_value(reserved, len, false))
-        }
-        (Modifier::Explode, false) => {
-            let item = format!("{name}{if_empty}{value}");
-            format!("{item}(?:{sep}{item})*")
+        let with_value =
+            |value: Hir| Hir::concat(vec![name.clone(), literal(operator.if_empty()), value]);
+        match var.modifier {
+            Modifier::None => with_value(list()),
+            Modifier::Prefix(len) => with_value(prefix_value(reserved, len, false)),
+            Modifier::Explode => separated(with_value(value(reserved)), sep),
         }
     }
 }
 
 /// An expression expands to its first character and the defined variables,
 /// in order, joined by the separator; or to nothing when none is defined.
-fn expression_regex(operator: Operator, vars: &[VarSpec<'_>]) -> String {
+fn expression_hir(operator: Operator, vars: &[VarSpec<'_>]) -> Hir {
     // "A non-empty ordered selection of the first k variables, joined by the
     // separator" is W(k) = W(k-1) (sep P(k))? | P(k): each level contains the
-    // previous one once, so the pattern grows linearly with the variables.
-    let sep = regex::escape(operator.separator());
-    let mut selection = String::new();
-    for (k, var) in vars.iter().enumerate() {
-        let piece = varspec_regex(operator, var);
-        selection = if k == 0 {
-            format!("(?:{piece})")
-        } else {
-            format!("(?:{selection}(?:{sep}{piece})?|{piece})")
-        };
+    // previous one once, so the automaton grows linearly with the variables.
+    let mut selection: Option<Hir> = None;
+    for var in vars {
+        let piece = varspec_hir(operator, var);
+        selection = Some(match selection {
+            None => piece,
+            Some(previous) => Hir::alternation(vec![
+                Hir::concat(vec![
+                    previous,
+                    optional(Hir::concat(vec![
+                        literal(operator.separator()),
+                        piece.clone(),
+                    ])),
+                ]),
+                piece,
+            ]),
+        });
     }
-    format!("(?:{}{selection})?", regex::escape(operator.first()))
+    let selection = selection.unwrap_or_else(Hir::empty);
+    optional(Hir::concat(vec![literal(operator.first()), selection]))
+}
+
+fn template_hir(source: &str) -> Result<Hir, &'static str> {
+    if source.len() > MAX_TEMPLATE_LEN {
+        return Err("template too long");
+    }
+    let mut hir = vec![Hir::look(Look::Start)];
+    for part in parse_template(source)? {
+        hir.push(match part {
+            Part::Literal(text) => literal(text),
+            Part::Expression { operator, vars } => expression_hir(operator, &vars),
+        });
+    }
+    hir.push(Hir::look(Look::End));
+    Ok(Hir::concat(hir))
+}
+
+type TemplateCache = Mutex<HashMap<Box<str>, Option<Regex>>>;
+
+/// Compiles a template, or returns `None` when `source` is not one, through a
+/// process-wide cache. The same few templates come back in every token and
+/// from many subscribers, and compiling one costs tens of microseconds where a
+/// lookup costs tens of nanoseconds. The cache is bounded: a client sending
+/// endless distinct templates only evicts entries. (A compiled `Regex` is
+/// shared by cloning, which is cheap.)
+fn cached_template(source: &str) -> Option<Regex> {
+    static CACHE: OnceLock<TemplateCache> = OnceLock::new();
+    let cache = CACHE.get_or_init(TemplateCache::default);
+    // A panic elsewhere while holding the lock cannot leave the map
+    // inconsistent (every operation is a single insert or remove).
+    let lock = || {
+        cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    if let Some(compiled) = lock().get(source) {
+        return compiled.clone();
+    }
+    // Compile without holding the lock; a concurrent duplicate is harmless.
+    let compiled = match compile_template(source) {
+        Ok(regex) => Some(regex),
+        Err(reason) => {
+            tracing::trace!(selector = source, %reason, "not a URI template, matching exactly");
+            None
+        }
+    };
+    let mut map = lock();
+    if map.len() >= TEMPLATE_CACHE_CAPACITY
+        && let Some(victim) = map.keys().next().cloned()
+    {
+        map.remove(&victim);
+    }
+    map.insert(source.into(), compiled.clone());
+    compiled
 }
 
 fn compile_template(source: &str) -> Result<Regex, String> {
-    let parts = parse_template(source)?;
-    let mut pattern = String::from(r"\A");
-    for part in &parts {
-        match part {
-            Part::Literal(text) => pattern.push_str(&regex::escape(text)),
-            Part::Expression { operator, vars } => {
-                pattern.push_str(&expression_regex(*operator, vars));
-            }
-        }
-    }
-    pattern.push_str(r"\z");
-    if pattern.len() > MAX_PATTERN_LEN {
-        return Err("template too complex".into());
-    }
-    RegexBuilder::new(&pattern)
-        .size_limit(MAX_COMPILED_SIZE)
-        .build()
+    let hir = template_hir(source)?;
+    Regex::builder()
+        .configure(
+            Regex::config()
+                .nfa_size_limit(Some(MAX_COMPILED_SIZE))
+                // Only `is_match` is used: no capture groups to track.
+                .which_captures(WhichCaptures::None),
+        )
+        .build_from_hir(&hir)
         .map_err(|e| format!("template too complex: {e}"))
 }
 
@@ -846,6 +1000,14 @@ mod tests {
             ("/a.b/{id}", "/aXb/1", false),
             ("/a+b/{id}", "/aab/1", false),
             ("/(x)/{id}", "/(x)/1", true),
+            // Stricter than yosida95/uritemplate where no expansion fits.
+            ("{?x,y}", "&y=1", false),
+            ("{?x,y}", "?y=1", true),
+            ("{/x,y}", "//b", true),
+            ("{x:2}", "ab,cd", false),
+            ("{x:1}", "%C3%A9", true),
+            ("{x:1}", "%C3%A9%C3%A9", false),
+            ("{.x}", "..", true), // x = "."
             // Variable names: dots, digits, pct-encoded.
             ("{a.b}", "x", true),
             ("{?a.b}", "?a.b=1", true),
@@ -854,6 +1016,20 @@ mod tests {
         ];
         for (template, topic, expected) in cases {
             check(template, topic, *expected);
+        }
+    }
+
+    #[test]
+    fn the_template_cache_is_bounded_and_transparent() {
+        for i in 0..TEMPLATE_CACHE_CAPACITY + 10 {
+            let s = Selector::new(&format!("/cache/{i}/{{id}}"));
+            assert!(s.matches(&format!("/cache/{i}/x")));
+            assert!(!s.matches(&format!("/cache/{}/x", i + 1)));
+        }
+        // Results are the same through the cache.
+        for _ in 0..2 {
+            assert!(Selector::new("/again/{id}").matches("/again/1"));
+            assert!(Selector::new("/again/{").is_exact());
         }
     }
 
