@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
-use super::record::{self, Record};
+use super::record;
 use super::{LogError, LogStats, Retention, StorageError, Stored, Update};
 
 pub(super) const UPDATES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("updates");
@@ -160,7 +160,7 @@ impl FileLog {
             {
                 let (position, bytes) = entry.map_err(LogError::storage)?;
                 let position = position.value();
-                let Record { update, .. } = decode(position, bytes.value())?;
+                let update = decode(position, bytes.value())?;
                 out.push(Stored {
                     position,
                     update: Arc::new(update),
@@ -194,7 +194,10 @@ impl FileLog {
                 None => Ok(None),
                 Some(entry) => {
                     let (position, bytes) = entry.map_err(LogError::storage)?;
-                    Ok(Some(decode(position.value(), bytes.value())?.update.id))
+                    let position = position.value();
+                    let head = record::decode_head(bytes.value())
+                        .map_err(|reason| LogError::Corrupt { position, reason })?;
+                    Ok(Some(head.id))
                 }
             }
         })
@@ -287,7 +290,7 @@ fn initialise(path: &Path) -> Result<(Database, u64), StorageError> {
     Ok((db, last_position))
 }
 
-fn decode(position: u64, bytes: &[u8]) -> Result<Record, LogError> {
+fn decode(position: u64, bytes: &[u8]) -> Result<Update, LogError> {
     record::decode(bytes).map_err(|reason| LogError::Corrupt { position, reason })
 }
 
@@ -475,8 +478,8 @@ impl Writer {
         let oldest = positions.first().map_err(LogError::storage)?;
         Ok(match oldest {
             None => false,
-            Some((_, bytes)) => match record::decode(bytes.value()) {
-                Ok(record) => expired(record.appended_at_ms, now, max_age),
+            Some((_, bytes)) => match record::decode_head(bytes.value()) {
+                Ok(head) => expired(head.appended_at_ms, now, max_age),
                 Err(_) => true,
             },
         })
@@ -506,15 +509,15 @@ fn prune(
                 break;
             };
             let position = position.value();
-            match record::decode(bytes.value()) {
-                Ok(record) => {
+            match record::decode_head(bytes.value()) {
+                Ok(head) => {
                     let too_old = retention
                         .max_age
-                        .is_some_and(|age| expired(record.appended_at_ms, now, age));
+                        .is_some_and(|age| expired(head.appended_at_ms, now, age));
                     if !too_old && len <= max_updates {
                         break;
                     }
-                    (position, Some(record.update.id))
+                    (position, Some(head.id))
                 }
                 Err(reason) => {
                     tracing::warn!(position, reason, "removing an unreadable history record");

@@ -485,6 +485,12 @@ async fn an_unreadable_record_is_reported_not_misread() {
         "{error:?}"
     );
     assert!(error.to_string().contains("position 2"), "{error}");
+    let error = log.id_before(3).await.unwrap_err();
+    assert!(
+        matches!(error, LogError::Corrupt { position: 2, .. }),
+        "{error:?}"
+    );
+    assert_eq!(log.id_before(2).await.unwrap().as_deref(), Some("a"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
