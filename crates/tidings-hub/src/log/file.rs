@@ -95,13 +95,13 @@ impl FileLog {
         clock: Clock,
     ) -> Result<FileLog, LogError> {
         let opening = path.clone();
-        let (db, last_position) = tokio::task::spawn_blocking(move || initialise(&opening))
-            .await
-            .map_err(|_| LogError::Closed)?
-            .map_err(|source| LogError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let (db, last_position) =
+            blocking(move || initialise(&opening))
+                .await?
+                .map_err(|source| LogError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
         let db = Arc::new(db);
         let counters = Arc::new(Counters::default());
         counters
@@ -120,7 +120,10 @@ impl FileLog {
         let writer = std::thread::Builder::new()
             .name("tidings-log-writer".into())
             .spawn(move || writer.run(queue))
-            .map_err(|_| LogError::Closed)?;
+            .map_err(|error| LogError::Open {
+                path: path.clone(),
+                source: StorageError::new(error),
+            })?;
         tracing::debug!(path = %path.display(), last_position, "history file opened");
         Ok(FileLog {
             path,
@@ -242,9 +245,7 @@ impl FileLog {
         read: impl FnOnce(&Database) -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
         let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || read(&db))
-            .await
-            .map_err(|_| LogError::Closed)?
+        blocking(move || read(&db)).await?
     }
 }
 
@@ -264,6 +265,19 @@ impl Drop for FileLog {
                 tracing::error!("the history writer thread panicked");
             }
         }
+    }
+}
+
+/// Runs `work` on tokio's blocking pool. A panic in it is a bug and goes on
+/// unwinding in the caller; the only other failure is a runtime shutting
+/// down, which closes the log.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, LogError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => Ok(value),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Err(LogError::Closed),
     }
 }
 
