@@ -276,7 +276,8 @@ impl LogError {
 /// retention, in memory or in a durable file.
 ///
 /// Cheap to clone: clones share one log. Every method may be called
-/// concurrently from many tasks; reads never wait for writes.
+/// concurrently from many tasks; reads never wait for writes. The file log's
+/// reads run on tokio's blocking pool, so its methods need a tokio runtime.
 #[derive(Clone)]
 pub struct Log {
     backend: Backend,
