@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
-use super::record::{self, Record};
+use super::record;
 use super::{LogError, LogStats, Retention, StorageError, Stored, Update};
 
 pub(super) const UPDATES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("updates");
@@ -95,13 +95,13 @@ impl FileLog {
         clock: Clock,
     ) -> Result<FileLog, LogError> {
         let opening = path.clone();
-        let (db, last_position) = tokio::task::spawn_blocking(move || initialise(&opening))
-            .await
-            .map_err(|_| LogError::Closed)?
-            .map_err(|source| LogError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let (db, last_position) =
+            blocking(move || initialise(&opening))
+                .await?
+                .map_err(|source| LogError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
         let db = Arc::new(db);
         let counters = Arc::new(Counters::default());
         counters
@@ -120,7 +120,10 @@ impl FileLog {
         let writer = std::thread::Builder::new()
             .name("tidings-log-writer".into())
             .spawn(move || writer.run(queue))
-            .map_err(|_| LogError::Closed)?;
+            .map_err(|error| LogError::Open {
+                path: path.clone(),
+                source: StorageError::new(error),
+            })?;
         tracing::debug!(path = %path.display(), last_position, "history file opened");
         Ok(FileLog {
             path,
@@ -160,7 +163,7 @@ impl FileLog {
             {
                 let (position, bytes) = entry.map_err(LogError::storage)?;
                 let position = position.value();
-                let Record { update, .. } = decode(position, bytes.value())?;
+                let update = decode(position, bytes.value())?;
                 out.push(Stored {
                     position,
                     update: Arc::new(update),
@@ -194,7 +197,10 @@ impl FileLog {
                 None => Ok(None),
                 Some(entry) => {
                     let (position, bytes) = entry.map_err(LogError::storage)?;
-                    Ok(Some(decode(position.value(), bytes.value())?.update.id))
+                    let position = position.value();
+                    let head = record::decode_head(bytes.value())
+                        .map_err(|reason| LogError::Corrupt { position, reason })?;
+                    Ok(Some(head.id))
                 }
             }
         })
@@ -239,9 +245,7 @@ impl FileLog {
         read: impl FnOnce(&Database) -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
         let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || read(&db))
-            .await
-            .map_err(|_| LogError::Closed)?
+        blocking(move || read(&db)).await?
     }
 }
 
@@ -261,6 +265,19 @@ impl Drop for FileLog {
                 tracing::error!("the history writer thread panicked");
             }
         }
+    }
+}
+
+/// Runs `work` on tokio's blocking pool. A panic in it is a bug and goes on
+/// unwinding in the caller; the only other failure is a runtime shutting
+/// down, which closes the log.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, LogError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => Ok(value),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Err(LogError::Closed),
     }
 }
 
@@ -287,7 +304,7 @@ fn initialise(path: &Path) -> Result<(Database, u64), StorageError> {
     Ok((db, last_position))
 }
 
-fn decode(position: u64, bytes: &[u8]) -> Result<Record, LogError> {
+fn decode(position: u64, bytes: &[u8]) -> Result<Update, LogError> {
     record::decode(bytes).map_err(|reason| LogError::Corrupt { position, reason })
 }
 
@@ -475,8 +492,8 @@ impl Writer {
         let oldest = positions.first().map_err(LogError::storage)?;
         Ok(match oldest {
             None => false,
-            Some((_, bytes)) => match record::decode(bytes.value()) {
-                Ok(record) => expired(record.appended_at_ms, now, max_age),
+            Some((_, bytes)) => match record::decode_head(bytes.value()) {
+                Ok(head) => expired(head.appended_at_ms, now, max_age),
                 Err(_) => true,
             },
         })
@@ -506,15 +523,15 @@ fn prune(
                 break;
             };
             let position = position.value();
-            match record::decode(bytes.value()) {
-                Ok(record) => {
+            match record::decode_head(bytes.value()) {
+                Ok(head) => {
                     let too_old = retention
                         .max_age
-                        .is_some_and(|age| expired(record.appended_at_ms, now, age));
+                        .is_some_and(|age| expired(head.appended_at_ms, now, age));
                     if !too_old && len <= max_updates {
                         break;
                     }
-                    (position, Some(record.update.id))
+                    (position, Some(head.id))
                 }
                 Err(reason) => {
                     tracing::warn!(position, reason, "removing an unreadable history record");

@@ -18,6 +18,21 @@
 //! Both keep only the history that [`Retention`] allows (a number of updates
 //! and an age); older updates, and their ids, are forgotten.
 //!
+//! # Durability of the file log
+//!
+//! [`Log::append`] returns only after the transaction holding the update was
+//! committed with redb's `Durability::Immediate`, which `fsync`s the file:
+//! an acknowledged update survives a crash of the process or of the machine
+//! (as far as the disk honours `fsync`). After a crash, the next
+//! [`Log::open`] repairs the file (about a second for 100,000 updates of
+//! 1 KiB); after a clean [`Log::close`] it opens at once.
+//!
+//! The file holds three tables: position → update, id → position, and the
+//! last position ever given (so that positions keep growing even after
+//! expiry emptied the log). Updates are stored in a compact binary layout of
+//! our own, versioned by its first byte: varint lengths, no escaping, the
+//! append time first so that expiry reads no payload.
+//!
 //! ```
 //! use tidings_hub::log::{Cursor, Log, Retention, Update};
 //!
@@ -261,7 +276,8 @@ impl LogError {
 /// retention, in memory or in a durable file.
 ///
 /// Cheap to clone: clones share one log. Every method may be called
-/// concurrently from many tasks; reads never wait for writes.
+/// concurrently from many tasks; reads never wait for writes. The file log's
+/// reads run on tokio's blocking pool, so its methods need a tokio runtime.
 #[derive(Clone)]
 pub struct Log {
     backend: Backend,

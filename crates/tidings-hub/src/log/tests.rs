@@ -204,9 +204,10 @@ async fn a_duplicate_id_is_refused_without_using_a_position() {
 }
 
 #[tokio::test]
-async fn duplicates_within_one_batch_are_refused_alone() {
+async fn simultaneous_duplicates_let_exactly_the_first_through() {
     for Fixture { name, log, .. } in fixtures(Retention::default()).await {
-        // Queued together, these reach the file writer as one batch.
+        // Queued together, these usually reach the file writer as one batch;
+        // the outcome must not depend on whether they do.
         let (a, b, c) = tokio::join!(
             log.append(update("same")),
             log.append(update("same")),
@@ -485,6 +486,12 @@ async fn an_unreadable_record_is_reported_not_misread() {
         "{error:?}"
     );
     assert!(error.to_string().contains("position 2"), "{error}");
+    let error = log.id_before(3).await.unwrap_err();
+    assert!(
+        matches!(error, LogError::Corrupt { position: 2, .. }),
+        "{error:?}"
+    );
+    assert_eq!(log.id_before(2).await.unwrap().as_deref(), Some("a"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
