@@ -40,23 +40,25 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// The text of a key given on the command line: the PEM itself, the path of a PEM
-/// file, or an HMAC secret.
+/// The text of a key given on the command line: the PEM or JWK set itself, the path of
+/// a file holding one, or an HMAC secret.
 fn key_text(value: &str) -> String {
     if !is_pem(value)
         && let Ok(text) = std::fs::read_to_string(Path::new(value))
-        && is_pem(&text)
+        && (is_pem(&text) || is_jwks(&text))
     {
         return text;
     }
     value.to_owned()
 }
 
-/// A key that verifies tokens: a PEM public key (RS*, ES*, EdDSA), inline or as the
-/// path of a `.pem` file, or an HMAC secret.
+/// A key that verifies tokens: a PEM public key (RS*, ES*, EdDSA) or a JWK set, inline
+/// or as the path of a file, or an HMAC secret.
 pub(crate) fn verifying_key(value: &str, what: &str) -> anyhow::Result<KeyConfig> {
     let value = &key_text(value);
-    if is_pem(value) {
+    if is_jwks(value) {
+        KeyConfig::from_jwks(value.as_bytes()).with_context(|| format!("{what}: invalid JWK set"))
+    } else if is_pem(value) {
         KeyConfig::from_pem(value.as_bytes()).with_context(|| format!("{what}: invalid PEM key"))
     } else {
         check_secret(value, what)?;
@@ -74,6 +76,10 @@ pub(crate) fn signing_key(value: &str, what: &str) -> anyhow::Result<SigningKey>
         check_secret(value, what)?;
         Ok(SigningKey::hmac(value))
     }
+}
+
+fn is_jwks(value: &str) -> bool {
+    value.trim_start().starts_with('{')
 }
 
 fn is_pem(value: &str) -> bool {
