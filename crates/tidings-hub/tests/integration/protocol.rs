@@ -439,3 +439,76 @@ async fn health_and_metrics() {
         assert!(metrics.contains(line), "{line:?} missing from\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn publish_from_rust_and_mount_in_an_app() {
+    use tidings_hub::PublishError;
+    use tidings_hub::log::Update;
+
+    let hub = tidings_hub::Hub::builder().build().await.unwrap();
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "the app's own page" }))
+        .merge(hub.router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let client = reqwest::Client::new();
+    let page = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.text().await.unwrap(), "the app's own page");
+    let response = client
+        .get(format!("{base}/.well-known/mercure?topic=/r"))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = crate::support::Stream::new(response);
+
+    let mut update = Update::new("", "/r", "from rust");
+    update.event_type = Some("note".into());
+    let id = hub.publish(update).await.unwrap();
+    let event = stream.expect().await;
+    assert_eq!(
+        (
+            event.id.as_ref(),
+            event.event_type.as_ref(),
+            event.data.as_ref()
+        ),
+        (id.as_str(), "note", "from rust")
+    );
+
+    let refused = hub.publish(Update::new("#x", "/r", "")).await.unwrap_err();
+    assert!(
+        matches!(refused, PublishError::IdStartsWithHash),
+        "{refused}"
+    );
+    let duplicate = hub
+        .publish(Update::new(id.clone(), "/r", ""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(duplicate, PublishError::DuplicateId(_)),
+        "{duplicate}"
+    );
+    hub.shutdown();
+}
+
+#[tokio::test]
+async fn cors_headers_on_a_credentialed_stream() {
+    let t = TestHub::with(|b| b.cors_origins(["https://app.example.com"])).await;
+    let response = t
+        .client
+        .get(format!("{}?topic=a", t.url()))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(
+        response.headers()["access-control-allow-credentials"],
+        "true"
+    );
+}
