@@ -148,3 +148,29 @@ async fn durable_history_survives_a_restart() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn utf8_ids_round_trip_through_last_event_id() {
+    let t = TestHub::with(|b| b.subscriptions(false)).await;
+    let first = t
+        .publish(&[("topic", "a"), ("id", "livre-é"), ("data", "1")])
+        .await;
+    assert_eq!(first, "livre-é");
+    let second = t.publish(&[("topic", "a"), ("data", "2")]).await;
+    let response = t
+        .client
+        .get(format!("{}?topic=a", t.url()))
+        .header(
+            "last-event-id",
+            reqwest::header::HeaderValue::from_bytes("livre-é".as_bytes()).unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["last-event-id"].as_bytes(),
+        "livre-é".as_bytes()
+    );
+    let mut stream = crate::support::Stream::new(response);
+    assert_eq!(stream.expect().await.id, second.as_str());
+}
