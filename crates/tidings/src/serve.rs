@@ -27,8 +27,9 @@ pub(crate) struct Args {
     /// The address to listen on [default: 127.0.0.1:3000].
     #[arg(long, env = "TIDINGS_ADDR")]
     addr: Option<String>,
-    /// The key of both publisher and subscriber tokens: an HS256 secret or a PEM public
-    /// key. Without any key, one is generated and printed.
+    /// The key of both publisher and subscriber tokens: an HMAC secret, or a PEM public
+    /// key or JWK set (inline or a file's path). Without any key, one is generated and
+    /// printed.
     #[arg(long, env = "TIDINGS_JWT_KEY", hide_env_values = true)]
     jwt_key: Option<String>,
     /// The key of publisher tokens (instead of --jwt-key).
