@@ -1,4 +1,8 @@
-//! Integration tests of the `tidings` binary, run as a process against real servers on
-//! 127.0.0.1:0. One module per subcommand.
+//! Integration tests of the `tidings` binary as a process, against real servers on
+//! 127.0.0.1:0: one module per subcommand, its configuration, and a hub that is killed
+//! and restarted.
 
+mod cli;
+mod crash;
 mod listen;
+mod process;
