@@ -5,3 +5,4 @@
 pub mod auth;
 pub mod log;
 pub mod topic;
+pub mod web;
