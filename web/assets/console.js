@@ -104,10 +104,10 @@ function subscribe() {
     if (form.transport.value === 'query') url.searchParams.set('authorization', token);
     else setCookie(token);
   }
-  // The token itself stays off the screen.
-  const shown = new URL(url);
-  if (shown.searchParams.has('authorization')) shown.searchParams.set('authorization', '…');
-  urlOut.textContent = `GET ${shown}${token && form.transport.value === 'cookie' ? ' (token in cookie)' : ''}`;
+  // Shown decoded, for reading, and without the token itself.
+  const query = [...url.searchParams].map(([name, value]) => `${name}=${name === 'authorization' ? '…' : value}`);
+  const cookieNote = token && form.transport.value === 'cookie' ? '   (token in the cookie)' : '';
+  urlOut.textContent = `GET ${hub.pathname}?${query.join('&')}${cookieNote}`;
 
   rows.replaceChildren(el('tr', { class: 'empty' }, el('td', { colspan: 4 }, 'Subscribed; waiting for events…')));
   received = 0;
