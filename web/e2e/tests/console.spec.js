@@ -44,3 +44,31 @@ test('the live console publishes and sees its own update', async ({ page, hub })
   await expect.poll(() => page.locator('#events tr[data-type="ping"]').count()).toBeGreaterThanOrEqual(3);
   await screenshot(page, 'console', { fullPage: true });
 });
+
+test('event data, types and ids are shown as text, never as markup', async ({ page, hub }) => {
+  const topic = uniqueTopic('markup');
+  await page.goto(`${hub.url}/console`);
+  const subscribe = page.locator('#subscribe-form');
+  await subscribe.getByLabel('Topic selectors').fill(topic);
+  await subscribe.getByLabel('Event types').fill('<b>bold</b>');
+  await subscribe.getByRole('button', { name: 'Subscribe', exact: true }).click();
+  await expect(page.locator('#state')).toHaveText('OPEN');
+
+  const hostile = '<img src="x" onerror="window.injected = true"><script>window.injected = true</script>';
+  const form = page.locator('#publish-form');
+  await form.getByLabel('Topics').fill(topic);
+  await form.getByLabel('Data').fill(hostile);
+  await form.getByLabel('Type').fill('<b>bold</b>');
+  await form.getByLabel('ID').fill('<i>id</i>');
+  await form.getByLabel('Publisher token').fill(publisherToken());
+  await form.getByRole('button', { name: 'Publish' }).click();
+  await expect(page.locator('#publish-result')).toHaveAttribute('data-ok', 'true');
+
+  const row = page.locator('#events tr[data-type]');
+  await expect(row).toHaveCount(1);
+  await expect(row.locator('td.data')).toHaveText(hostile);
+  await expect(row).toHaveAttribute('data-type', '<b>bold</b>');
+  await expect(row.locator('td.id')).toHaveText('<i>id</i>');
+  await expect(page.locator('#events img, #events script, #events b, #events i')).toHaveCount(0);
+  expect(await page.evaluate(() => window.injected)).toBeUndefined();
+});

@@ -8,7 +8,7 @@ test('the ping page lists the demo pings, with valid JSON times, and the random 
   const messages = page.locator('#events tr[data-kind="message"] td.data');
   await expect.poll(() => pings.count()).toBeGreaterThanOrEqual(3);
   // Messages come every 1 to 10 s: one is due within 10 s of the previous.
-  await expect.poll(() => messages.count(), { timeout: 12_000 }).toBeGreaterThanOrEqual(1);
+  await expect.poll(() => messages.count(), { timeout: 15_000 }).toBeGreaterThanOrEqual(1);
 
   const pingData = await pings.allTextContents();
   const now = Date.now();
