@@ -52,7 +52,7 @@ function start() {
   source.onerror = () => {
     const closed = source.readyState === EventSource.CLOSED;
     log('error', '', closed ? 'failed for good: no retry' : 'the browser will reconnect');
-    if (source.readyState === EventSource.CLOSED) setButtons(false);
+    if (closed) setButtons(false);
   };
   setButtons(true);
   showState(badge, source.readyState);
