@@ -7,7 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod config;
 mod listen;
+mod publish;
+mod serve;
+mod token;
 
 /// Tidings: a Server-Sent Events hub (Mercure protocol), client and toolkit.
 #[derive(Debug, Parser)]
@@ -21,6 +25,12 @@ struct Cli {
 enum Command {
     /// Connect to an SSE stream and print its events (a curl for SSE).
     Listen(listen::Args),
+    /// Run the hub (Mercure protocol) with durable history.
+    Serve(serve::Args),
+    /// Publish one update to a hub and print its id.
+    Publish(publish::Args),
+    /// Mint a JWT for publishers and subscribers.
+    Token(token::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +52,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Listen(args) => listen::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Publish(args) => publish::run(args).await,
+            Command::Token(args) => token::run(args),
         }
     });
     match result {

@@ -1,0 +1,72 @@
+//! The wire form of an update: one SSE event, encoded once and shared by every
+//! subscriber it goes to.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tidings_wire::EventBuilder;
+
+use crate::log::Update;
+
+/// Encodes an update as one SSE event: `id`, `event` (the Mercure `type`), `retry`, `data`.
+///
+/// Updates are validated before they are stored, so a type or id that would inject
+/// fields cannot be here; if one ever is (a log written by something else), the field
+/// is left out rather than written, and the event still carries its data.
+pub(crate) fn encode(update: &Update) -> Bytes {
+    let mut event = EventBuilder::new().data(&update.data);
+    if let Ok(with_id) = event.try_id(&update.id) {
+        event = with_id;
+    } else {
+        tracing::warn!(id = %update.id.escape_debug(), "stored update id cannot be sent as an SSE id");
+    }
+    if let Some(event_type) = &update.event_type {
+        match event.try_event(event_type) {
+            Ok(with_type) => event = with_type,
+            Err(err) => {
+                tracing::warn!(id = %update.id, cause = %err, "stored update type left out")
+            }
+        }
+    }
+    if let Some(retry) = update.retry {
+        event = event.retry(Duration::from_millis(retry));
+    }
+    event.build()
+}
+
+/// The heartbeat: an SSE comment, which every client ignores but which keeps proxies
+/// and idle timeouts from closing a quiet connection.
+pub(crate) const HEARTBEAT: Bytes = Bytes::from_static(b":\n\n");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(data: &str) -> Update {
+        Update {
+            id: "urn:uuid:1".into(),
+            topics: vec!["https://example.com/a".into()],
+            data: data.into(),
+            private: false,
+            event_type: None,
+            retry: None,
+        }
+    }
+
+    #[test]
+    fn encodes_every_field_in_order() {
+        let mut u = update("line 1\nline 2");
+        u.event_type = Some("score".into());
+        u.retry = Some(2500);
+        assert_eq!(
+            &encode(&u)[..],
+            b"event: score\nid: urn:uuid:1\nretry: 2500\ndata: line 1\ndata: line 2\n\n"
+        );
+    }
+
+    #[test]
+    fn empty_data_is_still_an_event() {
+        // Without a `data:` line the browser would never dispatch the update.
+        assert_eq!(&encode(&update(""))[..], b"id: urn:uuid:1\ndata:\n\n");
+    }
+}

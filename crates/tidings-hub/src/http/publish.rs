@@ -1,0 +1,255 @@
+//! `POST /.well-known/mercure`: publish an update.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+
+use super::Refusal;
+use crate::auth::{Claims, TokenSource};
+use crate::hub::{Hub, PublishError};
+use crate::log::Update;
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+pub(crate) async fn publish(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Response {
+    match accept(&hub, &headers, &uri, body).await {
+        Ok(id) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], id).into_response(),
+        Err(refusal) => {
+            hub.inner.metrics.publish_refusals.increment(1);
+            tracing::debug!(status = %refusal.status, reason = %refusal.reason, "publish refused");
+            refusal.into_response()
+        }
+    }
+}
+
+async fn accept(hub: &Hub, headers: &HeaderMap, uri: &Uri, body: Body) -> Result<String, Refusal> {
+    let claims = authenticate(hub, headers, uri)?;
+    check_content_type(headers)?;
+    let body = read_body(body, hub.config().max_body).await?;
+    let update = parse_form(&body)?;
+    let update = hub.validate(update).map_err(refusal)?;
+    if let Some(topic) = update
+        .topics
+        .iter()
+        .find(|topic| !claims.can_publish_all([topic.as_str()]))
+    {
+        return Err(Refusal::forbidden(format!(
+            "not allowed: the token's mercure.publish does not cover topic {topic:?}"
+        )));
+    }
+    let stored = hub.append(update).await.map_err(refusal)?;
+    Ok(stored.update.id.clone())
+}
+
+fn authenticate(hub: &Hub, headers: &HeaderMap, uri: &Uri) -> Result<Claims, Refusal> {
+    let (token, source) = crate::auth::extract_token(headers, uri.query())
+        .map_err(|err| Refusal::unauthorized(err.to_string()))?
+        .ok_or_else(|| {
+            Refusal::unauthorized(
+                "missing token: publishing needs a JWT (Authorization: Bearer, the authorization \
+                 query parameter or the mercureAuthorization cookie)",
+            )
+        })?;
+    if source == TokenSource::Cookie {
+        check_publish_origin(hub, headers)?;
+    }
+    hub.inner
+        .auth
+        .verify_publisher(&token)
+        .map_err(|err| Refusal::unauthorized(err.to_string()))
+}
+
+/// A browser sends the cookie with any site's form post: only the allowed origins may
+/// publish on its strength.
+fn check_publish_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), Refusal> {
+    let allowed = &hub.config().publish_origins;
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            let referer = headers.get(header::REFERER)?.to_str().ok()?;
+            let uri: Uri = referer.parse().ok()?;
+            Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?))
+        });
+    let Some(origin) = origin else {
+        return Err(Refusal::forbidden(
+            "cookie-authenticated publish without Origin or Referer header (CSRF protection)",
+        ));
+    };
+    if allowed
+        .iter()
+        .any(|o| o == "*" || o.trim_end_matches('/') == origin)
+    {
+        Ok(())
+    } else {
+        Err(Refusal::forbidden(format!(
+            "origin {origin:?} may not publish with a cookie (not an allowed publish origin)"
+        )))
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case(FORM) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("wrong content type {content_type:?}: a publish body is {FORM}"),
+        ))
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, Refusal> {
+    let too_big = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body too large: at most {limit} bytes"),
+        )
+    };
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|err| Refusal::bad_request(format!("cannot read the body: {err}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_big());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// The update described by a publish form. Unknown fields are ignored, as Mercure does.
+pub(crate) fn parse_form(body: &[u8]) -> Result<Update, Refusal> {
+    // The form decoder would replace bad bytes silently; an update is text, say so.
+    if let Err(err) = std::str::from_utf8(body) {
+        return Err(Refusal::bad_request(format!(
+            "malformed form body: not UTF-8 ({err})"
+        )));
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+        .map_err(|err| Refusal::bad_request(format!("malformed form body: {err}")))?;
+    let mut update = Update {
+        id: String::new(),
+        topics: Vec::new(),
+        data: String::new(),
+        private: false,
+        event_type: None,
+        retry: None,
+    };
+    let mut seen_data = false;
+    let mut seen_id = false;
+    for (name, value) in pairs {
+        match name.as_str() {
+            "topic" => update.topics.push(value),
+            "data" => {
+                if std::mem::replace(&mut seen_data, true) {
+                    return Err(Refusal::bad_request("data given more than once"));
+                }
+                update.data = value;
+            }
+            "private" => update.private = true,
+            "id" => {
+                if std::mem::replace(&mut seen_id, true) {
+                    return Err(Refusal::bad_request("id given more than once"));
+                }
+                if value.is_empty() {
+                    return Err(Refusal::bad_request(
+                        "invalid id: an update id must not be empty",
+                    ));
+                }
+                update.id = value;
+            }
+            "type" if update.event_type.is_some() => {
+                return Err(Refusal::bad_request("type given more than once"));
+            }
+            "type" => update.event_type = Some(value),
+            "retry" => {
+                if update.retry.is_some() {
+                    return Err(Refusal::bad_request("retry given more than once"));
+                }
+                update.retry = Some(parse_retry(&value)?);
+            }
+            _ => {}
+        }
+    }
+    Ok(update)
+}
+
+fn parse_retry(value: &str) -> Result<u64, Refusal> {
+    let invalid = || {
+        Refusal::bad_request(format!(
+            "invalid retry {value:?}: must be a number of milliseconds (digits only)"
+        ))
+    };
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    value.parse().map_err(|_| invalid())
+}
+
+fn refusal(err: PublishError) -> Refusal {
+    let status = match err {
+        PublishError::DuplicateId(_) => StatusCode::CONFLICT,
+        PublishError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        PublishError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    if status.is_server_error() {
+        tracing::error!(cause = %err, "publish failed");
+    }
+    Refusal::new(status, err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_with_every_field() {
+        let update =
+            parse_form(b"topic=a&topic=b&data=x%0Ay&private=on&id=i1&type=t&retry=15&extra=1")
+                .unwrap();
+        assert_eq!(update.topics, ["a", "b"]);
+        assert_eq!(update.data, "x\ny");
+        assert!(update.private);
+        assert_eq!(update.id, "i1");
+        assert_eq!(update.event_type.as_deref(), Some("t"));
+        assert_eq!(update.retry, Some(15));
+    }
+
+    #[test]
+    fn retry_must_be_digits() {
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "1.5",
+            "1e3",
+            "99999999999999999999999",
+        ] {
+            assert!(parse_retry(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(parse_retry("0").unwrap(), 0);
+    }
+
+    #[test]
+    fn repeated_single_fields_are_refused() {
+        assert!(parse_form(b"topic=a&data=1&data=2").is_err());
+        assert!(parse_form(b"topic=a&id=1&id=2").is_err());
+    }
+}

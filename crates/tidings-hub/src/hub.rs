@@ -1,0 +1,423 @@
+//! The hub: its configuration, its state, and the ways in (HTTP, Rust).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Authorizer, KeyConfig};
+use crate::dispatch;
+use crate::fanout::Fanout;
+use crate::log::{Log, LogError, Retention, Stored, Update};
+use crate::metrics::Metrics;
+
+/// Default interval of heartbeat comments on an idle stream.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// Default limit on a publish request's body, in bytes.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// Default limit on the topics of one update or one subscription.
+pub const DEFAULT_MAX_TOPICS: usize = 100;
+/// Default capacity of a subscriber's queue, in updates: a subscriber that falls this
+/// far behind is disconnected (it resumes from history when it reconnects).
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+
+/// Why an update was refused; nothing was stored or sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The update has no topic.
+    #[error("missing topic: an update needs at least one `topic`")]
+    NoTopic,
+    /// A topic is the empty string.
+    #[error("empty topic: a topic must not be empty")]
+    EmptyTopic,
+    /// More topics than the hub accepts.
+    #[error("too many topics: at most {limit} per update")]
+    TooManyTopics {
+        /// The hub's limit.
+        limit: usize,
+    },
+    /// The id starts with `#`, which Mercure reserves.
+    #[error("invalid id: an update id must not start with '#'")]
+    IdStartsWithHash,
+    /// The id would inject fields into the event stream.
+    #[error("invalid id: {0}")]
+    InvalidId(#[source] tidings_wire::EncodeError),
+    /// The type would inject fields into the event stream.
+    #[error("invalid type: {0}")]
+    InvalidType(#[source] tidings_wire::EncodeError),
+    /// An update with this id is already in history.
+    #[error("duplicate id: an update with id {0:?} already exists")]
+    DuplicateId(String),
+    /// The hub is shutting down.
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+    /// The log could not store the update.
+    #[error("cannot store the update: {0}")]
+    Log(#[source] LogError),
+}
+
+/// Why a hub could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// The history log could not be opened or read.
+    #[error("history: {0}")]
+    Log(#[from] LogError),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) anonymous: bool,
+    pub(crate) heartbeat: Option<Duration>,
+    pub(crate) cors_origins: Vec<String>,
+    pub(crate) publish_origins: Vec<String>,
+    pub(crate) max_body: usize,
+    pub(crate) max_topics: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) subscriptions: bool,
+}
+
+/// Builds a [`Hub`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tidings_hub::HubError> {
+/// use tidings_hub::{Hub, auth::KeyConfig};
+///
+/// let hub = Hub::builder()
+///     .jwt_key(KeyConfig::hmac(b"a secret of at least 32 bytes!!!"))
+///     .cors_origins(["https://app.example.com"])
+///     .build()
+///     .await?;
+/// let app: axum::Router = axum::Router::new().merge(hub.router());
+/// # drop(app); Ok(()) }
+/// ```
+#[must_use]
+pub struct HubBuilder {
+    history: Option<PathBuf>,
+    retention: Retention,
+    publisher_key: Option<KeyConfig>,
+    subscriber_key: Option<KeyConfig>,
+    config: Config,
+}
+
+impl std::fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys stay out of logs.
+        f.debug_struct("HubBuilder")
+            .field("history", &self.history)
+            .field("retention", &self.retention)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HubBuilder {
+    /// Keeps history in a durable file (created if missing) instead of memory.
+    pub fn history_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.history = Some(path.into());
+        self
+    }
+
+    /// Keeps history in memory only (the default): lost when the hub stops.
+    pub fn memory_history(mut self) -> Self {
+        self.history = None;
+        self
+    }
+
+    /// How much history to keep, by count and by age.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The key that verifies both publisher and subscriber tokens.
+    pub fn jwt_key(mut self, key: KeyConfig) -> Self {
+        self.publisher_key = Some(key.clone());
+        self.subscriber_key = Some(key);
+        self
+    }
+
+    /// The key that verifies publisher tokens. Without one, nobody can publish over HTTP
+    /// ([`Hub::publish`] still works).
+    pub fn publisher_key(mut self, key: KeyConfig) -> Self {
+        self.publisher_key = Some(key);
+        self
+    }
+
+    /// The key that verifies subscriber tokens. Without one, only anonymous subscribers
+    /// can subscribe, and they get public updates only.
+    pub fn subscriber_key(mut self, key: KeyConfig) -> Self {
+        self.subscriber_key = Some(key);
+        self
+    }
+
+    /// Whether subscribers without a token are accepted (public updates only). Default:
+    /// yes; when not, they get 401.
+    pub fn anonymous(mut self, allowed: bool) -> Self {
+        self.config.anonymous = allowed;
+        self
+    }
+
+    /// The interval of heartbeat comments on an idle stream; `None` sends none.
+    pub fn heartbeat(mut self, every: Option<Duration>) -> Self {
+        self.config.heartbeat = every.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Origins allowed to make cross-origin requests with credentials (CORS). `*` allows
+    /// any origin, without credentials.
+    pub fn cors_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.cors_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Origins allowed to publish with a cookie token (protection against CSRF). A
+    /// publish authenticated by the `mercureAuthorization` cookie must come from one of
+    /// them (`Origin`, else `Referer`); `*` allows any.
+    pub fn publish_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.publish_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The largest publish body accepted, in bytes (larger: 413).
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.config.max_body = bytes;
+        self
+    }
+
+    /// The most topics accepted in one update or one subscription.
+    pub fn max_topics(mut self, topics: usize) -> Self {
+        self.config.max_topics = topics.max(1);
+        self
+    }
+
+    /// How many updates may wait for one subscriber before it is disconnected.
+    pub fn queue_capacity(mut self, updates: usize) -> Self {
+        self.config.queue_capacity = updates.max(1);
+        self
+    }
+
+    /// Whether subscription events are published and the subscriptions API is served
+    /// (default: yes).
+    pub fn subscriptions(mut self, enabled: bool) -> Self {
+        self.config.subscriptions = enabled;
+        self
+    }
+
+    /// Opens the history and starts the hub's dispatch task. Must run inside a tokio
+    /// runtime.
+    pub async fn build(self) -> Result<Hub, HubError> {
+        let log = Arc::new(match &self.history {
+            Some(path) => Log::open(path, self.retention).await?,
+            None => Log::memory(self.retention),
+        });
+        let metrics = Metrics::new();
+        let dispatched = log.last_position();
+        let fanout = Arc::new(Fanout::new(
+            self.config.queue_capacity,
+            metrics.clone(),
+            dispatched,
+        ));
+        fanout.set_last_event_id(log.last_id().await?);
+        metrics.history_size.set(log.len().await? as f64);
+        let dispatch = dispatch::start(Arc::clone(&log), Arc::clone(&fanout), dispatched);
+        Ok(Hub {
+            inner: Arc::new(Inner {
+                log,
+                fanout,
+                dispatch,
+                auth: Authorizer::new(self.publisher_key, self.subscriber_key),
+                config: self.config,
+                metrics,
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) log: Arc<Log>,
+    pub(crate) fanout: Arc<Fanout>,
+    dispatch: mpsc::UnboundedSender<Stored>,
+    pub(crate) auth: Authorizer,
+    pub(crate) config: Config,
+    pub(crate) metrics: Metrics,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// A Mercure hub: publish to it over HTTP or from Rust, subscribe over HTTP.
+///
+/// Cheap to clone; clones share the same hub.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tidings_hub::{Hub, log::Update};
+///
+/// let hub = Hub::builder().build().await?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let server = tokio::spawn(hub.clone().serve(listener, std::future::pending()));
+///
+/// let id = hub.publish(Update::new("", "https://example.com/books/1", "{\"title\":\"Dune\"}")).await?;
+/// assert!(id.starts_with("urn:uuid:"));
+///
+/// hub.shutdown();
+/// server.await??;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A builder with the defaults: memory history, anonymous subscribers allowed,
+    /// heartbeats every 15 s, no CORS origins, subscription events on.
+    pub fn builder() -> HubBuilder {
+        HubBuilder {
+            history: None,
+            retention: Retention::default(),
+            publisher_key: None,
+            subscriber_key: None,
+            config: Config {
+                anonymous: true,
+                heartbeat: Some(DEFAULT_HEARTBEAT),
+                cors_origins: Vec::new(),
+                publish_origins: Vec::new(),
+                max_body: DEFAULT_MAX_BODY,
+                max_topics: DEFAULT_MAX_TOPICS,
+                queue_capacity: DEFAULT_QUEUE_CAPACITY,
+                subscriptions: true,
+            },
+        }
+    }
+
+    /// The hub's HTTP routes, to serve or to mount in an existing axum app:
+    /// `/.well-known/mercure` (subscribe, publish), the subscriptions API, `/healthz`
+    /// and `/metrics`.
+    pub fn router(&self) -> Router {
+        crate::http::router(self.clone())
+    }
+
+    /// Publishes an update from Rust: validated like an HTTP publish (without
+    /// authorization), stored, then sent to subscribers. An empty id gets a
+    /// `urn:uuid:` one. Returns the id once the update is durable.
+    pub async fn publish(&self, update: Update) -> Result<String, PublishError> {
+        let update = self.validate(update)?;
+        Ok(self.append(update).await?.update.id.clone())
+    }
+
+    /// Serves the hub on `listener` until `shutdown` completes or [`Hub::shutdown`] is
+    /// called; then closes every event stream and waits for the connections to end.
+    pub async fn serve<F>(self, listener: TcpListener, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let token = self.inner.shutdown.clone();
+        let router = self.router();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = token.cancelled() => {}
+                }
+                // Event streams never end on their own: tell them to.
+                token.cancel();
+            })
+            .await
+    }
+
+    /// Ends every event stream and stops [`Hub::serve`].
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// How many subscriber connections are live.
+    pub fn connections(&self) -> usize {
+        self.inner.fanout.len()
+    }
+
+    /// The Prometheus text exposition of the hub's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> String {
+        self.inner.metrics.render()
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Checks an update and gives it an id if it has none.
+    pub(crate) fn validate(&self, mut update: Update) -> Result<Update, PublishError> {
+        if update.topics.is_empty() {
+            return Err(PublishError::NoTopic);
+        }
+        if update.topics.len() > self.inner.config.max_topics {
+            return Err(PublishError::TooManyTopics {
+                limit: self.inner.config.max_topics,
+            });
+        }
+        if update.topics.iter().any(String::is_empty) {
+            return Err(PublishError::EmptyTopic);
+        }
+        if update.id.is_empty() {
+            update.id = new_id();
+        } else if update.id.starts_with('#') {
+            return Err(PublishError::IdStartsWithHash);
+        } else {
+            tidings_wire::validate_id(&update.id).map_err(PublishError::InvalidId)?;
+        }
+        if let Some(event_type) = &update.event_type {
+            tidings_wire::validate_event_type(event_type).map_err(PublishError::InvalidType)?;
+        }
+        Ok(update)
+    }
+
+    /// Stores a valid update and hands it to the fan-out.
+    ///
+    /// Runs in a task of its own: once the log has the update it stores it even if the
+    /// caller goes away (a publisher that disconnects), and then it must be sent too.
+    pub(crate) async fn append(&self, update: Update) -> Result<Stored, PublishError> {
+        let inner = Arc::clone(&self.inner);
+        let task = tokio::spawn(async move {
+            let stored = inner.log.append(update).await?;
+            inner.metrics.publishes.increment(1);
+            // The dispatch task stops only when the hub is dropped; nobody listens then.
+            let _ = inner.dispatch.send(stored.clone());
+            Ok::<_, LogError>(stored)
+        });
+        match task.await {
+            Ok(result) => result.map_err(|err| match err {
+                LogError::DuplicateId(id) => PublishError::DuplicateId(id),
+                other => PublishError::Log(other),
+            }),
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => Err(PublishError::ShuttingDown),
+        }
+    }
+}
+
+/// A fresh update id: a `urn:uuid:` IRI, as Mercure generates them.
+pub(crate) fn new_id() -> String {
+    format!("urn:uuid:{}", uuid::Uuid::new_v4())
+}

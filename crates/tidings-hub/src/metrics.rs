@@ -1,0 +1,83 @@
+//! The hub's Prometheus metrics.
+//!
+//! Each hub owns its own recorder instead of installing a global one: a library must
+//! not take over the process's metrics, and two hubs in one process (tests) must not
+//! count into each other.
+
+use metrics::{Counter, Gauge, Key, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+/// Handles to every metric the hub records; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    handle: PrometheusHandle,
+    pub(crate) connections: Gauge,
+    pub(crate) subscriptions: Gauge,
+    pub(crate) publishes: Counter,
+    pub(crate) publish_refusals: Counter,
+    pub(crate) deliveries: Counter,
+    pub(crate) slow_disconnects: Counter,
+    pub(crate) history_size: Gauge,
+    pub(crate) replays: Counter,
+    pub(crate) replayed_updates: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+const META: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let recorder: PrometheusRecorder = PrometheusBuilder::new().build_recorder();
+        let counter = |name: &'static str, help: &'static str| {
+            recorder.describe_counter(name.into(), None, help.into());
+            recorder.register_counter(&Key::from_static_name(name), &META)
+        };
+        let gauge = |name: &'static str, help: &'static str| {
+            recorder.describe_gauge(name.into(), None, help.into());
+            recorder.register_gauge(&Key::from_static_name(name), &META)
+        };
+        Self {
+            connections: gauge(
+                "tidings_connections",
+                "Open subscriber connections (event streams).",
+            ),
+            subscriptions: gauge(
+                "tidings_subscriptions",
+                "Active subscriptions (one per topic selector of each connection).",
+            ),
+            publishes: counter("tidings_publishes_total", "Updates accepted and stored."),
+            publish_refusals: counter(
+                "tidings_publish_refusals_total",
+                "Publish requests refused (bad input, authorization, storage).",
+            ),
+            deliveries: counter(
+                "tidings_deliveries_total",
+                "Updates queued to a live subscriber.",
+            ),
+            slow_disconnects: counter(
+                "tidings_slow_subscriber_disconnects_total",
+                "Subscribers disconnected because their queue was full.",
+            ),
+            history_size: gauge("tidings_history_updates", "Updates held in history."),
+            replays: counter(
+                "tidings_replays_total",
+                "Subscriptions that asked for history (Last-Event-ID).",
+            ),
+            replayed_updates: counter(
+                "tidings_replayed_updates_total",
+                "Updates sent from history to reconnecting subscribers.",
+            ),
+            handle: recorder.handle(),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub(crate) fn render(&self) -> String {
+        self.handle.render()
+    }
+}

@@ -1,0 +1,150 @@
+//! History: `Last-Event-ID` (header or query), `earliest`, the response header, and
+//! history that survives a restart.
+
+use crate::support::{TestHub, token};
+
+async fn hub_with_three() -> (TestHub, Vec<String>) {
+    let t = TestHub::with(|b| b.subscriptions(false)).await;
+    let mut ids = Vec::new();
+    for (topic, data) in [("a", "1"), ("b", "2"), ("a", "3")] {
+        ids.push(t.publish(&[("topic", topic), ("data", data)]).await);
+    }
+    (t, ids)
+}
+
+#[tokio::test]
+async fn header_replays_after_the_id_then_goes_live() {
+    let (t, ids) = hub_with_three().await;
+    let mut stream = t
+        .subscribe_with("topic=a&topic=b", None, Some(&ids[0]))
+        .await;
+    assert_eq!(
+        stream.header("last-event-id").as_deref(),
+        Some(ids[0].as_str())
+    );
+    assert_eq!(stream.expect().await.id, ids[1].as_str());
+    assert_eq!(stream.expect().await.id, ids[2].as_str());
+    let live = t.publish(&[("topic", "b"), ("data", "4")]).await;
+    assert_eq!(stream.expect().await.id, live.as_str());
+}
+
+#[tokio::test]
+async fn replay_keeps_to_the_selectors() {
+    let (t, ids) = hub_with_three().await;
+    let mut stream = t.subscribe_with("topic=a", None, Some("earliest")).await;
+    assert_eq!(stream.expect().await.data, "1");
+    assert_eq!(stream.expect().await.id, ids[2].as_str());
+}
+
+#[tokio::test]
+async fn query_parameter_and_header_precedence() {
+    let (t, ids) = hub_with_three().await;
+    let query = format!("topic=a&topic=b&lastEventID={}", ids[1]);
+    let mut by_query = t.subscribe(&query).await;
+    assert_eq!(
+        by_query.header("last-event-id").as_deref(),
+        Some(ids[1].as_str())
+    );
+    assert_eq!(by_query.expect().await.id, ids[2].as_str());
+
+    // The header wins over the query parameter.
+    let mut both = t.subscribe_with(&query, None, Some(&ids[0])).await;
+    assert_eq!(
+        both.header("last-event-id").as_deref(),
+        Some(ids[0].as_str())
+    );
+    assert_eq!(both.expect().await.id, ids[1].as_str());
+}
+
+#[tokio::test]
+async fn earliest_sends_everything() {
+    let (t, ids) = hub_with_three().await;
+    let mut stream = t.subscribe_with("topic=*", None, Some("earliest")).await;
+    assert_eq!(stream.header("last-event-id").as_deref(), Some("earliest"));
+    for id in &ids {
+        assert_eq!(stream.expect().await.id, id.as_str());
+    }
+}
+
+#[tokio::test]
+async fn unknown_id_answers_earliest_and_sends_everything() {
+    let (t, ids) = hub_with_three().await;
+    let mut stream = t.subscribe_with("topic=*", None, Some("never-seen")).await;
+    assert_eq!(stream.header("last-event-id").as_deref(), Some("earliest"));
+    assert_eq!(stream.expect().await.id, ids[0].as_str());
+}
+
+#[tokio::test]
+async fn empty_history_answers_earliest() {
+    let t = TestHub::with(|b| b.subscriptions(false)).await;
+    let mut stream = t.subscribe_with("topic=a", None, Some("earliest")).await;
+    assert_eq!(stream.header("last-event-id").as_deref(), Some("earliest"));
+    let id = t.publish(&[("topic", "a"), ("data", "x")]).await;
+    assert_eq!(stream.expect().await.id, id.as_str());
+}
+
+#[tokio::test]
+async fn last_id_is_the_newest_answers_it_and_sends_only_live() {
+    let (t, ids) = hub_with_three().await;
+    let mut stream = t.subscribe_with("topic=*", None, Some(&ids[2])).await;
+    assert_eq!(
+        stream.header("last-event-id").as_deref(),
+        Some(ids[2].as_str())
+    );
+    let live = t.publish(&[("topic", "a"), ("data", "x")]).await;
+    assert_eq!(stream.expect().await.id, live.as_str());
+}
+
+#[tokio::test]
+async fn private_updates_replay_only_to_authorised_subscribers() {
+    let t = TestHub::with(|b| b.subscriptions(false)).await;
+    let secret = t
+        .publish(&[("topic", "a"), ("data", "secret"), ("private", "on")])
+        .await;
+    let public = t.publish(&[("topic", "a"), ("data", "public")]).await;
+    let mut anonymous = t.subscribe_with("topic=a", None, Some("earliest")).await;
+    assert_eq!(anonymous.expect().await.id, public.as_str());
+    let allowed = token(&[], &["a"]);
+    let mut authorised = t
+        .subscribe_with("topic=a", Some(&allowed), Some("earliest"))
+        .await;
+    assert_eq!(authorised.expect().await.id, secret.as_str());
+    assert_eq!(authorised.expect().await.id, public.as_str());
+}
+
+#[tokio::test]
+async fn durable_history_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!("tidings-hub-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("history.db");
+    let mut ids = Vec::new();
+    {
+        let t = TestHub::with(|b| b.history_file(&path).subscriptions(false)).await;
+        for n in 0..5 {
+            ids.push(t.publish(&[("topic", "a"), ("data", &n.to_string())]).await);
+        }
+        t.hub.shutdown();
+    }
+    // The old hub's tasks may still hold the file for a moment after shutdown.
+    let hub = loop {
+        match tidings_hub::Hub::builder()
+            .jwt_key(tidings_hub::auth::KeyConfig::hmac(crate::support::KEY))
+            .history_file(&path)
+            .subscriptions(false)
+            .build()
+            .await
+        {
+            Ok(hub) => break hub,
+            Err(err) => {
+                eprintln!("reopen: {err}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let t = TestHub::serve(hub).await;
+    let mut stream = t.subscribe_with("topic=a", None, Some(&ids[1])).await;
+    for id in &ids[2..] {
+        assert_eq!(stream.expect().await.id, id.as_str());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

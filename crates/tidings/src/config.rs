@@ -1,0 +1,139 @@
+//! Configuration values shared by the subcommands: durations, keys, and the TOML file
+//! of `tidings serve`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tidings_hub::auth::{KeyConfig, SigningKey};
+
+/// Parses a duration such as `15s`, `500ms`, `10m`, `24h`, `7d`; a bare number is seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return Err(format!(
+            "invalid duration {text:?}: expected a number and a unit (ms, s, m, h, d), as in 15s"
+        ));
+    }
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
+    let seconds = |factor: u64| {
+        n.checked_mul(factor)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("invalid duration {text:?}: too long"))
+    };
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => seconds(1),
+        "m" | "min" => seconds(60),
+        "h" => seconds(3600),
+        "d" => seconds(86_400),
+        other => Err(format!(
+            "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
+        )),
+    }
+}
+
+/// A key that verifies tokens: a PEM public key (RS*, ES*, EdDSA) or an HMAC secret.
+pub(crate) fn verifying_key(value: &str, what: &str) -> anyhow::Result<KeyConfig> {
+    if is_pem(value) {
+        KeyConfig::from_pem(value.as_bytes()).with_context(|| format!("{what}: invalid PEM key"))
+    } else {
+        check_secret(value, what)?;
+        Ok(KeyConfig::hmac(value))
+    }
+}
+
+/// A key that signs tokens: a PEM private key or an HMAC secret.
+pub(crate) fn signing_key(value: &str, what: &str) -> anyhow::Result<SigningKey> {
+    if is_pem(value) {
+        SigningKey::from_pem(value.as_bytes()).with_context(|| format!("{what}: invalid PEM key"))
+    } else {
+        check_secret(value, what)?;
+        Ok(SigningKey::hmac(value))
+    }
+}
+
+fn is_pem(value: &str) -> bool {
+    value.trim_start().starts_with("-----BEGIN")
+}
+
+fn check_secret(value: &str, what: &str) -> anyhow::Result<()> {
+    if value.is_empty() {
+        bail!("{what}: the secret is empty");
+    }
+    Ok(())
+}
+
+/// The TOML file of `tidings serve --config`: the same settings as the flags, named
+/// like them with `_` for `-`. Unknown keys are refused, so a typo is not ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub(crate) addr: Option<String>,
+    pub(crate) jwt_key: Option<String>,
+    pub(crate) publisher_jwt_key: Option<String>,
+    pub(crate) subscriber_jwt_key: Option<String>,
+    pub(crate) db: Option<PathBuf>,
+    pub(crate) no_history: Option<bool>,
+    pub(crate) history_size: Option<u64>,
+    pub(crate) history_max_age: Option<String>,
+    pub(crate) no_anonymous: Option<bool>,
+    pub(crate) cors_origins: Option<Vec<String>>,
+    pub(crate) publish_origins: Option<Vec<String>>,
+    pub(crate) heartbeat: Option<String>,
+    pub(crate) no_subscriptions: Option<bool>,
+    pub(crate) queue_size: Option<usize>,
+}
+
+impl FileConfig {
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+        toml::from_str(&text).map_err(|err| {
+            // toml's own Display draws the offending line over several lines; say it in one.
+            let line = err
+                .span()
+                .map(|span| text[..span.start].matches('\n').count() + 1);
+            let at = line.map_or(String::new(), |n| format!(" (line {n})"));
+            anyhow::anyhow!(
+                "invalid configuration file {}{at}: {}",
+                path.display(),
+                err.message().trim()
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn file_refuses_unknown_keys() {
+        let err = toml::from_str::<FileConfig>("adress = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("adress"));
+        let ok: FileConfig =
+            toml::from_str("addr = \"0.0.0.0:80\"\ncors_origins = [\"https://a\"]").unwrap();
+        assert_eq!(ok.addr.as_deref(), Some("0.0.0.0:80"));
+    }
+}
