@@ -102,6 +102,12 @@ async fn health(State(hub): State<Hub>) -> Response {
 }
 
 async fn metrics(State(hub): State<Hub>) -> Response {
+    // Retention trims history in the background: count it when asked rather than
+    // tracking every append and expiry.
+    match hub.inner.log.len().await {
+        Ok(len) => hub.inner.metrics.history_size.set(len as f64),
+        Err(err) => tracing::warn!(cause = %err, "cannot count history for /metrics"),
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -146,7 +146,12 @@ async fn open(hub: Hub, headers: &HeaderMap, uri: &Uri) -> Result<Response, Refu
             cursor,
             until: live.dispatched,
         }),
-        sent: live.dispatched,
+        // A client may know a position past what this hub has dispatched (it read it
+        // from history just now): never send that again from the live queue.
+        sent: match replay {
+            Some(Cursor::Position(position)) => position.max(live.dispatched),
+            _ => live.dispatched,
+        },
         queue: live.queue,
         registration,
         heartbeat,

@@ -1,8 +1,10 @@
 //! Integration tests of the hub over real sockets: each test starts a hub on
 //! `127.0.0.1:0` and talks to it with reqwest, reading streams with `tidings_wire`.
+//! `log` tests the history log on its own, across processes.
 
 mod api;
 mod history;
+mod log;
 mod private;
 mod protocol;
 mod resume;

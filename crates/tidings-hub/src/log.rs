@@ -1,1 +1,0 @@
-//! History: the log of updates that subscribers resume from.

@@ -1,0 +1,544 @@
+//! History: the log of updates that subscribers resume from.
+//!
+//! Every update a publisher sends is appended to the [`Log`], which gives it a
+//! *position*: a number that only ever grows, so "everything after this
+//! event" is a range query. A reconnecting subscriber names the last event it
+//! saw by its id (`Last-Event-ID`); [`Log::position_of`] turns that id into a
+//! position and [`Log::read_after`] replays what followed.
+//!
+//! Two backends sit behind the one [`Log`] type:
+//!
+//! - [`Log::memory`]: a bounded ring in memory, for tests and `--no-history`.
+//! - [`Log::open`]: an embedded [redb](https://docs.rs/redb) file, the default.
+//!   Appends are *group-committed*: one writer thread takes every append that
+//!   is waiting, writes them in one transaction and makes it durable with one
+//!   `fsync`, then answers each caller. Under load many appends share one
+//!   `fsync`; alone, an append costs one.
+//!
+//! Both keep only the history that [`Retention`] allows (a number of updates
+//! and an age); older updates, and their ids, are forgotten.
+//!
+//! ```
+//! use tidings_hub::log::{Cursor, Log, Retention, Update};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let log = Log::memory(Retention::default());
+//! let first = log.append(Update::new("urn:example:1", "/books/1", "{\"title\":\"Dune\"}")).await?;
+//! let second = log.append(Update::new("urn:example:2", "/books/2", "{}")).await?;
+//! assert!(first.position < second.position);
+//!
+//! // A subscriber that saw `urn:example:1` resumes after it.
+//! let seen = log.position_of("urn:example:1").await?.expect("still in history");
+//! let missed = log.read_after(Cursor::Position(seen), 100).await?;
+//! assert_eq!(missed.len(), 1);
+//! assert_eq!(missed[0].update.id, "urn:example:2");
+//! # Ok::<(), tidings_hub::log::LogError>(())
+//! # }).unwrap();
+//! ```
+
+mod file;
+mod memory;
+mod record;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One update as a publisher sent it, as the log stores it.
+///
+/// See the publish request of the
+/// [Mercure protocol](https://datatracker.ietf.org/doc/html/draft-dunglas-mercure#section-5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// The update's id, unique within the retained history.
+    ///
+    /// The hub uses the publisher's id when one was given and
+    /// [`Update::generate_id`] otherwise. An empty id given to
+    /// [`Log::append`] is replaced by a generated one.
+    pub id: String,
+    /// The topics the update is about: the first is the canonical topic, the
+    /// others are alternates. A subscriber of any of them receives the update.
+    pub topics: Vec<String>,
+    /// The payload, sent as the event's `data`.
+    pub data: String,
+    /// Whether only subscribers authorised for one of the topics receive it.
+    pub private: bool,
+    /// The SSE `event` field (Mercure's `type`), if any.
+    pub event_type: Option<String>,
+    /// The SSE `retry` field in milliseconds, if any.
+    pub retry: Option<u64>,
+}
+
+impl Update {
+    /// A public update of one topic with the given id and data and no
+    /// `type` or `retry`.
+    ///
+    /// ```
+    /// let update = tidings_hub::log::Update::new("urn:example:1", "/books/1", "{}");
+    /// assert_eq!(update.topics, ["/books/1"]);
+    /// assert!(!update.private);
+    /// ```
+    pub fn new(id: impl Into<String>, topic: impl Into<String>, data: impl Into<String>) -> Update {
+        Update {
+            id: id.into(),
+            topics: vec![topic.into()],
+            data: data.into(),
+            private: false,
+            event_type: None,
+            retry: None,
+        }
+    }
+
+    /// A fresh id for an update whose publisher gave none: a `urn:uuid:` IRI
+    /// of a random (version 4) UUID, as Mercure asks.
+    ///
+    /// ```
+    /// let id = tidings_hub::log::Update::generate_id();
+    /// assert!(id.starts_with("urn:uuid:"));
+    /// ```
+    pub fn generate_id() -> String {
+        uuid::Uuid::new_v4().urn().to_string()
+    }
+}
+
+/// An update in the log, with the position the log gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Where the update is in the log: strictly greater than the position of
+    /// every update appended before it, also across restarts. Starts at 1.
+    pub position: u64,
+    /// The update, shared so that handing it around does not copy it.
+    pub update: Arc<Update>,
+}
+
+/// Where [`Log::read_after`] starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cursor {
+    /// From the oldest update still in the history (Mercure's `earliest`).
+    Earliest,
+    /// From the first update after this position.
+    Position(u64),
+}
+
+impl Cursor {
+    /// The position after which reading starts: every update with a greater
+    /// position is read.
+    fn after(self) -> u64 {
+        match self {
+            Cursor::Earliest => 0,
+            Cursor::Position(position) => position,
+        }
+    }
+}
+
+/// How much history the log keeps. Whichever limit is reached first applies;
+/// `None` means no limit of that kind.
+///
+/// The default keeps the last 100,000 updates, for at most 24 hours. A day
+/// lets a client that was away overnight or over a long flight resume
+/// without losing anything, which is what history is for; longer than that,
+/// an application should reload its state anyway. The count bounds the disk
+/// (at a typical 1 KiB per update, about 100 MiB) and the size of a replay
+/// when a client asks for `earliest`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tidings_hub::log::Retention;
+///
+/// let default = Retention::default();
+/// assert_eq!(default.max_updates, Some(100_000));
+/// assert_eq!(default.max_age, Some(Duration::from_secs(24 * 60 * 60)));
+/// let small = Retention { max_updates: Some(1_000), ..Retention::default() };
+/// # let _ = small;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at most this many updates; the oldest go first.
+    pub max_updates: Option<u64>,
+    /// Forget updates older than this (measured from when they were appended).
+    pub max_age: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_updates: Some(100_000),
+            max_age: Some(Duration::from_secs(24 * 60 * 60)),
+        }
+    }
+}
+
+impl Retention {
+    /// Keep everything: no limit by count or by age. Use it only with a log
+    /// that something else bounds.
+    pub const UNLIMITED: Retention = Retention {
+        max_updates: None,
+        max_age: None,
+    };
+}
+
+/// Counters of what a log has done since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogStats {
+    /// Updates appended (duplicates and failures not counted).
+    pub appended: u64,
+    /// Durable write transactions, each one `fsync`: fewer than `appended`
+    /// when appends were group-committed. Always 0 for the in-memory log.
+    pub commits: u64,
+}
+
+/// Why a log operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// An update with this id is already in the retained history.
+    #[error("an update with id {0:?} is already in the history")]
+    DuplicateId(String),
+    /// The history file could not be opened or created.
+    #[error("cannot open the history file {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: StorageError,
+    },
+    /// Reading or writing the history file failed.
+    #[error("history storage failed: {0}")]
+    Storage(#[source] StorageError),
+    /// A record in the history file cannot be decoded: the file was damaged
+    /// or written by an incompatible version.
+    #[error("the history record at position {position} is unreadable: {reason}")]
+    Corrupt {
+        /// The record's position.
+        position: u64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The log was closed; it accepts no more appends.
+    #[error("the history log is closed")]
+    Closed,
+}
+
+/// A failure of the storage engine under the file log (the engine's own
+/// error, kept as the [`source`](std::error::Error::source)).
+#[derive(Clone)]
+pub struct StorageError(Arc<redb::Error>);
+
+impl StorageError {
+    fn new(error: impl Into<redb::Error>) -> StorageError {
+        StorageError(Arc::new(error.into()))
+    }
+}
+
+impl fmt::Debug for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+impl LogError {
+    fn storage(error: impl Into<redb::Error>) -> LogError {
+        LogError::Storage(StorageError::new(error))
+    }
+}
+
+/// The history of updates: an append-only, position-ordered log with
+/// retention, in memory or in a durable file.
+///
+/// Cheap to clone: clones share one log. Every method may be called
+/// concurrently from many tasks; reads never wait for writes.
+#[derive(Clone)]
+pub struct Log {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Memory(Arc<memory::MemoryLog>),
+    File(Arc<file::FileLog>),
+}
+
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Log");
+        match &self.backend {
+            Backend::Memory(_) => debug.field("backend", &"memory"),
+            Backend::File(log) => debug.field("backend", &"file").field("path", &log.path()),
+        };
+        debug
+            .field("last_position", &self.last_position())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Log {
+    /// A log kept in memory only, bounded by `retention`; positions start at 1.
+    ///
+    /// Nothing survives the process. Without a `max_updates` limit the ring
+    /// grows until `max_age` (if any) trims it.
+    ///
+    /// ```
+    /// use tidings_hub::log::{Cursor, Log, Retention, Update};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let log = Log::memory(Retention { max_updates: Some(2), max_age: None });
+    /// for n in 1..=3 {
+    ///     log.append(Update::new(format!("id-{n}"), "/t", "x")).await?;
+    /// }
+    /// // Only the last two are kept; the first id is forgotten.
+    /// assert_eq!(log.len().await?, 2);
+    /// assert_eq!(log.position_of("id-1").await?, None);
+    /// let all = log.read_after(Cursor::Earliest, 10).await?;
+    /// assert_eq!(all.iter().map(|s| s.position).collect::<Vec<_>>(), [2, 3]);
+    /// # Ok::<(), tidings_hub::log::LogError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn memory(retention: Retention) -> Log {
+        Log {
+            backend: Backend::Memory(Arc::new(memory::MemoryLog::new(retention))),
+        }
+    }
+
+    /// Opens the history file at `path`, creating it if it does not exist,
+    /// and starts its writer thread. Positions continue after the last one
+    /// the file holds.
+    ///
+    /// The file is locked while open: a second `open` of the same file, from
+    /// this process or another, fails with [`LogError::Open`].
+    ///
+    /// ```
+    /// use tidings_hub::log::{Log, Retention, Update};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("history.db");
+    /// let log = Log::open(&path, Retention::default()).await?;
+    /// let stored = log.append(Update::new("urn:example:1", "/t", "x")).await?;
+    /// log.close().await;
+    ///
+    /// let log = Log::open(&path, Retention::default()).await?;
+    /// assert_eq!(log.position_of("urn:example:1").await?, Some(stored.position));
+    /// assert_eq!(log.last_position(), stored.position);
+    /// # Ok::<(), tidings_hub::log::LogError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn open(path: impl AsRef<Path>, retention: Retention) -> Result<Log, LogError> {
+        let log = file::FileLog::open(path.as_ref().to_path_buf(), retention, file::system_clock())
+            .await?;
+        Ok(Log {
+            backend: Backend::File(Arc::new(log)),
+        })
+    }
+
+    /// Appends `update` and returns it with its position, once it is durable
+    /// (for the file log: written and `fsync`ed).
+    ///
+    /// An empty `update.id` is replaced by [`Update::generate_id`].
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::DuplicateId`] if an update with the same id is in the
+    /// retained history; [`LogError::Closed`] after [`Log::close`];
+    /// [`LogError::Storage`] if the file could not be written (the update is
+    /// then not in the log).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future never leaves a partial update: the update is
+    /// either appended whole or not at all. Once the future has been polled,
+    /// the file log's writer has the update and appends it even if the future
+    /// is then dropped — so a publish whose client went away may still be in
+    /// the history. A caller that must act on every appended update (such as
+    /// the fan-out) should run `append` and that action in a task of its own
+    /// rather than in the request's future.
+    pub async fn append(&self, update: Update) -> Result<Stored, LogError> {
+        let update = with_id(update);
+        match &self.backend {
+            Backend::Memory(log) => log.append(update),
+            Backend::File(log) => log.append(update).await,
+        }
+    }
+
+    /// Up to `max` updates after `after`, in ascending position.
+    ///
+    /// Empty when nothing follows (including a cursor past the end). A cursor
+    /// before the oldest retained update reads from the oldest.
+    pub async fn read_after(&self, after: Cursor, max: usize) -> Result<Vec<Stored>, LogError> {
+        match &self.backend {
+            Backend::Memory(log) => Ok(log.read_after(after.after(), max)),
+            Backend::File(log) => log.read_after(after.after(), max).await,
+        }
+    }
+
+    /// The position of the update with this id, or `None` when no update in
+    /// the retained history has it (unknown, or expired).
+    pub async fn position_of(&self, id: &str) -> Result<Option<u64>, LogError> {
+        match &self.backend {
+            Backend::Memory(log) => Ok(log.position_of(id)),
+            Backend::File(log) => log.position_of(id).await,
+        }
+    }
+
+    /// The id of the retained update just before `position` (the one with the
+    /// greatest position less than it), or `None` when there is none.
+    ///
+    /// This is what a hub answers in the `Last-Event-ID` response header: the
+    /// id of the event before the first one it replays.
+    ///
+    /// ```
+    /// use tidings_hub::log::{Log, Retention, Update};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let log = Log::memory(Retention::default());
+    /// let a = log.append(Update::new("a", "/t", "x")).await?;
+    /// let b = log.append(Update::new("b", "/t", "y")).await?;
+    /// assert_eq!(log.id_before(b.position).await?.as_deref(), Some("a"));
+    /// assert_eq!(log.id_before(a.position).await?, None);
+    /// # Ok::<(), tidings_hub::log::LogError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn id_before(&self, position: u64) -> Result<Option<String>, LogError> {
+        match &self.backend {
+            Backend::Memory(log) => Ok(log.id_before(position)),
+            Backend::File(log) => log.id_before(position).await,
+        }
+    }
+
+    /// The id of the newest retained update, or `None` when the history is
+    /// empty (the subscriptions API's `lastEventID`, where Mercure says
+    /// `earliest` for none).
+    pub async fn last_id(&self) -> Result<Option<String>, LogError> {
+        self.id_before(u64::MAX).await
+    }
+
+    /// The position of the last update appended (durably, for the file log),
+    /// or 0 if there never was one. Expiry does not lower it.
+    pub fn last_position(&self) -> u64 {
+        match &self.backend {
+            Backend::Memory(log) => log.last_position(),
+            Backend::File(log) => log.last_position(),
+        }
+    }
+
+    /// How many updates the retained history holds.
+    pub async fn len(&self) -> Result<u64, LogError> {
+        match &self.backend {
+            Backend::Memory(log) => Ok(log.len()),
+            Backend::File(log) => log.len().await,
+        }
+    }
+
+    /// Whether the retained history is empty.
+    pub async fn is_empty(&self) -> Result<bool, LogError> {
+        Ok(self.len().await? == 0)
+    }
+
+    /// A handle that wakes a task when updates are appended, so that one
+    /// task can follow the log (for instance to feed the fan-out from the
+    /// log rather than from each publish request).
+    ///
+    /// ```
+    /// use tidings_hub::log::{Cursor, Log, Retention, Update};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let log = Log::memory(Retention::default());
+    /// let mut watch = log.watch();
+    /// let follower = tokio::spawn({
+    ///     let log = log.clone();
+    ///     async move {
+    ///         let mut seen = 0;
+    ///         let mut ids = Vec::new();
+    ///         while watch.wait_past(seen).await.is_some() {
+    ///             for stored in log.read_after(Cursor::Position(seen), 100).await? {
+    ///                 seen = stored.position;
+    ///                 ids.push(stored.update.id.clone());
+    ///             }
+    ///         }
+    ///         Ok::<_, tidings_hub::log::LogError>(ids)
+    ///     }
+    /// });
+    /// log.append(Update::new("a", "/t", "x")).await?;
+    /// log.append(Update::new("b", "/t", "y")).await?;
+    /// log.clone().close().await; // ends the follower once it has read everything
+    /// # let ids = follower.await.unwrap()?;
+    /// # assert_eq!(ids, ["a", "b"]);
+    /// # Ok::<(), tidings_hub::log::LogError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn watch(&self) -> LogWatch {
+        let positions = match &self.backend {
+            Backend::Memory(log) => log.watch(),
+            Backend::File(log) => log.watch(),
+        };
+        LogWatch { positions }
+    }
+
+    /// What the log has done since it was opened.
+    pub fn stats(&self) -> LogStats {
+        match &self.backend {
+            Backend::Memory(log) => log.stats(),
+            Backend::File(log) => log.stats(),
+        }
+    }
+
+    /// Stops accepting appends, waits until every append already accepted is
+    /// durable, and stops the file log's writer. Later appends, from any
+    /// clone, fail with [`LogError::Closed`]; reads keep working while a clone
+    /// is alive. The file is released once the last clone is dropped.
+    ///
+    /// Dropping the last clone without `close` does the same, blocking the
+    /// dropping thread for at most the batch being written.
+    pub async fn close(self) {
+        match &self.backend {
+            Backend::Memory(log) => log.close(),
+            Backend::File(log) => log.close().await,
+        }
+    }
+}
+
+/// Wakes a task when the log grows; made by [`Log::watch`].
+#[derive(Debug, Clone)]
+pub struct LogWatch {
+    positions: tokio::sync::watch::Receiver<u64>,
+}
+
+impl LogWatch {
+    /// Waits until the log's last position is greater than `position`, and
+    /// returns that last position (the updates themselves come from
+    /// [`Log::read_after`]). Returns at once if it already is; `None` once
+    /// the log is closed and nothing after `position` was appended.
+    ///
+    /// Cancel safe: dropping the future loses nothing.
+    pub async fn wait_past(&mut self, position: u64) -> Option<u64> {
+        self.positions
+            .wait_for(|&last| last > position)
+            .await
+            .ok()
+            .map(|last| *last)
+    }
+}
+
+fn with_id(mut update: Update) -> Update {
+    if update.id.is_empty() {
+        update.id = Update::generate_id();
+    }
+    update
+}
+
+#[cfg(test)]
+mod tests;
