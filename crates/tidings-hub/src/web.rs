@@ -22,9 +22,9 @@
 //! # let _ = app;
 //! ```
 //!
-//! The demo publisher ([`run_demo`]) sends, on [`DEMO_TOPIC`], an `event: ping`
-//! with `{"time":"<ISO 8601>"}` every second and a plain message at random
-//! intervals of 1 to 10 seconds, through whatever publish function it is given.
+//! The demo publisher ([`spawn_demo`], or [`run_demo`] for any publish function) sends,
+//! on [`DEMO_TOPIC`], an `event: ping` with `{"time":"<ISO 8601>"}` every second and a
+//! plain message at random intervals of 1 to 10 seconds.
 
 use std::convert::Infallible;
 use std::fmt::Display;
@@ -40,7 +40,11 @@ use axum::routing::get;
 use bytes::Bytes;
 use serde::Deserialize;
 use tidings_wire::EventBuilder;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::Hub;
+use crate::log::Update;
 
 /// The topic the demo publisher publishes on, and the Ping page subscribes to.
 pub const DEMO_TOPIC: &str = "/demo/ping";
@@ -271,6 +275,28 @@ where
             tracing::warn!(cause = %err, topic = DEMO_TOPIC, "demo publish failed");
         }
     }
+}
+
+/// Starts the demo publisher on `hub` (see [`run_demo`]); abort the task to stop it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tidings_hub::HubError> {
+/// let hub = tidings_hub::Hub::builder().build().await?;
+/// let demo = tidings_hub::web::spawn_demo(&hub);
+/// // … serve the hub; the Ping page shows the demo's updates …
+/// demo.abort();
+/// # Ok(()) }
+/// ```
+pub fn spawn_demo(hub: &Hub) -> JoinHandle<()> {
+    let hub = hub.clone();
+    tokio::spawn(run_demo(move |demo: DemoUpdate| {
+        let hub = hub.clone();
+        async move {
+            let mut update = Update::new("", demo.topic, demo.data);
+            update.event_type = demo.event_type.map(str::to_owned);
+            hub.publish(update).await.map(drop)
+        }
+    }))
 }
 
 /// A uniformly random gap in [1 s, 10 s], at millisecond resolution.
