@@ -1,4 +1,5 @@
 import { test, expect, screenshot } from '../support/fixtures.js';
+import { startHub } from '../support/hub.js';
 
 test('the ping page lists the demo pings, with valid JSON times, and the random messages', async ({ page, hub }) => {
   await page.goto(`${hub.url}/`);
@@ -33,4 +34,17 @@ test('the ping page lists the demo pings, with valid JSON times, and the random 
   await expect(page.locator('#ping-count')).not.toHaveText('0');
   await expect(page.locator('#last-id')).not.toHaveText('–');
   await screenshot(page, 'ping');
+});
+
+test('with --no-demo nothing is published and the ping page says the demo may be off', async ({ page }) => {
+  const hub = await startHub({ demo: false, name: 'no-demo' });
+  try {
+    await page.goto(`${hub.url}/`);
+    await expect(page.locator('#state')).toHaveText('OPEN');
+    // The page gives up waiting after 5 s of silence.
+    await expect(page.locator('#idle-hint')).toBeVisible({ timeout: 8_000 });
+    await expect(page.locator('#events tr[data-kind]')).toHaveCount(0);
+  } finally {
+    await hub.stop();
+  }
 });
