@@ -1,4 +1,4 @@
-import { test, expect } from '../support/fixtures.js';
+import { test, expect, screenshot } from '../support/fixtures.js';
 
 /** Counts the requests a page makes for the digits stream. */
 function countDigitsRequests(page) {
@@ -41,6 +41,7 @@ test('digits shows 1, 2, 3, bye, the reconnect, and Stop leaves it CLOSED for go
   const afterStop = await steps(page);
   expect(afterStop.at(-1)).toEqual({ event: 'close', data: '', readyState: 2 });
   await expect(page.locator('#state')).toHaveText('CLOSED');
+  await screenshot(page, 'digits');
 
   // One whole digits cycle (3 s) plus the retry time (1 s) and some: a live EventSource
   // would have asked again by now.

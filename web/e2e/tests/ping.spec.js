@@ -33,6 +33,8 @@ test('the ping page lists the demo pings, with valid JSON times, and the random 
   }
   await expect(page.locator('#ping-count')).not.toHaveText('0');
   await expect(page.locator('#last-id')).not.toHaveText('–');
+  // A fuller page for the README's picture.
+  await expect.poll(() => pings.count()).toBeGreaterThanOrEqual(6);
   await screenshot(page, 'ping');
 });
 
