@@ -14,10 +14,12 @@
 //! The pages talk to the hub at `.well-known/mercure`, relative to themselves, and
 //! advertise it with a `Link: </.well-known/mercure>; rel="mercure"` header.
 //!
+//! [`Hub::router`] includes these routes. An application that serves the hub
+//! differently can mount them alone, on any router state:
+//!
 //! ```
 //! use axum::Router;
 //!
-//! // The pages mount beside the hub's own routes, on any router state.
 //! let app: Router<()> = Router::new().merge(tidings_hub::web::routes());
 //! # let _ = app;
 //! ```
@@ -472,6 +474,12 @@ mod tests {
             let body = std::str::from_utf8(&body).unwrap();
             assert!(body.contains(&format!("<h1>{marker}</h1>")), "{path}");
         }
+    }
+
+    #[test]
+    fn the_ping_page_subscribes_to_the_demo_topic() {
+        let (_, page) = PAGES.iter().find(|(path, _)| *path == "/").unwrap();
+        assert!(page.contains(&format!("<code id=\"topic\">{DEMO_TOPIC}</code>")));
     }
 
     #[tokio::test]
