@@ -111,3 +111,65 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::{Registration, SubscriberInfo};
+    use crate::log::{Retention, Update};
+    use crate::metrics::Metrics;
+    use crate::topic::Selector;
+
+    fn subscriber(fanout: &Fanout) -> crate::fanout::Live {
+        fanout.register(Arc::new(Registration {
+            info: Arc::new(SubscriberInfo {
+                id: "urn:uuid:s".into(),
+                topics: vec!["t".into()],
+                payload: None,
+            }),
+            selectors: vec![Selector::new("t")],
+            private: None,
+        }))
+    }
+
+    #[tokio::test]
+    async fn out_of_order_arrivals_are_dispatched_in_position_order() {
+        let log = Arc::new(Log::memory(Retention::default()));
+        let fanout = Arc::new(Fanout::new(64, Metrics::new(), 0));
+        let mut live = subscriber(&fanout);
+        let mut stored = Vec::new();
+        for n in 0..5 {
+            stored.push(
+                log.append(Update::new(format!("u{n}"), "t", "x"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let tx = start(Arc::clone(&log), Arc::clone(&fanout), 0);
+        for index in [2, 0, 4, 1, 3] {
+            tx.send(stored[index].clone()).unwrap();
+        }
+        for expected in 1..=5 {
+            assert_eq!(live.queue.recv().await.unwrap().0, expected);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_position_that_never_arrives_is_read_from_the_log() {
+        let log = Arc::new(Log::memory(Retention::default()));
+        let fanout = Arc::new(Fanout::new(64, Metrics::new(), 0));
+        let mut live = subscriber(&fanout);
+        let first = log.append(Update::new("a", "t", "x")).await.unwrap();
+        let second = log.append(Update::new("b", "t", "x")).await.unwrap();
+        let tx = start(Arc::clone(&log), Arc::clone(&fanout), 0);
+        // Only the second is handed over (the first publisher went away).
+        tx.send(second.clone()).unwrap();
+        assert_eq!(live.queue.recv().await.unwrap().0, first.position);
+        assert_eq!(live.queue.recv().await.unwrap().0, second.position);
+        // A late arrival of the first is not sent twice.
+        tx.send(first).unwrap();
+        let third = log.append(Update::new("c", "t", "x")).await.unwrap();
+        tx.send(third.clone()).unwrap();
+        assert_eq!(live.queue.recv().await.unwrap().0, third.position);
+    }
+}

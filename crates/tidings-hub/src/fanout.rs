@@ -293,3 +293,125 @@ impl Fanout {
         self.lock().subscribers.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration(selectors: &[&str], private: Option<&[&str]>) -> Arc<Registration> {
+        Arc::new(Registration {
+            info: Arc::new(SubscriberInfo {
+                id: "urn:uuid:test".into(),
+                topics: selectors.iter().map(|s| s.to_string()).collect(),
+                payload: None,
+            }),
+            selectors: selectors.iter().map(|s| Selector::new(s)).collect(),
+            private: private.map(|p| SelectorSet::new(p.iter().copied())),
+        })
+    }
+
+    fn stored(position: u64, topics: &[&str], private: bool) -> Stored {
+        Stored {
+            position,
+            update: Arc::new(Update {
+                id: format!("id-{position}"),
+                topics: topics.iter().map(|t| t.to_string()).collect(),
+                data: String::new(),
+                private,
+                event_type: None,
+                retry: None,
+            }),
+        }
+    }
+
+    fn received(live: &mut Live) -> Vec<u64> {
+        let mut positions = Vec::new();
+        while let Ok((position, _)) = live.queue.try_recv() {
+            positions.push(position);
+        }
+        positions
+    }
+
+    fn send(fanout: &Fanout, position: u64, topics: &[&str], private: bool) {
+        fanout.dispatch(&stored(position, topics, private), &Bytes::new());
+    }
+
+    #[test]
+    fn routes_by_exact_wildcard_and_template_once_each() {
+        let fanout = Fanout::new(16, Metrics::new(), 0);
+        let mut exact = fanout.register(registration(&["/a/1"], None));
+        let mut all = fanout.register(registration(&["*", "/a/1", "/a/{x}"], None));
+        let mut template = fanout.register(registration(&["/a/{x}"], None));
+        let mut other = fanout.register(registration(&["/b/1"], None));
+        send(&fanout, 1, &["/a/1", "/a/2"], false);
+        send(&fanout, 2, &["/a/2"], false);
+        send(&fanout, 3, &["/c"], false);
+        assert_eq!(received(&mut exact), [1]);
+        assert_eq!(received(&mut all), [1, 2, 3]);
+        assert_eq!(received(&mut template), [1, 2]);
+        assert_eq!(received(&mut other), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn template_cache_follows_subscribers() {
+        let fanout = Fanout::new(16, Metrics::new(), 0);
+        let mut early = fanout.register(registration(&["/a/{x}"], None));
+        send(&fanout, 1, &["/a/1"], false); // caches /a/1 → [early]
+        let mut late = fanout.register(registration(&["/{p}/1"], None));
+        send(&fanout, 2, &["/a/1"], false);
+        assert_eq!(received(&mut early), [1, 2]);
+        assert_eq!(
+            received(&mut late),
+            [2],
+            "a new template joins cached topics"
+        );
+        fanout.unregister(early.key);
+        send(&fanout, 3, &["/a/1"], false);
+        assert_eq!(received(&mut late), [3]);
+        assert!(early.queue.try_recv().is_err());
+        assert_eq!(fanout.len(), 1);
+    }
+
+    #[test]
+    fn private_updates_need_a_matching_claim() {
+        let fanout = Fanout::new(16, Metrics::new(), 0);
+        let mut anonymous = fanout.register(registration(&["*"], None));
+        let mut unrelated = fanout.register(registration(&["*"], Some(&["/b/{x}"])));
+        let mut allowed = fanout.register(registration(&["/a/1"], Some(&["/a/{x}"])));
+        send(&fanout, 1, &["/a/1"], true);
+        send(&fanout, 2, &["/a/1"], false);
+        assert_eq!(received(&mut anonymous), [2]);
+        assert_eq!(received(&mut unrelated), [2]);
+        assert_eq!(received(&mut allowed), [1, 2]);
+    }
+
+    #[test]
+    fn full_queue_disconnects_the_subscriber_after_what_it_holds() {
+        let metrics = Metrics::new();
+        let fanout = Fanout::new(2, metrics.clone(), 0);
+        let mut slow = fanout.register(registration(&["t"], None));
+        for position in 1..=5 {
+            send(&fanout, position, &["t"], false);
+        }
+        assert_eq!(fanout.len(), 0);
+        assert_eq!(received(&mut slow), [1, 2]);
+        assert!(matches!(
+            slow.queue.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        assert!(
+            metrics
+                .render()
+                .contains("tidings_slow_subscriber_disconnects_total 1")
+        );
+    }
+
+    #[test]
+    fn registration_reports_what_was_dispatched_before_it() {
+        let fanout = Fanout::new(4, Metrics::new(), 7);
+        assert_eq!(fanout.register(registration(&["t"], None)).dispatched, 7);
+        send(&fanout, 8, &["t"], false);
+        assert_eq!(fanout.register(registration(&["t"], None)).dispatched, 8);
+        assert_eq!(fanout.last_event_id().as_deref(), Some("id-8"));
+    }
+}
