@@ -75,7 +75,7 @@ export async function startHub({ corsOrigins = [], demo = true, args = [], name 
     const log = createWriteStream(logFile);
     const child = spawn(tidingsBinary(), argv, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info', NO_COLOR: '1' },
     });
     child.stdout.pipe(log);
     child.stderr.pipe(log);

@@ -1,4 +1,5 @@
 import { test, expect, screenshot, uniqueTopic } from '../support/fixtures.js';
+import { startHub } from '../support/hub.js';
 import { publisherToken } from '../support/mercure.js';
 
 test('the live console publishes and sees its own update', async ({ page, hub }) => {
@@ -71,4 +72,16 @@ test('event data, types and ids are shown as text, never as markup', async ({ pa
   await expect(row.locator('td.id')).toHaveText('<i>id</i>');
   await expect(page.locator('#events img, #events script, #events b, #events i')).toHaveCount(0);
   expect(await page.evaluate(() => window.injected)).toBeUndefined();
+});
+
+test('a refused subscription shows the hub\'s status and reason', async ({ page }) => {
+  const hub = await startHub({ demo: false, args: ['--no-anonymous'], name: 'no-anonymous' });
+  try {
+    await page.goto(`${hub.url}/console`);
+    await page.locator('#subscribe-form').getByRole('button', { name: 'Subscribe', exact: true }).click();
+    await expect(page.locator('#state')).toHaveText('CLOSED');
+    await expect(page.locator('#subscription-problem')).toContainText('The hub answered 401');
+  } finally {
+    await hub.stop();
+  }
 });
