@@ -40,6 +40,7 @@ pub mod log;
 mod metrics;
 mod subscription;
 pub mod topic;
+pub mod web;
 
 pub use http::{HUB_PATH, SUBSCRIPTIONS_PATH};
 pub use hub::{

@@ -79,6 +79,9 @@ pub(crate) struct Args {
     /// [default: 1024].
     #[arg(long, env = "TIDINGS_QUEUE_SIZE", value_name = "N")]
     queue_size: Option<usize>,
+    /// Do not run the demo publisher (pings and messages on /demo/ping for the Ping page).
+    #[arg(long, env = "TIDINGS_NO_DEMO")]
+    no_demo: bool,
     /// Check the configuration and exit without starting.
     #[arg(long)]
     check: bool,
@@ -227,6 +230,7 @@ impl Settings {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let demo = !args.no_demo;
     let (mut settings, check) = Settings::resolve(args)?;
     if check {
         println!(
@@ -267,9 +271,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_getting_started(&secret, &url)?;
     }
     tracing::info!(%addr, history = ?settings.db, "hub started");
+    let demo = demo.then(|| tidings_hub::web::spawn_demo(&hub));
     hub.serve(listener, shutdown_signal())
         .await
         .context("the server failed")?;
+    if let Some(demo) = demo {
+        demo.abort();
+    }
     tracing::info!("hub stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -39,7 +39,8 @@ pub(crate) fn router(hub: Hub) -> Router {
     }
     let router = router
         .layer(axum::middleware::map_response(advertise_hub))
-        .with_state(hub);
+        .with_state(hub)
+        .merge(crate::web::routes());
     match cors {
         Some(cors) => router.layer(cors),
         None => router,
