@@ -112,6 +112,7 @@ pub(crate) struct FileConfig {
     pub(crate) heartbeat: Option<String>,
     pub(crate) no_subscriptions: Option<bool>,
     pub(crate) queue_size: Option<usize>,
+    pub(crate) no_demo: Option<bool>,
 }
 
 impl FileConfig {

@@ -100,6 +100,8 @@ struct Settings {
     heartbeat: Option<Duration>,
     subscriptions: bool,
     queue_size: usize,
+    /// Whether to run the demo publisher for the Ping page.
+    demo: bool,
 }
 
 impl Settings {
@@ -202,6 +204,7 @@ impl Settings {
                 heartbeat,
                 subscriptions: !(args.no_subscriptions || file.no_subscriptions.unwrap_or(false)),
                 queue_size,
+                demo: !(args.no_demo || file.no_demo.unwrap_or(false)),
             },
             args.check,
         ))
@@ -230,7 +233,6 @@ impl Settings {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let demo = !args.no_demo;
     let (mut settings, check) = Settings::resolve(args)?;
     if check {
         println!(
@@ -267,11 +269,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}{}", tidings_hub::HUB_PATH);
     println!("tidings: hub listening on {url}");
+    println!("tidings: demo and live console at http://{addr}/");
     if let Some(secret) = generated {
         print_getting_started(&secret, &url)?;
     }
     tracing::info!(%addr, history = ?settings.db, "hub started");
-    let demo = demo.then(|| tidings_hub::web::spawn_demo(&hub));
+    let demo = settings.demo.then(|| tidings_hub::web::spawn_demo(&hub));
     hub.serve(listener, shutdown_signal())
         .await
         .context("the server failed")?;

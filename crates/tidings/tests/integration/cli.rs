@@ -46,7 +46,7 @@ fn check_validates_without_starting_and_applies_precedence() {
     let config = dir.path().join("tidings.toml");
     std::fs::write(
         &config,
-        "addr = \"127.0.0.1:7001\"\nno_history = true\nheartbeat = \"5s\"\n",
+        "addr = \"127.0.0.1:7001\"\nno_history = true\nheartbeat = \"5s\"\nno_demo = true\n",
     )
     .unwrap();
     let config = config.to_str().unwrap();
