@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of Tidings, installing what they need on a fresh Debian
-# machine with Rust (rustup): formatting, lints, unit/integration/doc tests, docs.
+# machine with Rust (rustup): formatting, lints, unit/integration/doc tests, docs, and
+# the browser tests (installs Chromium, Node.js and the npm packages where missing).
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,3 +31,6 @@ cargo test --workspace
 
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+step "browser end-to-end tests (Playwright, Debian's Chromium, a real tidings serve)"
+web/e2e/run.sh

@@ -6,7 +6,7 @@
 #   web/e2e/run.sh tests/digits.spec.js  # arguments go to `playwright test`
 #   UPDATE_DOC_IMAGES=1 web/e2e/run.sh   # also copy the screenshots the README shows to docs/img/
 #
-# Installs Chromium (apt) and the npm packages (npm ci) when missing; never downloads
+# Installs Chromium and Node.js (apt) and the npm packages (npm ci) when missing; never downloads
 # a browser. Respects CARGO_TARGET_DIR; TIDINGS_BIN overrides the binary to test.
 set -euo pipefail
 
@@ -19,6 +19,13 @@ if [[ ! -x "$CHROMIUM" ]]; then
   if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo); fi
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null
+fi
+
+if ! command -v npm >/dev/null 2>&1; then
+  echo "e2e: installing Node.js and npm (apt)" >&2
+  if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo); fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq nodejs npm >/dev/null
 fi
 
 cd "$here"
