@@ -1,9 +1,9 @@
-//! `tidings`: serve the hub, publish, listen and load-test, from one binary.
+//! `tidings`: serve the hub, publish, mint tokens and listen, from one binary.
 //!
 //! Each subcommand lives in its own module; this file only parses the command line,
 //! installs the log subscriber and turns an error into one line for a person.
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +41,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
