@@ -50,8 +50,8 @@ fn bench_corpus<M: Measurement>(criterion: &mut Criterion<M>, clock: &str, kind:
 fn run<M: Measurement>(criterion: Criterion<M>, clock: &str) {
     let mut criterion = criterion
         .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(5))
         .configure_from_args();
     for kind in Kind::ALL {
         bench_corpus(&mut criterion, clock, kind);
