@@ -81,6 +81,7 @@ pub(crate) struct Config {
     pub(crate) max_topics: usize,
     pub(crate) queue_capacity: usize,
     pub(crate) subscriptions: bool,
+    pub(crate) pages: bool,
 }
 
 /// Builds a [`Hub`].
@@ -218,6 +219,14 @@ impl HubBuilder {
         self
     }
 
+    /// Whether [`Hub::router`] also serves the browser pages (the demo pages and the live
+    /// console, see [`crate::web`]) at `/` (default: no, so that an application that
+    /// mounts the hub keeps its own `/`; `tidings serve` turns them on).
+    pub fn pages(mut self, enabled: bool) -> Self {
+        self.config.pages = enabled;
+        self
+    }
+
     /// Opens the history and starts the hub's dispatch task. Must run inside a tokio
     /// runtime.
     pub async fn build(self) -> Result<Hub, HubError> {
@@ -309,13 +318,14 @@ impl Hub {
                 max_topics: DEFAULT_MAX_TOPICS,
                 queue_capacity: DEFAULT_QUEUE_CAPACITY,
                 subscriptions: true,
+                pages: false,
             },
         }
     }
 
     /// The hub's HTTP routes, to serve or to mount in an existing axum app:
     /// `/.well-known/mercure` (subscribe, publish), the subscriptions API, `/healthz`
-    /// and `/metrics`.
+    /// and `/metrics`, and the browser pages when [`HubBuilder::pages`] is on.
     pub fn router(&self) -> Router {
         crate::http::router(self.clone())
     }

@@ -14,8 +14,9 @@
 //! The pages talk to the hub at `.well-known/mercure`, relative to themselves, and
 //! advertise it with a `Link: </.well-known/mercure>; rel="mercure"` header.
 //!
-//! [`Hub::router`] includes these routes. An application that serves the hub
-//! differently can mount them alone, on any router state:
+//! [`Hub::router`] includes these routes when the hub is built with
+//! [`HubBuilder::pages`](crate::HubBuilder::pages) on. An application can also mount them
+//! alone, on any router state:
 //!
 //! ```
 //! use axum::Router;

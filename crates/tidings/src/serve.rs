@@ -218,6 +218,7 @@ impl Settings {
             .publish_origins(self.publish_origins.clone())
             .heartbeat(self.heartbeat)
             .subscriptions(self.subscriptions)
+            .pages(true)
             .queue_capacity(self.queue_size);
         if let Some(db) = &self.db {
             builder = builder.history_file(db);

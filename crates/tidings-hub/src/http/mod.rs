@@ -37,10 +37,14 @@ pub(crate) fn router(hub: Hub) -> Router {
                 get(subscriptions::one),
             );
     }
-    let router = router
+    let pages = hub.config().pages;
+    let mut router = router
         .layer(axum::middleware::map_response(advertise_hub))
-        .with_state(hub)
-        .merge(crate::web::routes());
+        .with_state(hub);
+    if pages {
+        // Merged after the `Link` layer: the pages set their own.
+        router = router.merge(crate::web::routes());
+    }
     match cors {
         Some(cors) => router.layer(cors),
         None => router,
