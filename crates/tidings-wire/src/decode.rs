@@ -222,7 +222,7 @@ impl DecoderBuilder {
                 data_lines: 0,
                 data_len: 0,
                 event_type: None,
-                last_type: Text::new(),
+                types: TypeCache::default(),
                 pending_id: None,
                 last_event_id: self.last_event_id,
                 retry: None,
@@ -303,9 +303,9 @@ struct EventState {
     /// Bytes of data so far, counting the LF after each line.
     data_len: usize,
     event_type: Option<Text>,
-    /// The last event type seen: streams repeat a few types, and reusing the text saves
+    /// Recent event types: streams repeat a few types, and reusing the text saves
     /// validating and slicing it again.
-    last_type: Text,
+    types: TypeCache,
     /// An `id:` value not yet committed by a blank line. The standard's "last event ID
     /// buffer" is this when set, else `last_event_id`; keeping the two apart lets a
     /// dispatch move the id instead of comparing and cloning it.
@@ -469,7 +469,7 @@ impl Decoder {
                 continue;
             }
             let rest = &input.cur[input.pos..];
-            let Some(offset) = memchr::memchr2(b'\n', b'\r', rest) else {
+            let Some(offset) = find_line_end(rest) else {
                 if input.partial.len() + rest.len() > max_line {
                     return Err(DecodeError::LineTooLong { limit: max_line });
                 }
@@ -560,13 +560,7 @@ impl EventState {
         match field {
             Field::Data => self.data(src, value_start, end).map(|()| None),
             Field::Event => {
-                self.event_type = Some(if self.last_type.as_bytes()[..] == src[value_start..end] {
-                    self.last_type.clone()
-                } else {
-                    let t = Text::from_slice_lossy(src, value_start, end);
-                    self.last_type = t.clone();
-                    t
-                });
+                self.event_type = Some(self.types.get(src, value_start, end));
                 Ok(None)
             }
             Field::Id => {
@@ -663,6 +657,63 @@ impl EventState {
     }
 }
 
+/// The offset of the first CR or LF in `haystack`.
+///
+/// Most event-stream lines are short (`id: 41`, `event: update`, the blank line), and a
+/// call to `memchr2` costs more in set-up than scanning them: the first 16 bytes are
+/// checked a word at a time, and only a longer line goes to `memchr2`.
+#[inline]
+fn find_line_end(haystack: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    while start < 16 {
+        let Some(word) = haystack[start..].first_chunk::<8>() else {
+            break;
+        };
+        let word = u64::from_le_bytes(*word);
+        let found = zero_bytes(word ^ REPEAT_LF) | zero_bytes(word ^ REPEAT_CR);
+        if found != 0 {
+            // `trailing_zeros` is below 64, so the byte index fits any usize.
+            return Some(start + (found.trailing_zeros() / 8) as usize);
+        }
+        start += 8;
+    }
+    memchr::memchr2(b'\n', b'\r', &haystack[start..]).map(|offset| start + offset)
+}
+
+const REPEAT_01: u64 = u64::from_ne_bytes([0x01; 8]);
+const REPEAT_80: u64 = u64::from_ne_bytes([0x80; 8]);
+const REPEAT_LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
+const REPEAT_CR: u64 = u64::from_ne_bytes([b'\r'; 8]);
+
+/// A mask whose lowest set bit is the high bit of the first zero byte of `word` (counting
+/// from the least significant byte); bits above it may be set spuriously by the borrow,
+/// which does not matter as only the lowest one is read. Zero when no byte is zero.
+#[inline]
+fn zero_bytes(word: u64) -> u64 {
+    word.wrapping_sub(REPEAT_01) & !word & REPEAT_80
+}
+
+/// The last few distinct event types, replaced round-robin.
+#[derive(Debug, Default)]
+struct TypeCache {
+    entries: [Text; 4],
+    next: usize,
+}
+
+impl TypeCache {
+    /// The type `src[start..end]`, from the cache when it is there.
+    fn get(&mut self, src: &Bytes, start: usize, end: usize) -> Text {
+        let value = &src[start..end];
+        if let Some(hit) = self.entries.iter().find(|t| t.as_bytes()[..] == *value) {
+            return hit.clone();
+        }
+        let text = Text::from_slice_lossy(src, start, end);
+        self.entries[self.next] = text.clone();
+        self.next = (self.next + 1) % self.entries.len();
+        text
+    }
+}
+
 /// What a line is, by its field name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Field {
@@ -730,6 +781,35 @@ mod tests {
         let mut d = Decoder::builder().comments(true).build();
         d.feed_slice(input);
         std::iter::from_fn(|| d.next_frame().unwrap()).collect()
+    }
+
+    #[test]
+    fn line_end_search_agrees_with_memchr() {
+        let mut haystack = [b'x'; 40];
+        assert_eq!(find_line_end(&haystack), None);
+        for len in 0..=haystack.len() {
+            assert_eq!(find_line_end(&haystack[..len]), None);
+        }
+        for at in 0..haystack.len() {
+            for (first, second) in [(b'\n', b'\r'), (b'\r', b'\n'), (b'\n', b'\n')] {
+                haystack = [b'x'; 40];
+                haystack[at] = first;
+                if at + 3 < haystack.len() {
+                    haystack[at + 3] = second;
+                }
+                for len in 0..=haystack.len() {
+                    let expected = memchr::memchr2(b'\n', b'\r', &haystack[..len]);
+                    assert_eq!(
+                        find_line_end(&haystack[..len]),
+                        expected,
+                        "at {at}, len {len}"
+                    );
+                }
+            }
+        }
+        // Bytes that differ from CR or LF by one bit, or are next to them.
+        let near = [0x0b, 0x0c, 0x0e, 0x8a, 0x8d, 0x09, 0x00, 0xff, b'\n'];
+        assert_eq!(find_line_end(&near), Some(8));
     }
 
     #[test]

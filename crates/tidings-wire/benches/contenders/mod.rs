@@ -3,17 +3,11 @@
 //!
 //! Shared by the `decode` and `profile` bench targets.
 
-use std::{
-    convert::Infallible,
-    hint::black_box,
-    io,
-    pin::{Pin, pin},
-    task::{Context, Poll},
-};
+use std::{convert::Infallible, hint::black_box, pin::pin};
 
 use bytes::Bytes;
 use eventsource_stream::Eventsource as _;
-use futures_util::{StreamExt as _, io::AsyncRead};
+use futures_util::StreamExt as _;
 
 /// Counts the events `tidings_wire::Decoder` finds in `chunks`.
 pub(crate) fn tidings(chunks: &[Bytes]) -> usize {
@@ -49,50 +43,25 @@ pub(crate) fn eventsource_stream(chunks: &[Bytes]) -> usize {
     })
 }
 
-/// An `AsyncRead` that hands out `chunks` as a socket would, never joining two of them in
-/// one read. `sse-codec`'s public entry point decodes an `AsyncRead`.
-struct ChunkReader<'a> {
-    chunks: std::slice::Iter<'a, Bytes>,
-    current: &'a [u8],
-}
-
-impl AsyncRead for ChunkReader<'_> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        if self.current.is_empty() {
-            match self.chunks.next() {
-                Some(chunk) => self.current = chunk,
-                None => return Poll::Ready(Ok(0)),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current = &self.current[n..];
-        Poll::Ready(Ok(n))
-    }
-}
-
-/// Counts the messages `sse-codec` finds in `chunks`.
+/// Counts the messages `sse-codec` finds in `chunks`, calling its codec directly on a
+/// `BytesMut` that each chunk is appended to: the leanest harness for it (its
+/// `decode_stream` over an `AsyncRead` would add a copy per read).
 pub(crate) fn sse_codec(chunks: &[Bytes]) -> usize {
-    let reader = ChunkReader {
-        chunks: chunks.iter(),
-        current: &[],
-    };
-    let mut events = sse_codec::decode_stream(reader);
-    futures_executor::block_on(async {
-        let mut count = 0;
-        while let Some(event) = events.next().await {
-            let event = event.expect("the corpus is valid UTF-8");
+    use futures_codec::Decoder as _;
+
+    let mut codec = sse_codec::SSECodec::default();
+    let mut buf = futures_codec::BytesMut::new();
+    let mut count = 0;
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        while let Some(event) = codec.decode(&mut buf).expect("the corpus is valid UTF-8") {
             if let sse_codec::Event::Message { .. } = event {
                 black_box(event);
                 count += 1;
             }
         }
-        count
-    })
+    }
+    count
 }
 
 /// Counts the line-end bytes (CR or LF) in `chunks`: the floor any decoder has to scan.
