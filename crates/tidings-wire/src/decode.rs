@@ -187,6 +187,12 @@ impl Default for DecoderBuilder {
 impl DecoderBuilder {
     /// The longest line accepted, in bytes, not counting its line ending
     /// (default [`DEFAULT_MAX_LINE_LEN`]). A longer line is [`DecodeError::LineTooLong`].
+    ///
+    /// ```
+    /// let mut decoder = tidings_wire::Decoder::builder().max_line_len(8).build();
+    /// decoder.feed_slice(b"data: 12\n\n"); // exactly 8 bytes: accepted
+    /// assert!(decoder.next_frame().unwrap().is_some());
+    /// ```
     pub fn max_line_len(mut self, bytes: usize) -> Self {
         self.max_line_len = bytes;
         self
@@ -194,12 +200,26 @@ impl DecoderBuilder {
 
     /// The most data one event may accumulate, in bytes, counting the LF between lines
     /// (default [`DEFAULT_MAX_EVENT_SIZE`]). More is [`DecodeError::EventTooLarge`].
+    ///
+    /// ```
+    /// use tidings_wire::{DecodeError, Decoder};
+    /// let mut decoder = Decoder::builder().max_event_size(3).build();
+    /// decoder.feed_slice(b"data: a\ndata: b\n\n"); // "a\nb\n" is 4 bytes
+    /// assert_eq!(decoder.next_frame(), Err(DecodeError::EventTooLarge { limit: 3 }));
+    /// ```
     pub fn max_event_size(mut self, bytes: usize) -> Self {
         self.max_event_size = bytes;
         self
     }
 
     /// Whether to yield [`Frame::Comment`]s (default: no; comments are skipped).
+    ///
+    /// ```
+    /// use tidings_wire::{Decoder, Frame};
+    /// let mut decoder = Decoder::builder().comments(true).build();
+    /// decoder.feed_slice(b": ping\n");
+    /// assert_eq!(decoder.next_frame().unwrap(), Some(Frame::Comment("ping".into())));
+    /// ```
     pub fn comments(mut self, yes: bool) -> Self {
         self.comments = yes;
         self
@@ -207,12 +227,25 @@ impl DecoderBuilder {
 
     /// The last event ID to start from, as an `EventSource` that resumes a stream has.
     /// Events without an `id:` field carry it until the stream sets another.
+    ///
+    /// ```
+    /// use tidings_wire::{Decoder, Frame};
+    /// let mut decoder = Decoder::builder().last_event_id("41").build();
+    /// decoder.feed_slice(b"data: x\n\n");
+    /// let Some(Frame::Event(event)) = decoder.next_frame().unwrap() else { panic!() };
+    /// assert_eq!(event.id, "41");
+    /// ```
     pub fn last_event_id(mut self, id: impl Into<Text>) -> Self {
         self.last_event_id = id.into();
         self
     }
 
     /// Builds the decoder.
+    ///
+    /// ```
+    /// let decoder = tidings_wire::Decoder::builder().build();
+    /// assert_eq!(decoder.retry(), None);
+    /// ```
     pub fn build(self) -> Decoder {
         Decoder {
             input: Input::default(),

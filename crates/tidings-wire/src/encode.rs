@@ -118,11 +118,20 @@ pub struct EventBuilder<'a> {
 
 impl<'a> EventBuilder<'a> {
     /// An empty builder.
+    ///
+    /// ```
+    /// assert_eq!(&tidings_wire::EventBuilder::new().build()[..], b"\n");
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Sets the data, any text.
+    ///
+    /// ```
+    /// let bytes = tidings_wire::EventBuilder::new().data("a\r\nb").build();
+    /// assert_eq!(&bytes[..], b"data: a\ndata: b\n\n");
+    /// ```
     pub fn data(mut self, data: &'a str) -> Self {
         self.data = Some(data);
         self
@@ -134,6 +143,11 @@ impl<'a> EventBuilder<'a> {
     ///
     /// If `event` contains CR or LF, which would let it inject fields. Use
     /// [`try_event`](Self::try_event) for untrusted values.
+    ///
+    /// ```
+    /// let bytes = tidings_wire::EventBuilder::new().event("price").data("1").build();
+    /// assert_eq!(&bytes[..], b"event: price\ndata: 1\n\n");
+    /// ```
     pub fn event(self, event: &'a str) -> Self {
         match self.try_event(event) {
             Ok(this) => this,
@@ -157,6 +171,11 @@ impl<'a> EventBuilder<'a> {
     /// # Panics
     ///
     /// If `id` contains CR, LF or NUL. Use [`try_id`](Self::try_id) for untrusted values.
+    ///
+    /// ```
+    /// let bytes = tidings_wire::EventBuilder::new().id("7").data("x").build();
+    /// assert_eq!(&bytes[..], b"id: 7\ndata: x\n\n");
+    /// ```
     pub fn id(self, id: &'a str) -> Self {
         match self.try_id(id) {
             Ok(this) => this,
@@ -176,6 +195,12 @@ impl<'a> EventBuilder<'a> {
     }
 
     /// Sets the client's reconnection time (the `retry:` field), in whole milliseconds.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let bytes = tidings_wire::EventBuilder::new().retry(Duration::from_secs(2)).build();
+    /// assert_eq!(&bytes[..], b"retry: 2000\n\n");
+    /// ```
     pub fn retry(mut self, retry: Duration) -> Self {
         self.retry = Some(retry);
         self
@@ -183,6 +208,11 @@ impl<'a> EventBuilder<'a> {
 
     /// Adds a comment, any text (one `:` line per line of it). Clients ignore comments;
     /// servers send them as keep-alives.
+    ///
+    /// ```
+    /// let bytes = tidings_wire::EventBuilder::new().comment("keep-alive").build();
+    /// assert_eq!(&bytes[..], b": keep-alive\n\n");
+    /// ```
     pub fn comment(mut self, comment: &'a str) -> Self {
         self.comment = Some(comment);
         self
@@ -226,6 +256,11 @@ impl<'a> EventBuilder<'a> {
     }
 
     /// Encodes the event.
+    ///
+    /// ```
+    /// let bytes = tidings_wire::EventBuilder::new().data("hi").build();
+    /// assert_eq!(&bytes[..], b"data: hi\n\n");
+    /// ```
     pub fn build(&self) -> Bytes {
         let mut buf = BytesMut::with_capacity(self.size_hint());
         self.build_into(&mut buf);
