@@ -62,7 +62,8 @@ async function diagnose(url) {
   try {
     const response = await fetch(url, { signal: abort.signal, cache: 'no-store', headers: { Accept: 'text/event-stream' } });
     const type = response.headers.get('content-type') ?? '';
-    if (response.status === 200 && type.startsWith('text/event-stream')) {
+    const essence = type.split(';')[0].trim().toLowerCase();
+    if (response.status === 200 && essence === 'text/event-stream') {
       abort.abort();
       return 'The hub accepts this subscription now; the connection was lost on the way.';
     }
@@ -124,7 +125,9 @@ function subscribe() {
     showState(badge, current.readyState);
     if (current.readyState === EventSource.CLOSED) {
       unsubscribeButton.disabled = true;
-      showProblem(await diagnose(url));
+      const problem = await diagnose(url);
+      // A newer subscription may have started while the hub was asked.
+      if (source === current) showProblem(problem);
     } else {
       showProblem('Connection lost; the browser is reconnecting with the last event ID…');
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::{SeedableRng, rngs::SmallRng};
 use reqwest::header::{ACCEPT, CACHE_CONTROL, HeaderMap, HeaderName, HeaderValue};
-use tidings_wire::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_LEN, Decoder, Text};
+use tidings_wire::{Decoder, DecoderBuilder, Text};
 
 use crate::{
     Backoff, BuildError, EventSource, TransportError,
@@ -42,23 +42,35 @@ pub const DEFAULT_RECONNECTION_TIME: Duration = Duration::from_secs(3);
 /// assert_eq!(source.last_event_id(), "42");
 /// # Ok::<(), tidings_client::BuildError>(())
 /// ```
-#[derive(Debug)]
 #[must_use]
 pub struct EventSourceBuilder {
     url: String,
     method: String,
     headers: Vec<(String, String)>,
     body: Option<Bytes>,
-    reconnection_time: Duration,
-    backoff: Backoff,
-    max_retries: Option<u32>,
-    idle_timeout: Option<Duration>,
-    max_line_len: usize,
-    max_event_size: usize,
-    comments: bool,
+    /// The reconnection settings, handed to the reconnect policy as they are.
+    policy: Policy,
+    /// The limits and comment setting, passed through to the decoder as they are.
+    decoder: DecoderBuilder,
     last_event_id: String,
     client: Option<reqwest::Client>,
     jitter_seed: Option<u64>,
+}
+
+/// Shows the settings but not what may carry a credential: the URL's query (Mercure's
+/// `authorization` parameter) and header values.
+impl std::fmt::Debug for EventSourceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("EventSourceBuilder")
+            .field("url", &crate::event_source::without_query(&self.url))
+            .field("method", &self.method)
+            .field("header_names", &headers)
+            .field("policy", &self.policy)
+            .field("decoder", &self.decoder)
+            .field("last_event_id", &self.last_event_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EventSourceBuilder {
@@ -68,13 +80,13 @@ impl EventSourceBuilder {
             method: "GET".to_owned(),
             headers: Vec::new(),
             body: None,
-            reconnection_time: DEFAULT_RECONNECTION_TIME,
-            backoff: Backoff::default(),
-            max_retries: None,
-            idle_timeout: None,
-            max_line_len: DEFAULT_MAX_LINE_LEN,
-            max_event_size: DEFAULT_MAX_EVENT_SIZE,
-            comments: false,
+            policy: Policy {
+                reconnection_time: DEFAULT_RECONNECTION_TIME,
+                backoff: Backoff::default(),
+                max_retries: None,
+                idle_timeout: None,
+            },
+            decoder: Decoder::builder(),
             last_event_id: String::new(),
             client: None,
             jitter_seed: None,
@@ -109,13 +121,13 @@ impl EventSourceBuilder {
     /// The reconnection time until the server sets one with `retry:` (default
     /// [`DEFAULT_RECONNECTION_TIME`], 3 s).
     pub fn reconnection_time(mut self, time: Duration) -> Self {
-        self.reconnection_time = time;
+        self.policy.reconnection_time = time;
         self
     }
 
     /// How waits grow while connections keep failing (default [`Backoff::default`]).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.policy.backoff = backoff;
         self
     }
 
@@ -123,7 +135,7 @@ impl EventSourceBuilder {
     /// count restarts when a connection opens. With `0`, the first failure ends the
     /// stream.
     pub fn max_retries(mut self, retries: u32) -> Self {
-        self.max_retries = Some(retries);
+        self.policy.max_retries = Some(retries);
         self
     }
 
@@ -131,26 +143,28 @@ impl EventSourceBuilder {
     /// comment, while waiting for the response or reading it (default: no timeout). Pick
     /// a value above the server's keep-alive interval.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = Some(timeout);
+        self.policy.idle_timeout = Some(timeout);
         self
     }
 
-    /// The longest line accepted, in bytes (default 8 MiB).
+    /// The longest line accepted, in bytes (default
+    /// [`tidings_wire::DEFAULT_MAX_LINE_LEN`], 8 MiB).
     pub fn max_line_len(mut self, bytes: usize) -> Self {
-        self.max_line_len = bytes;
+        self.decoder = self.decoder.max_line_len(bytes);
         self
     }
 
-    /// The most data one event may carry, in bytes (default 16 MiB).
+    /// The most data one event may carry, in bytes (default
+    /// [`tidings_wire::DEFAULT_MAX_EVENT_SIZE`], 16 MiB).
     pub fn max_event_size(mut self, bytes: usize) -> Self {
-        self.max_event_size = bytes;
+        self.decoder = self.decoder.max_event_size(bytes);
         self
     }
 
     /// Whether comment lines are yielded as [`Event::Comment`](crate::Event::Comment)
     /// (default: no).
     pub fn comments(mut self, yes: bool) -> Self {
-        self.comments = yes;
+        self.decoder = self.decoder.comments(yes);
         self
     }
 
@@ -216,16 +230,8 @@ impl EventSourceBuilder {
             Some(seed) => SmallRng::seed_from_u64(seed),
             None => SmallRng::from_os_rng(),
         };
-        let policy = Policy {
-            reconnection_time: self.reconnection_time,
-            backoff: self.backoff,
-            max_retries: self.max_retries,
-            idle_timeout: self.idle_timeout,
-        };
-        let decoder = Decoder::builder()
-            .max_line_len(self.max_line_len)
-            .max_event_size(self.max_event_size)
-            .comments(self.comments)
+        let decoder = self
+            .decoder
             .last_event_id(Text::from(self.last_event_id))
             .build();
         Ok(EventSource::new(
@@ -237,7 +243,7 @@ impl EventSourceBuilder {
                 body: self.body,
             },
             decoder,
-            Reconnect::new(policy, rng),
+            Reconnect::new(self.policy, rng),
         ))
     }
 }
@@ -287,6 +293,21 @@ fn check_last_event_id(id: &str) -> Result<(), BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_hides_credentials() {
+        let builder = EventSourceBuilder::new("http://hub.test/s?authorization=TOKEN1")
+            .header("Authorization", "Bearer TOKEN2");
+        let text = format!("{builder:?}");
+        assert!(
+            text.contains("http://hub.test/s") && text.contains("Authorization"),
+            "{text}"
+        );
+        assert!(!text.contains("TOKEN"), "{text}");
+        let source = builder.build().unwrap();
+        let text = format!("{source:?}");
+        assert!(!text.contains("TOKEN"), "{text}");
+    }
 
     #[test]
     fn protocol_headers_are_added_unless_set() {

@@ -69,7 +69,9 @@ pub enum Error {
         /// The `Content-Type` header as received (lossy UTF-8), if there was one.
         content_type: Option<String>,
     },
-    /// A redirect (301, 302, 303, 307, 308) without a usable `Location`.
+    /// A redirect (301, 302, 303, 307, 308) that was not followed: its `Location` is
+    /// missing or unusable (or a client given with [`EventSourceBuilder::client`](crate::EventSourceBuilder::client)
+    /// has a redirect policy that stops it).
     #[error("redirect {status} without a usable Location{}", match location {
         Some(value) => format!(" (`{value}`)"),
         None => String::new(),

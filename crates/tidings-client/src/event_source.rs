@@ -493,10 +493,16 @@ impl Stream for EventSource {
     }
 }
 
+/// A URL without its query, for logs and `Debug`: the query may carry a token
+/// (Mercure's `authorization` parameter).
+pub(crate) fn without_query(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(base, _)| base)
+}
+
 impl fmt::Debug for EventSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventSource")
-            .field("url", &self.url)
+            .field("url", &without_query(&self.url))
             .field("ready_state", &self.ready_state())
             .field("last_event_id", self.decoder.last_event_id())
             .field("reconnection_time", &self.policy.reconnection_time())

@@ -23,7 +23,8 @@
 //! | `close()` | [`EventSource::close`], or a [`CloseHandle`] from another task |
 //!
 //! The parsing is [`tidings_wire::Decoder`]'s: chunking-independent, BOM-aware, bounded,
-//! and zero-copy (event strings are [`Text`] slices of the received bytes).
+//! and zero-copy where possible (event strings are [`Text`] slices of the received bytes
+//! unless a value spans several lines or chunks).
 //!
 //! ```
 //! use std::time::Duration;
