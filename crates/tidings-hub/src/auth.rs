@@ -417,7 +417,8 @@ impl KeyConfig {
     /// A public key in PEM: `PUBLIC KEY` (SubjectPublicKeyInfo: RSA, EC P-256,
     /// EC P-384 or Ed25519) or `RSA PUBLIC KEY` (PKCS#1). RSA keys accept
     /// RS256/384/512 and PS256/384/512, P-256 keys ES256, P-384 keys ES384 and
-    /// Ed25519 keys EdDSA. RSA keys must have 2048 to 8192 bits.
+    /// Ed25519 keys EdDSA. RSA keys below 2048 bits load but every token
+    /// checked with them is refused (the crypto library will not verify with them).
     pub fn from_pem(pem: &[u8]) -> Result<KeyConfig, KeyError> {
         let family = match classify_pem(pem)? {
             PemKind::Public(family) => family,

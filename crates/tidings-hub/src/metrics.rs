@@ -20,6 +20,8 @@ pub(crate) struct Metrics {
     pub(crate) history_size: Gauge,
     pub(crate) replays: Counter,
     pub(crate) replayed_updates: Counter,
+    pub(crate) log_appends: Counter,
+    pub(crate) log_commits: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -71,6 +73,14 @@ impl Metrics {
             replayed_updates: counter(
                 "tidings_replayed_updates_total",
                 "Updates sent from history to reconnecting subscribers.",
+            ),
+            log_appends: counter(
+                "tidings_log_appends_total",
+                "Updates appended to history (subscription events included).",
+            ),
+            log_commits: counter(
+                "tidings_log_commits_total",
+                "Durable history commits, one fsync each; appends per commit is the group-commit batch.",
             ),
             handle: recorder.handle(),
         }

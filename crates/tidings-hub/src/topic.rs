@@ -121,7 +121,9 @@ pub struct Selector {
 enum Kind {
     Wildcard,
     Exact,
-    Template(Regex),
+    /// Shared: a clone of a `Regex` gets a cache pool of its own and has to warm it up,
+    /// so every selector of the same template uses one compiled matcher.
+    Template(Arc<Regex>),
 }
 
 impl Selector {
@@ -730,15 +732,14 @@ fn template_hir(source: &str) -> Result<Hir, &'static str> {
     Ok(Hir::concat(hir))
 }
 
-type TemplateCache = Mutex<HashMap<Box<str>, Option<Regex>>>;
+type TemplateCache = Mutex<HashMap<Box<str>, Option<Arc<Regex>>>>;
 
 /// Compiles a template, or returns `None` when `source` is not one, through a
 /// process-wide cache. The same few templates come back in every token and
 /// from many subscribers, and compiling one costs tens of microseconds where a
 /// lookup costs tens of nanoseconds. The cache is bounded: a client sending
-/// endless distinct templates only evicts entries. (A compiled `Regex` is
-/// shared by cloning, which is cheap.)
-fn cached_template(source: &str) -> Option<Regex> {
+/// endless distinct templates only evicts entries.
+fn cached_template(source: &str) -> Option<Arc<Regex>> {
     static CACHE: OnceLock<TemplateCache> = OnceLock::new();
     let cache = CACHE.get_or_init(TemplateCache::default);
     // A panic elsewhere while holding the lock cannot leave the map
@@ -753,7 +754,7 @@ fn cached_template(source: &str) -> Option<Regex> {
     }
     // Compile without holding the lock; a concurrent duplicate is harmless.
     let compiled = match compile_template(source) {
-        Ok(regex) => Some(regex),
+        Ok(regex) => Some(Arc::new(regex)),
         Err(reason) => {
             tracing::trace!(selector = source, %reason, "not a URI template, matching exactly");
             None

@@ -40,50 +40,44 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// The text of a key given on the command line: the PEM or JWK set itself, the path of
-/// a file holding one, or an HMAC secret.
-fn key_text(value: &str) -> String {
-    if !is_pem(value)
-        && let Ok(text) = std::fs::read_to_string(Path::new(value))
-        && (is_pem(&text) || is_jwks(&text))
-    {
-        return text;
+/// The text of a key given on the command line: the contents of the file it names, or
+/// else the value itself (an inline PEM key, JWK set or HMAC secret). A file's contents
+/// are used whatever they hold, a raw secret included (one trailing line break
+/// dropped): the path itself never becomes a secret.
+fn key_text(value: &str, what: &str) -> anyhow::Result<String> {
+    let path = Path::new(value);
+    if !path.is_file() {
+        return Ok(value.to_owned());
     }
-    value.to_owned()
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{what}: cannot read the key file {value}"))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 /// A key that verifies tokens: a PEM public key (RS*, ES*, EdDSA) or a JWK set, inline
-/// or as the path of a file, or an HMAC secret.
+/// or as the path of a file, or an HMAC secret (inline or in a file).
 pub(crate) fn verifying_key(value: &str, what: &str) -> anyhow::Result<KeyConfig> {
-    let value = &key_text(value);
+    let value = &key_text(value, what)?;
     if is_jwks(value) {
-        KeyConfig::from_jwks(value.as_bytes()).with_context(|| format!("{what}: invalid JWK set"))
-    } else if is_pem(value) {
-        KeyConfig::from_pem(value.as_bytes()).with_context(|| format!("{what}: invalid PEM key"))
-    } else {
-        check_secret(value, what)?;
-        Ok(KeyConfig::hmac(value))
+        return KeyConfig::from_jwks(value.as_bytes())
+            .with_context(|| format!("{what}: invalid JWK set"));
     }
+    check_secret(value, what)?;
+    KeyConfig::from_secret_or_pem(value).with_context(|| format!("{what}: invalid PEM key"))
 }
 
-/// A key that signs tokens: a PEM private key (inline or a file's path) or an HMAC
-/// secret.
+/// A key that signs tokens: a PEM private key or an HMAC secret, inline or in a file.
 pub(crate) fn signing_key(value: &str, what: &str) -> anyhow::Result<SigningKey> {
-    let value = &key_text(value);
-    if is_pem(value) {
-        SigningKey::from_pem(value.as_bytes()).with_context(|| format!("{what}: invalid PEM key"))
-    } else {
-        check_secret(value, what)?;
-        Ok(SigningKey::hmac(value))
+    let value = &key_text(value, what)?;
+    if is_jwks(value) {
+        bail!("{what}: a JWK set verifies tokens but cannot sign them; give the private key");
     }
+    check_secret(value, what)?;
+    SigningKey::from_secret_or_pem(value).with_context(|| format!("{what}: invalid PEM key"))
 }
 
 fn is_jwks(value: &str) -> bool {
     value.trim_start().starts_with('{')
-}
-
-fn is_pem(value: &str) -> bool {
-    value.trim_start().starts_with("-----BEGIN")
 }
 
 fn check_secret(value: &str, what: &str) -> anyhow::Result<()> {

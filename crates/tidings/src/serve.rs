@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use tidings_hub::auth::{MercureClaims, SigningKey, generate_secret, mint};
+use tidings_hub::auth::{KeyConfig, MercureClaims, SigningKey, generate_secret, mint};
 use tidings_hub::log::Retention;
 use tidings_hub::{DEFAULT_HEARTBEAT, DEFAULT_QUEUE_CAPACITY, Hub, HubBuilder};
 
@@ -90,8 +90,8 @@ pub(crate) struct Args {
 /// The configuration once flags, environment and file are merged and checked.
 struct Settings {
     addr: SocketAddr,
-    publisher_key: Option<String>,
-    subscriber_key: Option<String>,
+    publisher_key: Option<KeyConfig>,
+    subscriber_key: Option<KeyConfig>,
     db: Option<PathBuf>,
     retention: Retention,
     anonymous: bool,
@@ -117,23 +117,20 @@ impl Settings {
         let addr: SocketAddr = addr_text
             .parse()
             .with_context(|| format!("invalid --addr {addr_text:?}: expected IP:PORT"))?;
+        // Each key is read and parsed once, here, and handed to the hub as parsed.
         let jwt_key = args.jwt_key.or(file.jwt_key);
         let publisher_key = args
             .publisher_jwt_key
             .or(file.publisher_jwt_key)
-            .or(jwt_key.clone());
+            .or(jwt_key.clone())
+            .map(|key| verifying_key(&key, "publisher key"))
+            .transpose()?;
         let subscriber_key = args
             .subscriber_jwt_key
             .or(file.subscriber_jwt_key)
-            .or(jwt_key);
-        for (key, what) in [
-            (&publisher_key, "publisher key"),
-            (&subscriber_key, "subscriber key"),
-        ] {
-            if let Some(key) = key {
-                verifying_key(key, what)?;
-            }
-        }
+            .or(jwt_key)
+            .map(|key| verifying_key(&key, "subscriber key"))
+            .transpose()?;
         let no_history = args.no_history || file.no_history.unwrap_or(false);
         let db = (!no_history).then(|| args.db.or(file.db).unwrap_or_else(|| DEFAULT_DB.into()));
         if let Some(db) = &db {
@@ -224,10 +221,10 @@ impl Settings {
             builder = builder.history_file(db);
         }
         if let Some(key) = &self.publisher_key {
-            builder = builder.publisher_key(verifying_key(key, "publisher key")?);
+            builder = builder.publisher_key(key.clone());
         }
         if let Some(key) = &self.subscriber_key {
-            builder = builder.subscriber_key(verifying_key(key, "subscriber key")?);
+            builder = builder.subscriber_key(key.clone());
         }
         Ok(builder)
     }
@@ -253,8 +250,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let generated = if settings.publisher_key.is_none() && settings.subscriber_key.is_none() {
         let secret = generate_secret();
-        settings.publisher_key = Some(secret.clone());
-        settings.subscriber_key = Some(secret.clone());
+        settings.publisher_key = Some(KeyConfig::hmac(&secret));
+        settings.subscriber_key = Some(KeyConfig::hmac(&secret));
         Some(secret)
     } else {
         None

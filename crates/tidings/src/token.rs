@@ -11,7 +11,8 @@ use crate::config::{parse_duration, signing_key};
 /// Options of `tidings token`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The signing key: an HS256 secret, or a PEM private key (RS*, ES*, EdDSA).
+    /// The signing key: an HS256 secret or a PEM private key (RS*, ES*, EdDSA), inline
+    /// or as the path of a file holding it.
     #[arg(long, env = "TIDINGS_JWT_KEY", hide_env_values = true)]
     jwt_key: String,
     /// A topic selector the token may publish to (repeatable; `*` for all).

@@ -113,6 +113,9 @@ async fn metrics(State(hub): State<Hub>) -> Response {
         Ok(len) => hub.inner.metrics.history_size.set(len as f64),
         Err(err) => tracing::warn!(cause = %err, "cannot count history for /metrics"),
     }
+    let stats = hub.inner.log.stats();
+    hub.inner.metrics.log_appends.absolute(stats.appended);
+    hub.inner.metrics.log_commits.absolute(stats.commits);
     (
         [(
             header::CONTENT_TYPE,
@@ -182,17 +185,8 @@ pub(crate) fn subscriber_claims(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Option<(Claims, TokenSource)>, Refusal> {
-    let token = crate::auth::extract_token(headers, query)
-        .map_err(|err| Refusal::unauthorized(err.to_string()))?;
-    match token {
-        None => Ok(None),
-        Some((token, source)) => {
-            let claims = hub
-                .inner
-                .auth
-                .verify_subscriber(&token)
-                .map_err(|err| Refusal::unauthorized(err.to_string()))?;
-            Ok(Some((claims, source)))
-        }
-    }
+    hub.inner
+        .auth
+        .authenticate(crate::auth::Role::Subscriber, headers, query)
+        .map_err(|err| Refusal::unauthorized(err.to_string()))
 }

@@ -38,7 +38,16 @@ pub(crate) async fn one(
 
 fn respond(result: Result<Value, Refusal>) -> Response {
     match result {
-        Ok(doc) => ([(header::CONTENT_TYPE, "application/ld+json")], Json(doc)).into_response(),
+        // Every document depends on the caller's token, whether it came in a header, the
+        // query or a cookie: no shared cache may keep it.
+        Ok(doc) => (
+            [
+                (header::CONTENT_TYPE, "application/ld+json"),
+                (header::CACHE_CONTROL, "private, no-cache"),
+            ],
+            Json(doc),
+        )
+            .into_response(),
         Err(refusal) => refusal.into_response(),
     }
 }

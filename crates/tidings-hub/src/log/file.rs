@@ -385,9 +385,6 @@ impl Writer {
                 if appended > 0 {
                     self.announce.send_replace(self.last_position);
                 }
-                metrics::counter!("tidings_log_commits_total").increment(1);
-                metrics::counter!("tidings_log_appends_total").increment(appended);
-                metrics::histogram!("tidings_log_batch_size").record(size as f64);
                 for (outcome, reply) in outcomes.into_iter().zip(replies) {
                     // A caller that went away still had its update written.
                     let _ = reply.send(outcome);

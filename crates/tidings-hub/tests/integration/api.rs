@@ -97,6 +97,22 @@ async fn subscriptions_api_documents() {
     assert_eq!(doc["id"], "/.well-known/mercure/subscriptions");
     assert_eq!(doc["type"], "Subscriptions");
     assert!(doc["lastEventID"].as_str().is_some());
+
+    // With the token in the query (it is in the URL), no cache may keep the answer.
+    let by_query = t
+        .client
+        .get(format!(
+            "{}/.well-known/mercure/subscriptions?authorization={reader}",
+            t.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_query.status(), 200);
+    assert_eq!(
+        by_query.headers().get("cache-control").unwrap(),
+        "private, no-cache"
+    );
     let alice_subs: Vec<&Value> = doc["subscriptions"]
         .as_array()
         .unwrap()

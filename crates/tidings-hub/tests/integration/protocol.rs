@@ -435,6 +435,8 @@ async fn health_and_metrics() {
         "tidings_slow_subscriber_disconnects_total 0",
         "tidings_replays_total 0",
         "tidings_history_updates",
+        "tidings_log_appends_total",
+        "tidings_log_commits_total",
     ] {
         assert!(metrics.contains(line), "{line:?} missing from\n{metrics}");
     }

@@ -179,21 +179,33 @@ async fn serve_without_a_key_prints_one_that_works_then_stops_on_sigterm() {
             .unwrap()
             .success()
     );
-    let status = tokio::task::spawn_blocking(move || {
-        let status = server.child.wait();
-        (status, server)
+    // The hub ends the open stream itself, cleanly (the chunked body's last chunk), while
+    // it is still running: a process that died, or a stream cut by the OS at exit, would
+    // end it with an error instead.
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(_)) => continue, // a heartbeat, or the last bytes before the end
+                other => break other.map(|_| ()),
+            }
+        }
     })
     .await
+    .expect("the stream ends within 10 s of SIGTERM");
+    assert!(end.is_ok(), "the stream ended with an error: {end:?}");
+    let status = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || {
+            let status = server.child.wait();
+            (status, server)
+        }),
+    )
+    .await
+    .expect("the hub exits within 10 s of SIGTERM")
     .unwrap()
     .0
     .unwrap();
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
-    // The open stream was ended by the shutdown, not left hanging.
-    let end = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Ok(Some(_)) = stream.chunk().await {}
-    })
-    .await;
-    assert!(end.is_ok());
 }
 
 #[test]
@@ -217,4 +229,47 @@ fn pem_keys_from_files() {
         &format!("{keys}/p256-public.pem"),
     ]);
     assert!(check.status.success(), "{}", text(&check.stderr));
+}
+
+#[test]
+fn a_secret_in_a_file_is_read_not_taken_as_the_path() {
+    // A raw HMAC secret in a file (as container secrets are mounted): the file's
+    // contents are the key, never the path itself.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jwt-secret");
+    std::fs::write(&file, "a-secret-of-thirty-two-bytes-xyz\n").unwrap();
+    let output = run(&[
+        "token",
+        "--jwt-key",
+        file.to_str().unwrap(),
+        "--subscribe",
+        "*",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let token = text(&output.stdout).trim().to_owned();
+    let by_contents = KeyConfig::hmac("a-secret-of-thirty-two-bytes-xyz");
+    assert!(
+        Authorizer::new(None, Some(by_contents))
+            .verify_subscriber(&token)
+            .is_ok()
+    );
+    let by_path = KeyConfig::hmac(file.to_str().unwrap());
+    assert!(
+        Authorizer::new(None, Some(by_path))
+            .verify_subscriber(&token)
+            .is_err()
+    );
+
+    // A JWK set can verify but not sign.
+    let jwks = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tidings-hub/tests/keys/jwks.json"
+    );
+    let refused = run(&["token", "--jwt-key", jwks, "--subscribe", "*"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("cannot sign"),
+        "{}",
+        text(&refused.stderr)
+    );
 }
