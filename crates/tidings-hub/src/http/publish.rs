@@ -134,14 +134,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, Refusal> {
 
 /// The update described by a publish form. Unknown fields are ignored, as Mercure does.
 pub(crate) fn parse_form(body: &[u8]) -> Result<Update, Refusal> {
-    // The form decoder would replace bad bytes silently; an update is text, say so.
-    if let Err(err) = std::str::from_utf8(body) {
-        return Err(Refusal::bad_request(format!(
-            "malformed form body: not UTF-8 ({err})"
-        )));
-    }
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-        .map_err(|err| Refusal::bad_request(format!("malformed form body: {err}")))?;
+    let pairs = form_pairs(body)?;
     let mut update = Update {
         id: String::new(),
         topics: Vec::new(),
@@ -189,6 +182,38 @@ pub(crate) fn parse_form(body: &[u8]) -> Result<Update, Refusal> {
     Ok(update)
 }
 
+/// The name/value pairs of an `application/x-www-form-urlencoded` body. Decoded here
+/// rather than by a form library, which would turn bytes that are not UTF-8 (raw, or
+/// percent-encoded like `%FF`) into U+FFFD silently: an update is text, so say so.
+fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, Refusal> {
+    body.split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+                None => (pair, &b""[..]),
+            };
+            Ok((form_text(name)?, form_text(value)?))
+        })
+        .collect()
+}
+
+/// One percent-encoded form component, `+` standing for a space.
+fn form_text(raw: &[u8]) -> Result<String, Refusal> {
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_encoding::percent_decode(&spaced)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|err| {
+            Refusal::bad_request(format!(
+                "malformed form body: a field is not UTF-8 once percent-decoded ({err})"
+            ))
+        })
+}
+
 fn parse_retry(value: &str) -> Result<u64, Refusal> {
     let invalid = || {
         Refusal::bad_request(format!(
@@ -217,6 +242,24 @@ fn refusal(err: PublishError) -> Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn form_pairs_decode_like_a_browser_form() {
+        let pairs = form_pairs(b"topic=a+b%2Fc&private&data=x%3Dy=z&&id=%E2%9C%93").unwrap();
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let expected = [
+            ("topic", "a b/c"),
+            ("private", ""),
+            ("data", "x=y=z"),
+            ("id", "\u{2713}"),
+        ];
+        assert_eq!(pairs, expected);
+        assert!(form_pairs(b"data=%C3").is_err());
+        assert!(form_pairs(b"da\xffta=x").is_err());
+    }
 
     #[test]
     fn form_with_every_field() {

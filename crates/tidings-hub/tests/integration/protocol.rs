@@ -191,6 +191,18 @@ async fn bad_publishes_are_refused_with_a_reason_and_leave_no_trace() {
         .unwrap();
     assert_eq!(malformed.status(), 400);
     assert!(malformed.text().await.unwrap().contains("UTF-8"));
+    // The same bytes percent-encoded, as a browser's form would send them.
+    let encoded = t
+        .client
+        .post(t.url())
+        .bearer_auth(&t.publisher)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("topic=t&data=%FF%FE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(encoded.status(), 400);
+    assert!(encoded.text().await.unwrap().contains("UTF-8"));
     let wrong_type = t
         .client
         .post(t.url())
