@@ -4,15 +4,18 @@
 //! the tasks that hand the stored updates over can do so in any order. Subscribers must
 //! see the log's order — a reconnecting subscriber drops whatever is at or before the
 //! position it has already seen — so one task takes them in, holds back any that come
-//! early, and dispatches by position. When a position is missing for longer than a
-//! moment (an append that failed after taking a position, or one evicted already), the
-//! gap is filled from the log itself, which is the order of record.
+//! early, and dispatches by position. A position that is committed never fails to be
+//! handed over, save when the task appending it is cancelled between the commit and
+//! the hand-over (the runtime shutting down): when a position has been missing for
+//! longer than a moment, however many later ones keep arriving, the gap is filled from
+//! the log itself, which is the order of record.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::event;
 use crate::fanout::Fanout;
@@ -42,59 +45,27 @@ async fn run(
     mut dispatched: u64,
 ) {
     let mut early: BTreeMap<u64, Stored> = BTreeMap::new();
-    let send = |stored: &Stored| {
-        let wire = event::encode(&stored.update);
-        fanout.dispatch(stored, &wire);
-    };
+    // When the oldest gap is given up on: set when it opens, not on every arrival, so
+    // that a steady stream of later updates cannot put the filling off forever.
+    let mut gap_deadline: Option<Instant> = None;
     loop {
-        let next = if early.is_empty() {
-            incoming.recv().await
-        } else {
-            match tokio::time::timeout(GAP_WAIT, incoming.recv()).await {
-                Ok(next) => next,
-                Err(_elapsed) => {
-                    // The missing positions are not coming from a publisher: read them.
-                    let upto = *early
-                        .last_key_value()
-                        .map(|(p, _)| p)
-                        .unwrap_or(&dispatched);
-                    while dispatched < upto {
-                        let batch = match log
-                            .read_after(Cursor::Position(dispatched), GAP_BATCH)
-                            .await
-                        {
-                            Ok(batch) => batch,
-                            Err(err) => {
-                                tracing::error!(cause = %err, "cannot read the log to fill a gap");
-                                Vec::new()
-                            }
-                        };
-                        if batch.is_empty() {
-                            break;
-                        }
-                        for stored in batch.iter().take_while(|s| s.position <= upto) {
-                            send(stored);
-                            dispatched = stored.position;
-                        }
-                        if batch.last().is_some_and(|s| s.position >= upto) {
-                            break;
-                        }
-                    }
-                    // Whatever the log could not give is gone; do not wait for it again.
-                    for (position, stored) in std::mem::take(&mut early) {
-                        if position > dispatched {
-                            send(&stored);
-                            dispatched = position;
-                        }
-                    }
+        let next = match gap_deadline {
+            None => incoming.recv().await,
+            Some(deadline) => tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(deadline) => {
+                    fill_gap(&log, &fanout, &mut early, &mut dispatched).await;
+                    gap_deadline = None;
                     continue;
                 }
-            }
+                next = incoming.recv() => next,
+            },
         };
         let Some(stored) = next else { break };
         if stored.position <= dispatched {
             continue;
         }
+        let before = dispatched;
         early.insert(stored.position, stored);
         while let Ok(more) = incoming.try_recv() {
             if more.position > dispatched {
@@ -106,8 +77,58 @@ async fn run(
                 break;
             }
             let stored = entry.remove();
-            send(&stored);
+            send(&fanout, &stored);
             dispatched = stored.position;
+        }
+        if early.is_empty() {
+            gap_deadline = None;
+        } else if gap_deadline.is_none() || dispatched != before {
+            // A new gap (the one before it closed): it gets its own wait.
+            gap_deadline = Some(Instant::now() + GAP_WAIT);
+        }
+    }
+}
+
+fn send(fanout: &Fanout, stored: &Stored) {
+    let wire = event::encode(&stored.update);
+    fanout.dispatch(stored, &wire);
+}
+
+/// Dispatches everything held back, reading the missing positions before it from the
+/// log; whatever the log cannot give is gone and is not waited for again.
+async fn fill_gap(
+    log: &Log,
+    fanout: &Fanout,
+    early: &mut BTreeMap<u64, Stored>,
+    dispatched: &mut u64,
+) {
+    let upto = early.last_key_value().map_or(*dispatched, |(p, _)| *p);
+    while *dispatched < upto {
+        let batch = match log
+            .read_after(Cursor::Position(*dispatched), GAP_BATCH)
+            .await
+        {
+            Ok(batch) => batch,
+            Err(err) => {
+                tracing::error!(cause = %err, "cannot read the log to fill a gap");
+                Vec::new()
+            }
+        };
+        if batch.is_empty() {
+            break;
+        }
+        for stored in batch.iter().take_while(|s| s.position <= upto) {
+            send(fanout, stored);
+            *dispatched = stored.position;
+        }
+        if batch.last().is_some_and(|s| s.position >= upto) {
+            break;
+        }
+    }
+    for (position, stored) in std::mem::take(early) {
+        if position > *dispatched {
+            send(fanout, &stored);
+            *dispatched = position;
         }
     }
 }
@@ -171,5 +192,41 @@ mod tests {
         let third = log.append(Update::new("c", "t", "x")).await.unwrap();
         tx.send(third.clone()).unwrap();
         assert_eq!(live.queue.recv().await.unwrap().0, third.position);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_is_filled_in_time_while_later_updates_keep_arriving() {
+        let log = Arc::new(Log::memory(Retention::default()));
+        let fanout = Arc::new(Fanout::new(256, Metrics::new(), 0));
+        let mut live = subscriber(&fanout);
+        let mut stored = Vec::new();
+        for n in 0..40 {
+            stored.push(
+                log.append(Update::new(format!("u{n}"), "t", "x"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let tx = start(Arc::clone(&log), Arc::clone(&fanout), 0);
+        let opened = Instant::now();
+        // The first position never comes; the others arrive every 5 ms, well within
+        // the gap's wait each, for far longer than the wait in all.
+        let feeder = tokio::spawn(async move {
+            for later in &stored[1..] {
+                tx.send(later.clone()).unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tx
+        });
+        assert_eq!(live.queue.recv().await.unwrap().0, 1);
+        assert!(
+            opened.elapsed() <= GAP_WAIT,
+            "the gap was filled after {:?}, not within {GAP_WAIT:?}",
+            opened.elapsed()
+        );
+        for expected in 2..=40 {
+            assert_eq!(live.queue.recv().await.unwrap().0, expected);
+        }
+        let _tx = feeder.await.unwrap();
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tidings_wire::EventBuilder;
 
 use crate::log::Update;
@@ -14,6 +14,14 @@ use crate::log::Update;
 /// fields cannot be here; if one ever is (a log written by something else), the field
 /// is left out rather than written, and the event still carries its data.
 pub(crate) fn encode(update: &Update) -> Bytes {
+    let mut buf = BytesMut::new();
+    encode_into(update, &mut buf);
+    buf.freeze()
+}
+
+/// Appends the event [`encode`] gives to `buf`, so that many updates written together
+/// (a replay) are encoded straight into one buffer.
+pub(crate) fn encode_into(update: &Update, buf: &mut BytesMut) {
     let mut event = EventBuilder::new().data(&update.data);
     if let Ok(with_id) = event.try_id(&update.id) {
         event = with_id;
@@ -31,7 +39,7 @@ pub(crate) fn encode(update: &Update) -> Bytes {
     if let Some(retry) = update.retry {
         event = event.retry(Duration::from_millis(retry));
     }
-    event.build()
+    event.build_into(buf);
 }
 
 /// The heartbeat: an SSE comment, which every client ignores but which keeps proxies
@@ -62,6 +70,20 @@ mod tests {
             &encode(&u)[..],
             b"event: score\nid: urn:uuid:1\nretry: 2500\ndata: line 1\ndata: line 2\n\n"
         );
+    }
+
+    #[test]
+    fn encode_into_appends_what_encode_gives() {
+        let first = update("1");
+        let mut second = update("2");
+        second.event_type = Some("score".into());
+        let mut buf = BytesMut::from(&b"data: before\n\n"[..]);
+        encode_into(&first, &mut buf);
+        encode_into(&second, &mut buf);
+        let mut expected = b"data: before\n\n".to_vec();
+        expected.extend_from_slice(&encode(&first));
+        expected.extend_from_slice(&encode(&second));
+        assert_eq!(&buf[..], &expected[..]);
     }
 
     #[test]

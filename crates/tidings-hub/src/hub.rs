@@ -391,7 +391,7 @@ impl Hub {
             return Err(PublishError::EmptyTopic);
         }
         if update.id.is_empty() {
-            update.id = new_id();
+            update.id = Update::generate_id();
         } else if update.id.starts_with('#') {
             return Err(PublishError::IdStartsWithHash);
         } else {
@@ -425,9 +425,4 @@ impl Hub {
             Err(_) => Err(PublishError::ShuttingDown),
         }
     }
-}
-
-/// A fresh update id: a `urn:uuid:` IRI, as Mercure generates them.
-pub(crate) fn new_id() -> String {
-    format!("urn:uuid:{}", uuid::Uuid::new_v4())
 }

@@ -22,8 +22,8 @@ use super::{Refusal, query_pairs, subscriber_claims};
 use crate::auth::TokenSource;
 use crate::event::{self, HEARTBEAT};
 use crate::fanout::{Queued, Registration, SubscriberInfo};
-use crate::hub::{Hub, new_id};
-use crate::log::Cursor;
+use crate::hub::Hub;
+use crate::log::{Cursor, Update};
 use crate::subscription;
 use crate::topic::Selector;
 
@@ -84,7 +84,7 @@ async fn open(hub: Hub, headers: &HeaderMap, uri: &Uri) -> Result<Response, Refu
     };
     let expires_at = claims.as_ref().and_then(|c| c.expires_at);
     let info = Arc::new(SubscriberInfo {
-        id: new_id(),
+        id: Update::generate_id(),
         topics: topics.clone(),
         payload: claims.as_ref().and_then(|c| c.payload.clone()),
     });
@@ -195,6 +195,9 @@ async fn open(hub: Hub, headers: &HeaderMap, uri: &Uri) -> Result<Response, Refu
 }
 
 /// Publishes the subscription events of a subscriber, without holding up its stream.
+///
+/// The events (one per topic) are appended together, so that the log commits them in
+/// one go rather than one after another.
 fn announce(hub: &Hub, info: &SubscriberInfo, active: bool) {
     let updates = subscription::events(info, active);
     let hub = hub.clone();
@@ -202,15 +205,18 @@ fn announce(hub: &Hub, info: &SubscriberInfo, active: bool) {
         return;
     };
     runtime.spawn(async move {
-        for update in updates {
-            let update = match hub.validate(update) {
-                Ok(update) => update,
+        let appends = updates
+            .into_iter()
+            .filter_map(|update| match hub.validate(update) {
+                Ok(update) => Some(update),
                 Err(err) => {
                     tracing::warn!(cause = %err, "subscription event not published");
-                    continue;
+                    None
                 }
-            };
-            if let Err(err) = hub.append(update).await {
+            })
+            .map(|update| hub.append(update));
+        for result in futures_util::future::join_all(appends).await {
+            if let Err(err) = result {
                 tracing::warn!(cause = %err, "subscription event not published");
             }
         }
@@ -260,8 +266,19 @@ struct Connection {
 impl Connection {
     /// The next bytes to write, or `None` when the stream ends.
     async fn next_chunk(&mut self) -> Option<Bytes> {
-        if let Some(chunk) = self.replay_chunk().await {
-            return Some(chunk);
+        while self.replay.is_some() {
+            // History can be long: an expired token or a hub shutting down ends the
+            // stream between two chunks of it, not only once it is all sent.
+            if self.guard.hub.inner.shutdown.is_cancelled() {
+                return None;
+            }
+            if self.expired() {
+                tracing::debug!(subscriber = %self.guard.info.id, "token expired during replay: closing");
+                return None;
+            }
+            if let Some(chunk) = self.replay_chunk().await {
+                return Some(chunk);
+            }
         }
         loop {
             let first = tokio::select! {
@@ -299,46 +316,50 @@ impl Connection {
         batch.finish()
     }
 
-    /// The next batch of history for this subscriber, or `None` once replay is over.
+    /// Whether the subscriber's token has expired, without waiting for it to.
+    fn expired(&self) -> bool {
+        self.expiry
+            .as_ref()
+            .is_some_and(|expiry| expiry.deadline() <= Instant::now())
+    }
+
+    /// The history for this subscriber in one batch read from the log: `None` if
+    /// there is none in it (or replay is over, or failed and the queue was closed).
     async fn replay_chunk(&mut self) -> Option<Bytes> {
-        loop {
-            let replay = self.replay.as_mut()?;
-            let hub = &self.guard.hub;
-            let batch = match hub.inner.log.read_after(replay.cursor, REPLAY_BATCH).await {
-                Ok(batch) => batch,
-                Err(err) => {
-                    // Without its history the subscriber would silently miss updates: end
-                    // the stream so that it reconnects and tries again.
-                    tracing::error!(cause = %err, "cannot read history for replay");
-                    self.replay = None;
-                    self.queue.close();
-                    return None;
-                }
-            };
-            let mut buf = BytesMut::new();
-            let mut done = batch.len() < REPLAY_BATCH;
-            let mut replayed = 0u64;
-            for stored in &batch {
-                if stored.position > replay.until {
-                    done = true;
-                    break;
-                }
-                replay.cursor = Cursor::Position(stored.position);
-                if self.registration.selects(&stored.update)
-                    && self.registration.may_receive(&stored.update)
-                {
-                    buf.extend_from_slice(&event::encode(&stored.update));
-                    replayed += 1;
-                }
-            }
-            if done {
+        let replay = self.replay.as_mut()?;
+        let hub = &self.guard.hub;
+        let batch = match hub.inner.log.read_after(replay.cursor, REPLAY_BATCH).await {
+            Ok(batch) => batch,
+            Err(err) => {
+                // Without its history the subscriber would silently miss updates: end
+                // the stream so that it reconnects and tries again.
+                tracing::error!(cause = %err, "cannot read history for replay");
                 self.replay = None;
+                self.queue.close();
+                return None;
             }
-            hub.inner.metrics.replayed_updates.increment(replayed);
-            if !buf.is_empty() {
-                return Some(buf.freeze());
+        };
+        let mut buf = BytesMut::new();
+        let mut done = batch.len() < REPLAY_BATCH;
+        let mut replayed = 0u64;
+        for stored in &batch {
+            if stored.position > replay.until {
+                done = true;
+                break;
+            }
+            replay.cursor = Cursor::Position(stored.position);
+            if self.registration.selects(&stored.update)
+                && self.registration.may_receive(&stored.update)
+            {
+                event::encode_into(&stored.update, &mut buf);
+                replayed += 1;
             }
         }
+        if done {
+            self.replay = None;
+        }
+        hub.inner.metrics.replayed_updates.increment(replayed);
+        (!buf.is_empty()).then(|| buf.freeze())
     }
 }
 
@@ -378,5 +399,75 @@ impl Batch {
             None if !self.joined.is_empty() => Some(self.joined.freeze()),
             None => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::auth::{KeyConfig, MercureClaims, SigningKey, mint};
+
+    const KEY: &[u8] = b"subscribe unit-test secret, 32+ bytes";
+
+    /// A hub with three replay chunks of history on topic `a`.
+    async fn hub_with_history() -> Hub {
+        let hub = Hub::builder()
+            .jwt_key(KeyConfig::hmac(KEY))
+            .heartbeat(None)
+            .subscriptions(false)
+            .build()
+            .await
+            .unwrap();
+        for n in 0..REPLAY_BATCH * 3 {
+            hub.publish(Update::new("", "a", n.to_string()))
+                .await
+                .unwrap();
+        }
+        hub
+    }
+
+    /// The body of a subscription to `a` that asks for all history.
+    async fn replay_body(hub: &Hub, token: Option<&str>) -> axum::body::BodyDataStream {
+        let mut headers = HeaderMap::new();
+        headers.insert("last-event-id", HeaderValue::from_static(EARLIEST));
+        if let Some(token) = token {
+            let bearer = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+            headers.insert(header::AUTHORIZATION, bearer);
+        }
+        let uri = Uri::from_static("/.well-known/mercure?topic=a");
+        let response = subscribe(State(hub.clone()), headers, uri).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body().into_data_stream()
+    }
+
+    fn events_in(chunk: &[u8]) -> usize {
+        chunk.windows(2).filter(|pair| pair == b"\n\n").count()
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_stream_in_the_middle_of_a_replay() {
+        let hub = hub_with_history().await;
+        let mut body = replay_body(&hub, None).await;
+        let first = body.next().await.unwrap().unwrap();
+        assert_eq!(events_in(&first), REPLAY_BATCH);
+        hub.shutdown();
+        assert!(body.next().await.is_none(), "replay went on after shutdown");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn token_expiry_ends_the_stream_in_the_middle_of_a_replay() {
+        let hub = hub_with_history().await;
+        let ttl = Duration::from_secs(60);
+        let token = mint(&SigningKey::hmac(KEY), &MercureClaims::default(), Some(ttl)).unwrap();
+        let mut body = replay_body(&hub, Some(&token)).await;
+        let first = body.next().await.unwrap().unwrap();
+        assert_eq!(events_in(&first), REPLAY_BATCH);
+        tokio::time::advance(ttl + Duration::from_secs(1)).await;
+        assert!(
+            body.next().await.is_none(),
+            "replay went on after the token expired"
+        );
     }
 }

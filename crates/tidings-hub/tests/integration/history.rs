@@ -126,6 +126,7 @@ async fn durable_history_survives_a_restart() {
         t.hub.shutdown();
     }
     // The old hub's tasks may still hold the file for a moment after shutdown.
+    let give_up = std::time::Instant::now() + crate::support::PATIENCE;
     let hub = loop {
         match tidings_hub::Hub::builder()
             .jwt_key(tidings_hub::auth::KeyConfig::hmac(crate::support::KEY))
@@ -135,10 +136,15 @@ async fn durable_history_survives_a_restart() {
             .await
         {
             Ok(hub) => break hub,
-            Err(err) => {
+            Err(err) if std::time::Instant::now() < give_up => {
                 eprintln!("reopen: {err}");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
+            Err(err) => panic!(
+                "the old hub still holds {} {:?} after its shutdown: {err}",
+                path.display(),
+                crate::support::PATIENCE
+            ),
         }
     };
     let t = TestHub::serve(hub).await;
