@@ -14,8 +14,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+use std::sync::{Mutex, OnceLock};
+
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::event;
 use crate::fanout::Fanout;
@@ -26,20 +32,79 @@ const GAP_WAIT: Duration = Duration::from_millis(20);
 /// Updates read from the log per request when filling a gap.
 const GAP_BATCH: usize = 512;
 
-/// Starts the dispatch task; updates sent to the returned sender reach the fan-out in
-/// position order. The task ends when every sender is dropped.
-pub(crate) fn start(
-    log: Arc<Log>,
-    fanout: Arc<Fanout>,
-    dispatched: u64,
-) -> mpsc::UnboundedSender<Stored> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(rx, log, fanout, dispatched));
-    tx
+/// How many stored updates may wait for the dispatch task: past that, the tasks that
+/// hand them over wait, and so do their publishers (back-pressure instead of memory).
+const DISPATCH_QUEUE: usize = 4096;
+
+/// The dispatch task, as the hub holds it.
+pub(crate) struct Dispatch {
+    tx: mpsc::Sender<Stored>,
+    closing: CancellationToken,
+    task: Mutex<Option<JoinHandle<()>>>,
+    failure: Arc<OnceLock<String>>,
+}
+
+impl Dispatch {
+    /// Hands a stored update over; waits while the dispatch queue is full. An error
+    /// means the task has stopped (it failed, or the hub is closed).
+    pub(crate) async fn send(&self, stored: Stored) -> Result<(), Stopped> {
+        self.tx.send(stored).await.map_err(|_| Stopped)
+    }
+
+    /// Why the task stopped, if it stopped by failing.
+    pub(crate) fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    /// Dispatches what was handed over and ends the task.
+    pub(crate) async fn close(&self) {
+        self.closing.cancel();
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            // A panic was logged and recorded by the task's wrapper.
+            let _ = task.await;
+        }
+    }
+}
+
+/// The dispatch task has stopped.
+#[derive(Debug)]
+pub(crate) struct Stopped;
+
+/// Starts the dispatch task; updates sent to it reach the fan-out in position order.
+/// The task ends at [`Dispatch::close`] once it has dispatched what it was given. If it
+/// fails (a panic), the failure is logged and kept for the health check.
+pub(crate) fn start(log: Arc<Log>, fanout: Arc<Fanout>, dispatched: u64) -> Dispatch {
+    let (tx, rx) = mpsc::channel(DISPATCH_QUEUE);
+    let closing = CancellationToken::new();
+    let failure = Arc::new(OnceLock::new());
+    let task = tokio::spawn({
+        let closing = closing.clone();
+        let failure = Arc::clone(&failure);
+        async move {
+            let run = AssertUnwindSafe(run(rx, closing, log, fanout, dispatched));
+            if let Err(panic) = run.catch_unwind().await {
+                let cause = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown cause".to_owned());
+                tracing::error!(%cause, "the dispatch task failed: live updates stopped");
+                let _ = failure.set(cause);
+            }
+        }
+    });
+    Dispatch {
+        tx,
+        closing,
+        task: Mutex::new(Some(task)),
+        failure,
+    }
 }
 
 async fn run(
-    mut incoming: mpsc::UnboundedReceiver<Stored>,
+    mut incoming: mpsc::Receiver<Stored>,
+    closing: CancellationToken,
     log: Arc<Log>,
     fanout: Arc<Fanout>,
     mut dispatched: u64,
@@ -49,17 +114,25 @@ async fn run(
     // that a steady stream of later updates cannot put the filling off forever.
     let mut gap_deadline: Option<Instant> = None;
     loop {
-        let next = match gap_deadline {
-            None => incoming.recv().await,
-            Some(deadline) => tokio::select! {
-                biased;
-                () = tokio::time::sleep_until(deadline) => {
-                    fill_gap(&log, &fanout, &mut early, &mut dispatched).await;
-                    gap_deadline = None;
-                    continue;
+        let next = tokio::select! {
+            biased;
+            () = sleep_until(gap_deadline), if gap_deadline.is_some() => {
+                fill_gap(&log, &fanout, &mut early, &mut dispatched).await;
+                gap_deadline = None;
+                continue;
+            }
+            next = incoming.recv() => next,
+            () = closing.cancelled() => {
+                // Whoever closes has waited for the appends: take what they handed over.
+                incoming.close();
+                while let Some(stored) = incoming.recv().await {
+                    if stored.position > dispatched {
+                        early.insert(stored.position, stored);
+                    }
                 }
-                next = incoming.recv() => next,
-            },
+                fill_gap(&log, &fanout, &mut early, &mut dispatched).await;
+                return;
+            }
         };
         let Some(stored) = next else { break };
         if stored.position <= dispatched {
@@ -86,6 +159,14 @@ async fn run(
             // A new gap (the one before it closed): it gets its own wait.
             gap_deadline = Some(Instant::now() + GAP_WAIT);
         }
+    }
+}
+
+/// Sleeps until the deadline; without one, forever.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -168,7 +249,7 @@ mod tests {
         }
         let tx = start(Arc::clone(&log), Arc::clone(&fanout), 0);
         for index in [2, 0, 4, 1, 3] {
-            tx.send(stored[index].clone()).unwrap();
+            tx.send(stored[index].clone()).await.unwrap();
         }
         for expected in 1..=5 {
             assert_eq!(live.queue.recv().await.unwrap().0, expected);
@@ -184,13 +265,13 @@ mod tests {
         let second = log.append(Update::new("b", "t", "x")).await.unwrap();
         let tx = start(Arc::clone(&log), Arc::clone(&fanout), 0);
         // Only the second is handed over (the first publisher went away).
-        tx.send(second.clone()).unwrap();
+        tx.send(second.clone()).await.unwrap();
         assert_eq!(live.queue.recv().await.unwrap().0, first.position);
         assert_eq!(live.queue.recv().await.unwrap().0, second.position);
         // A late arrival of the first is not sent twice.
-        tx.send(first).unwrap();
+        tx.send(first).await.unwrap();
         let third = log.append(Update::new("c", "t", "x")).await.unwrap();
-        tx.send(third.clone()).unwrap();
+        tx.send(third.clone()).await.unwrap();
         assert_eq!(live.queue.recv().await.unwrap().0, third.position);
     }
 
@@ -207,13 +288,13 @@ mod tests {
                     .unwrap(),
             );
         }
-        let tx = start(Arc::clone(&log), Arc::clone(&fanout), 0);
+        let tx = Arc::new(start(Arc::clone(&log), Arc::clone(&fanout), 0));
         let opened = Instant::now();
         // The first position never comes; the others arrive every 5 ms, well within
         // the gap's wait each, for far longer than the wait in all.
         let feeder = tokio::spawn(async move {
             for later in &stored[1..] {
-                tx.send(later.clone()).unwrap();
+                tx.send(later.clone()).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             tx

@@ -22,11 +22,27 @@ pub(crate) fn encode(update: &Update) -> Bytes {
 /// Appends the event [`encode`] gives to `buf`, so that many updates written together
 /// (a replay) are encoded straight into one buffer.
 pub(crate) fn encode_into(update: &Update, buf: &mut BytesMut) {
+    write_event(update, true, buf);
+}
+
+/// Encodes an update that is not in the log (a subscription event) without its id: an
+/// `id` field would become the client's last event ID, and resuming from an id the log
+/// does not know replays everything.
+pub(crate) fn encode_live(update: &Update) -> Bytes {
+    let mut buf = BytesMut::new();
+    write_event(update, false, &mut buf);
+    buf.freeze()
+}
+
+fn write_event(update: &Update, with_id: bool, buf: &mut BytesMut) {
     let mut event = EventBuilder::new().data(&update.data);
-    if let Ok(with_id) = event.try_id(&update.id) {
-        event = with_id;
-    } else {
-        tracing::warn!(id = %update.id.escape_debug(), "stored update id cannot be sent as an SSE id");
+    if with_id {
+        match event.try_id(&update.id) {
+            Ok(identified) => event = identified,
+            Err(_) => {
+                tracing::warn!(id = %update.id.escape_debug(), "stored update id cannot be sent as an SSE id")
+            }
+        }
     }
     if let Some(event_type) = &update.event_type {
         match event.try_event(event_type) {

@@ -21,9 +21,14 @@ use crate::log::{Stored, Update};
 use crate::metrics::Metrics;
 use crate::topic::{Selector, SelectorSet};
 
-/// What a subscriber's queue carries: the update's position in the log and its encoded
-/// event, shared with every other subscriber of the same update.
+/// What a subscriber's queue carries: the update's position in the log (or
+/// [`LIVE_ONLY`]) and its encoded event, shared with every other subscriber of the same
+/// update.
 pub(crate) type Queued = (u64, Bytes);
+
+/// The position of a queued event that is not in the log (subscription events): never
+/// replayed, never dropped as already sent. Log positions start at 1.
+pub(crate) const LIVE_ONLY: u64 = 0;
 
 /// Keeps the template-match cache from growing without bound on hubs whose topics are
 /// all different (it is rebuilt on demand after being cleared).
@@ -107,6 +112,24 @@ impl Registry {
             self.template_matches.insert(topic.to_owned(), matching);
         }
         &self.template_matches[topic]
+    }
+
+    /// The subscribers whose selectors match one of the update's topics, each once.
+    fn targets(&mut self, update: &Update) -> Vec<u64> {
+        let mut targets: Vec<u64> = self.wildcard.iter().copied().collect();
+        for topic in &update.topics {
+            if let Some(keys) = self.exact.get(topic.as_str()) {
+                targets.extend(keys.iter().copied());
+            }
+            if !self.templated.is_empty() {
+                let matching = self.template_subscribers(topic).to_vec();
+                targets.extend(matching);
+            }
+        }
+        // A subscriber that matches through several selectors or topics gets one copy.
+        targets.sort_unstable();
+        targets.dedup();
+        targets
     }
 
     fn remove(&mut self, key: u64) -> Option<Subscriber> {
@@ -218,30 +241,46 @@ impl Fanout {
         }
     }
 
-    /// Hands an update, already encoded, to every live subscriber it concerns.
+    /// Hands an update of the log, already encoded, to every live subscriber it concerns.
     pub(crate) fn dispatch(&self, stored: &Stored, event: &Bytes) {
-        let update = &stored.update;
         let mut registry = self.lock();
         registry.dispatched = stored.position;
-        registry.last_event_id = Some(update.id.clone());
+        registry.last_event_id = Some(stored.update.id.clone());
+        let targets = registry.targets(&stored.update);
+        self.deliver(
+            &mut registry,
+            targets,
+            &stored.update,
+            stored.position,
+            || event.clone(),
+        );
+    }
 
-        let mut targets: Vec<u64> = registry.wildcard.iter().copied().collect();
-        for topic in &update.topics {
-            if let Some(keys) = registry.exact.get(topic.as_str()) {
-                targets.extend(keys.iter().copied());
-            }
-            if !registry.templated.is_empty() {
-                let matching = registry.template_subscribers(topic).to_vec();
-                targets.extend(matching);
-            }
-        }
-        if targets.is_empty() {
-            return;
-        }
-        // A subscriber that matches through several selectors or topics gets one copy.
-        targets.sort_unstable();
-        targets.dedup();
+    /// Hands an update that is not in the log (a subscription event) to the live
+    /// subscribers it concerns, queued as [`LIVE_ONLY`]. It is encoded only if one
+    /// of them may receive it, and without an `id`, so that a client's last event ID
+    /// keeps naming the last update of the log.
+    pub(crate) fn notify(&self, update: &Update) {
+        let mut registry = self.lock();
+        let targets = registry.targets(update);
+        let mut encoded = None;
+        self.deliver(&mut registry, targets, update, LIVE_ONLY, || {
+            encoded
+                .get_or_insert_with(|| crate::event::encode_live(update))
+                .clone()
+        });
+    }
 
+    /// Queues `event()` for each of `targets` that may receive `update`; disconnects
+    /// those whose queue is full.
+    fn deliver(
+        &self,
+        registry: &mut Registry,
+        targets: Vec<u64>,
+        update: &Update,
+        position: u64,
+        mut event: impl FnMut() -> Bytes,
+    ) {
         let mut slow = Vec::new();
         let mut delivered = 0u64;
         for key in targets {
@@ -251,7 +290,7 @@ impl Fanout {
             if !subscriber.registration.may_receive(update) {
                 continue;
             }
-            match subscriber.queue.try_send((stored.position, event.clone())) {
+            match subscriber.queue.try_send((position, event())) {
                 Ok(()) => delivered += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => slow.push(key),
                 // The connection is gone and about to unregister itself.

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authorizer, KeyConfig};
-use crate::dispatch;
+use crate::dispatch::{self, Dispatch};
 use crate::fanout::Fanout;
 use crate::log::{Log, LogError, Retention, Stored, Update};
 use crate::metrics::Metrics;
@@ -253,6 +253,8 @@ impl HubBuilder {
                 config: self.config,
                 metrics,
                 shutdown: CancellationToken::new(),
+                closing: CancellationToken::new(),
+                appends: TaskTracker::new(),
             }),
         })
     }
@@ -261,11 +263,16 @@ impl HubBuilder {
 pub(crate) struct Inner {
     pub(crate) log: Arc<Log>,
     pub(crate) fanout: Arc<Fanout>,
-    dispatch: mpsc::UnboundedSender<Stored>,
+    pub(crate) dispatch: Dispatch,
     pub(crate) auth: Authorizer,
     pub(crate) config: Config,
     pub(crate) metrics: Metrics,
+    /// Cancelled to end every event stream (shutdown, close).
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled by [`Hub::close`]: publishes are refused from then on.
+    closing: CancellationToken,
+    /// The publishes being stored and handed to the dispatch task.
+    appends: TaskTracker,
 }
 
 /// A Mercure hub: publish to it over HTTP or from Rust, subscribe over HTTP.
@@ -363,6 +370,31 @@ impl Hub {
         self.inner.shutdown.cancel();
     }
 
+    /// Stops the hub for good: ends every event stream and stops [`Hub::serve`] (as
+    /// [`Hub::shutdown`] does), refuses new publishes, waits until every publish already
+    /// accepted is stored and handed to its subscribers, then closes the history (a
+    /// file log is then released once the last clone of the hub is dropped, and opens
+    /// at once next time).
+    ///
+    /// Idempotent; call it after [`Hub::serve`] has returned, before the process exits.
+    pub async fn close(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.closing.cancel();
+        self.inner.appends.close();
+        self.inner.appends.wait().await;
+        self.inner.dispatch.close().await;
+        Log::clone(&self.inner.log).close().await;
+    }
+
+    /// Why the hub cannot work, if it cannot: its dispatch task failed (live updates
+    /// have stopped), for the liveness check.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.inner
+            .dispatch
+            .failure()
+            .map(|cause| format!("dispatch task failed: {cause}"))
+    }
+
     /// How many subscriber connections are live.
     pub fn connections(&self) -> usize {
         self.inner.fanout.len()
@@ -408,17 +440,23 @@ impl Hub {
     /// Runs in a task of its own: once the log has the update it stores it even if the
     /// caller goes away (a publisher that disconnects), and then it must be sent too.
     pub(crate) async fn append(&self, update: Update) -> Result<Stored, PublishError> {
+        if self.inner.closing.is_cancelled() {
+            return Err(PublishError::ShuttingDown);
+        }
         let inner = Arc::clone(&self.inner);
-        let task = tokio::spawn(async move {
+        let task = self.inner.appends.spawn(async move {
             let stored = inner.log.append(update).await?;
             inner.metrics.publishes.increment(1);
-            // The dispatch task stops only when the hub is dropped; nobody listens then.
-            let _ = inner.dispatch.send(stored.clone());
+            // Waits while the dispatch task is behind: publishers slow down rather than
+            // the queue growing. It stops only by failing (logged, and reported by the
+            // health check) or at close, after every append was handed over.
+            let _ = inner.dispatch.send(stored.clone()).await;
             Ok::<_, LogError>(stored)
         });
         match task.await {
             Ok(result) => result.map_err(|err| match err {
                 LogError::DuplicateId(id) => PublishError::DuplicateId(id),
+                LogError::Closed => PublishError::ShuttingDown,
                 other => PublishError::Log(other),
             }),
             Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),

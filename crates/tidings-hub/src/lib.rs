@@ -38,6 +38,7 @@ mod http;
 mod hub;
 pub mod log;
 mod metrics;
+mod stream;
 mod subscription;
 pub mod topic;
 pub mod web;

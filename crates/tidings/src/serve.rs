@@ -279,6 +279,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(demo) = demo {
         demo.abort();
     }
+    // Every acknowledged publish is durable already; this lets the ones still in
+    // flight finish and closes the history cleanly (it then opens at once).
+    hub.close().await;
     tracing::info!("hub stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -99,6 +99,9 @@ async fn health(State(hub): State<Hub>) -> Response {
     if hub.inner.shutdown.is_cancelled() {
         return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    if let Some(failure) = hub.failure() {
+        return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, failure).into_response();
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         "ok\n",

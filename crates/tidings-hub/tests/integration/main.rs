@@ -4,6 +4,7 @@
 
 mod api;
 mod history;
+mod lifecycle;
 mod log;
 mod private;
 mod protocol;

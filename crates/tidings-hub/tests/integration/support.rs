@@ -68,6 +68,18 @@ impl TestHub {
         format!("{}/.well-known/mercure", self.base)
     }
 
+    /// What `/metrics` says now.
+    pub(crate) async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics request");
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     /// POSTs a publish form with the all-topics publisher token.
     pub(crate) async fn post(&self, form: &[(&str, &str)]) -> reqwest::Response {
         self.post_as(&self.publisher, form).await
