@@ -18,7 +18,6 @@ showState(badge, source.readyState);
 function record(kind, event) {
   counts[kind] += 1;
   document.getElementById(`${kind}-count`).textContent = String(counts[kind]);
-  document.getElementById('last-id').textContent = event.lastEventId || '–';
   document.getElementById('idle-hint').hidden = true;
 
   let note = '';

@@ -345,6 +345,29 @@ impl Hub {
         Ok(self.append(update).await?.update.id.clone())
     }
 
+    /// Sends an update to the live subscribers it concerns without storing it: nothing
+    /// is written to history, a subscriber that is away never gets it, and its event
+    /// carries no `id` (so a client's last event ID keeps naming a stored update).
+    /// Validated like [`Hub::publish`]. For notifications that are worthless later, such
+    /// as the demo's pings or presence.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tidings_hub::{Hub, log::Update};
+    ///
+    /// let hub = Hub::builder().build().await?;
+    /// hub.publish_live(Update::new("", "/presence", "{\"online\":3}"))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_live(&self, update: Update) -> Result<(), PublishError> {
+        let update = self.validate(update)?;
+        if self.inner.closing.is_cancelled() {
+            return Err(PublishError::ShuttingDown);
+        }
+        self.inner.fanout.notify(&update);
+        Ok(())
+    }
+
     /// Serves the hub on `listener` until `shutdown` completes or [`Hub::shutdown`] is
     /// called; then closes every event stream and waits for the connections to end.
     pub async fn serve<F>(self, listener: TcpListener, shutdown: F) -> std::io::Result<()>

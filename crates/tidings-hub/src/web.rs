@@ -27,7 +27,8 @@
 //!
 //! The demo publisher ([`spawn_demo`], or [`run_demo`] for any publish function) sends,
 //! on [`DEMO_TOPIC`], an `event: ping` with `{"time":"<ISO 8601>"}` every second and a
-//! plain message at random intervals of 1 to 10 seconds.
+//! plain message at random intervals of 1 to 10 seconds, to live subscribers only: the
+//! demo never writes to history.
 
 use std::convert::Infallible;
 use std::fmt::Display;
@@ -281,6 +282,7 @@ where
 }
 
 /// Starts the demo publisher on `hub` (see [`run_demo`]); abort the task to stop it.
+/// Its updates go to live subscribers only ([`Hub::publish_live`]): never into history.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tidings_hub::HubError> {
@@ -297,7 +299,9 @@ pub fn spawn_demo(hub: &Hub) -> JoinHandle<()> {
         async move {
             let mut update = Update::new("", demo.topic, demo.data);
             update.event_type = demo.event_type.map(str::to_owned);
-            hub.publish(update).await.map(drop)
+            // Live only: a ping a second would otherwise fill the history (100,000 a
+            // day, the default size) and push real updates out of it.
+            hub.publish_live(update)
         }
     }))
 }

@@ -273,7 +273,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     tracing::info!(%addr, history = ?settings.db, "hub started");
     let demo = settings.demo.then(|| tidings_hub::web::spawn_demo(&hub));
-    hub.clone().serve(listener, shutdown_signal())
+    hub.clone()
+        .serve(listener, shutdown_signal())
         .await
         .context("the server failed")?;
     if let Some(demo) = demo {

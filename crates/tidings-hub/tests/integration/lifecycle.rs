@@ -222,3 +222,33 @@ async fn close_loses_no_accepted_publish() {
     stored.sort();
     assert_eq!(stored, expected);
 }
+
+/// The demo publisher and `Hub::publish_live` reach live subscribers and leave the
+/// history empty: a ping a second would otherwise push real updates out of it.
+#[tokio::test]
+async fn live_updates_and_the_demo_never_touch_history() {
+    let t = TestHub::start().await;
+    let mut pings = t
+        .subscribe(&topics_query(&[tidings_hub::web::DEMO_TOPIC, "/presence"]))
+        .await;
+    let demo = tidings_hub::web::spawn_demo(&t.hub);
+    let ping = pings.expect().await;
+    assert_eq!(ping.event_type, "ping");
+    assert_eq!(ping.id, "", "a live update carries no id");
+    demo.abort();
+    t.hub
+        .publish_live(Update::new("", "/presence", "3 online"))
+        .unwrap();
+    loop {
+        let event = pings.expect().await;
+        if event.data == "3 online" {
+            assert_eq!(event.id, "");
+            break;
+        }
+    }
+    let metrics = t.metrics().await;
+    assert!(
+        metrics.contains("tidings_history_updates 0"),
+        "history is not empty:\n{metrics}"
+    );
+}
