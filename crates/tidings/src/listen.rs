@@ -52,6 +52,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     retry: Option<Duration>,
 
+    /// The shortest wait before a reconnection, whatever `--retry` or the server's
+    /// `retry:` say; `0` honours them all [default: 500ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    min_retry: Option<Duration>,
+
     /// Gives up after this many failed reconnections in a row.
     #[arg(long, value_name = "N")]
     max_retries: Option<u32>,
@@ -142,6 +147,9 @@ fn source(args: &Args) -> anyhow::Result<EventSource> {
     }
     if let Some(retry) = args.retry {
         builder = builder.reconnection_time(retry);
+    }
+    if let Some(floor) = args.min_retry {
+        builder = builder.min_retry(floor);
     }
     if let Some(max) = args.max_retries {
         builder = builder.max_retries(max);
