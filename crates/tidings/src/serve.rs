@@ -131,7 +131,7 @@ impl Settings {
             .parse()
             .with_context(|| format!("invalid --addr {addr_text:?}: expected IP:PORT"))?;
         // Each key is read and parsed once, here, and handed to the hub as parsed; errors
-        // name the option (or file key) the value came from.
+        // name the option (also for the TOML key of the same name).
         let allow_weak = args.allow_weak_key || file.allow_weak_key.unwrap_or(false);
         let key = |value: Option<String>, what: &str| {
             value
