@@ -16,6 +16,18 @@ use crate::{
 /// The reconnection time before a server sets one with `retry:`.
 pub const DEFAULT_RECONNECTION_TIME: Duration = Duration::from_secs(3);
 
+/// The shortest wait before a reconnection, whatever the server's `retry:` or the
+/// builder's reconnection time say: 500 ms, Firefox's floor. A server that sends
+/// `retry: 0` and closes gets at most two reconnections a second from each client (fewer
+/// with backoff), instead of hundreds, while any reconnection time a server means in
+/// earnest (seconds) is left alone.
+pub const DEFAULT_MIN_RETRY: Duration = Duration::from_millis(500);
+
+/// How long a connection must stay open for the backoff to start over: 60 s, as in
+/// LaunchDarkly's SSE clients. Shorter connections count as failures, so a server that
+/// accepts and drops at once is backed off from like one that refuses.
+pub const DEFAULT_BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+
 /// Configures an [`EventSource`]. Made by [`EventSource::builder`].
 ///
 /// Nothing is checked or connected until [`build`](Self::build), which reports every
@@ -33,6 +45,8 @@ pub const DEFAULT_RECONNECTION_TIME: Duration = Duration::from_secs(3);
 ///     .body(r#"{"stream":true}"#)
 ///     .reconnection_time(Duration::from_millis(500))
 ///     .backoff(Backoff::exponential(Duration::from_secs(10)))
+///     .min_retry(Duration::from_millis(250))
+///     .backoff_reset_after(Duration::from_secs(30))
 ///     .max_retries(5)
 ///     .idle_timeout(Duration::from_secs(45))
 ///     .max_event_size(1 << 20)
@@ -85,6 +99,8 @@ impl EventSourceBuilder {
                 backoff: Backoff::default(),
                 max_retries: None,
                 idle_timeout: None,
+                min_retry: DEFAULT_MIN_RETRY,
+                backoff_reset_after: DEFAULT_BACKOFF_RESET_AFTER,
             },
             decoder: Decoder::builder(),
             last_event_id: String::new(),
@@ -119,9 +135,18 @@ impl EventSourceBuilder {
     }
 
     /// The reconnection time until the server sets one with `retry:` (default
-    /// [`DEFAULT_RECONNECTION_TIME`], 3 s).
+    /// [`DEFAULT_RECONNECTION_TIME`], 3 s). Waits are never shorter than
+    /// [`min_retry`](Self::min_retry).
     pub fn reconnection_time(mut self, time: Duration) -> Self {
         self.policy.reconnection_time = time;
+        self
+    }
+
+    /// The shortest wait before a reconnection (default [`DEFAULT_MIN_RETRY`], 500 ms):
+    /// a smaller reconnection time, from the builder or a server's `retry:`, is raised
+    /// to it. `Duration::ZERO` honours any `retry:`, `retry: 0` included.
+    pub fn min_retry(mut self, floor: Duration) -> Self {
+        self.policy.min_retry = floor;
         self
     }
 
@@ -131,9 +156,17 @@ impl EventSourceBuilder {
         self
     }
 
+    /// How long a connection must stay open for the backoff to start over (default
+    /// [`DEFAULT_BACKOFF_RESET_AFTER`], 60 s). A connection that ends sooner counts as
+    /// one more consecutive failure, so its reconnection waits longer than the last.
+    pub fn backoff_reset_after(mut self, period: Duration) -> Self {
+        self.policy.backoff_reset_after = period;
+        self
+    }
+
     /// Gives up after this many consecutive failed reconnections (default: never). The
-    /// count restarts when a connection opens. With `0`, the first failure ends the
-    /// stream.
+    /// count restarts when a connection opens (a response that is an event stream),
+    /// however short it lasts. With `0`, the first failure ends the stream.
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.policy.max_retries = Some(retries);
         self

@@ -19,7 +19,7 @@
 //! | `Last-Event-ID` when the last event ID is not empty | kept across reconnections; an empty `id:` resets it |
 //! | 301, 302, 303, 307, 308 followed; the final URL is the origin | by reqwest's redirect policy; a redirect without a usable `Location` is [`Error::Redirect`] |
 //! | status not 200 (204 included), or content type not `text/event-stream`: fail | [`Error::Status`], [`Error::ContentType`]: terminal |
-//! | network error or end of body: error, CONNECTING, wait, reconnect | [`Error::Connect`], [`Error::Read`], [`Error::EndOfStream`], then a wait of the reconnection time (3 s, or `retry:`) plus [`Backoff`] |
+//! | network error or end of body: error, CONNECTING, wait, reconnect | [`Error::Connect`], [`Error::Read`], [`Error::EndOfStream`], then a wait of the reconnection time (3 s, or `retry:`; at least [`DEFAULT_MIN_RETRY`], 500 ms) plus [`Backoff`], which starts over only after a connection stayed open [`DEFAULT_BACKOFF_RESET_AFTER`] (60 s) |
 //! | `close()` | [`EventSource::close`], or a [`CloseHandle`] from another task |
 //!
 //! The parsing is [`tidings_wire::Decoder`]'s: chunking-independent, BOM-aware, bounded,
@@ -87,7 +87,9 @@ mod event_source;
 mod reconnect;
 mod response;
 
-pub use builder::{DEFAULT_RECONNECTION_TIME, EventSourceBuilder};
+pub use builder::{
+    DEFAULT_BACKOFF_RESET_AFTER, DEFAULT_MIN_RETRY, DEFAULT_RECONNECTION_TIME, EventSourceBuilder,
+};
 pub use error::{BuildError, Error, TransportError};
 pub use event::{Event, MessageEvent, ReadyState};
 pub use event_source::{CloseHandle, EventSource};

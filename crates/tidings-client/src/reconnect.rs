@@ -17,12 +17,17 @@ const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// How the wait before a reconnection grows while connections keep failing.
 ///
-/// The wait is never shorter than the reconnection time (the builder's initial value,
-/// or the server's last `retry:`), as the standard asks. With exponential backoff, the
-/// *n*-th consecutive failure waits the reconnection time plus a uniformly random extra
-/// ("full jitter") of up to `reconnection time × (2ⁿ − 1)`, the total never above the
+/// The wait starts from the *base*: the reconnection time (the builder's initial value,
+/// or the server's last `retry:`), as the standard asks, but never less than the floor
+/// of [`EventSourceBuilder::min_retry`](crate::EventSourceBuilder::min_retry) (500 ms by
+/// default), so that a server sending `retry: 0` cannot make a client hammer it. With
+/// exponential backoff, the *n*-th consecutive failure waits the base plus a uniformly
+/// random extra ("full jitter") of up to `base × (2ⁿ − 1)`, the total never above the
 /// cap, so that clients dropped together by a restarting server do not come back
-/// together. A connection that opens resets the count.
+/// together. A connection that opens and then ends counts as a failure too: the count
+/// resets only when a connection stayed open for
+/// [`backoff_reset_after`](crate::EventSourceBuilder::backoff_reset_after) (60 s by
+/// default), so a server that accepts and drops at once is backed off from as well.
 ///
 /// ```
 /// use std::time::Duration;
@@ -39,8 +44,8 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// No backoff and no jitter: every reconnection waits exactly the reconnection time,
-    /// as a browser does.
+    /// No backoff and no jitter: every reconnection waits exactly the reconnection time
+    /// (but not less than the floor), as a browser does.
     pub const fn none() -> Self {
         Self { cap: None }
     }
@@ -56,27 +61,26 @@ impl Backoff {
         self.cap
     }
 
-    /// The wait after the `failures`-th consecutive failure (1 for the first), with
-    /// `extra` drawing the jitter: called with the largest extra allowed, it returns a
-    /// value between zero and that.
+    /// The wait after the `failures`-th consecutive failure (1 for the first), from the
+    /// `base` wait (the reconnection time, raised to the floor), with `extra` drawing
+    /// the jitter: called with the largest extra allowed, it returns a value between
+    /// zero and that.
     fn delay(
         &self,
-        reconnection_time: Duration,
+        base: Duration,
         failures: u32,
         extra: impl FnOnce(Duration) -> Duration,
     ) -> Duration {
         let Some(cap) = self.cap else {
-            return reconnection_time;
+            return base;
         };
         // 2^failures overflows nothing below 31, and the cap is reached long before.
-        let ceiling = reconnection_time
-            .saturating_mul(1u32 << failures.min(31))
-            .min(cap);
-        let span = ceiling.saturating_sub(reconnection_time);
+        let ceiling = base.saturating_mul(1u32 << failures.min(31)).min(cap);
+        let span = ceiling.saturating_sub(base);
         if span.is_zero() {
-            return reconnection_time;
+            return base;
         }
-        reconnection_time + extra(span).min(span)
+        base + extra(span).min(span)
     }
 }
 
@@ -94,6 +98,10 @@ pub(crate) struct Policy {
     pub(crate) backoff: Backoff,
     pub(crate) max_retries: Option<u32>,
     pub(crate) idle_timeout: Option<Duration>,
+    /// The shortest wait before any reconnection, whatever `retry:` says.
+    pub(crate) min_retry: Duration,
+    /// How long a connection must stay open for the backoff to start over.
+    pub(crate) backoff_reset_after: Duration,
 }
 
 /// Where the event source is.
@@ -103,8 +111,12 @@ enum Phase {
     Idle,
     /// A request is in flight, sent at `since`.
     Connecting { since: Instant },
-    /// The response is an event stream; bytes last arrived at `last_activity`.
-    Open { last_activity: Instant },
+    /// The response is an event stream since `since`; bytes last arrived at
+    /// `last_activity`.
+    Open {
+        since: Instant,
+        last_activity: Instant,
+    },
     /// A connection failed; the next one starts at `until`.
     Waiting { until: Instant },
     /// Closed for good.
@@ -140,8 +152,11 @@ pub(crate) enum Wake {
 pub(crate) struct Reconnect<R> {
     policy: Policy,
     reconnection_time: Duration,
-    /// Failed connections since the last one that opened.
+    /// Consecutive failures for the backoff: connections that failed, or opened and
+    /// ended within the reset period, since the last one that stayed open longer.
     failures: u32,
+    /// Failed attempts since the last connection that opened, for the retry budget.
+    retries: u32,
     phase: Phase,
     rng: R,
 }
@@ -152,6 +167,7 @@ impl<R: Rng> Reconnect<R> {
             reconnection_time: policy.reconnection_time,
             policy,
             failures: 0,
+            retries: 0,
             phase: Phase::Idle,
             rng,
         }
@@ -195,17 +211,22 @@ impl<R: Rng> Reconnect<R> {
         self.reconnection_time = time;
     }
 
-    /// The response at `now` is an event stream: the source is open, the backoff resets.
+    /// The response at `now` is an event stream: the source is open and the retry
+    /// budget whole again. The backoff resets only if it stays open for the reset
+    /// period (see [`failed`](Self::failed)).
     pub(crate) fn opened(&mut self, now: Instant) {
         if matches!(self.phase, Phase::Connecting { .. }) {
-            self.phase = Phase::Open { last_activity: now };
-            self.failures = 0;
+            self.phase = Phase::Open {
+                since: now,
+                last_activity: now,
+            };
+            self.retries = 0;
         }
     }
 
     /// Bytes arrived at `now` (any bytes: an event, a comment, half a line).
     pub(crate) fn activity(&mut self, now: Instant) {
-        if let Phase::Open { last_activity } = &mut self.phase {
+        if let Phase::Open { last_activity, .. } = &mut self.phase {
             *last_activity = now;
         }
     }
@@ -215,25 +236,31 @@ impl<R: Rng> Reconnect<R> {
     pub(crate) fn failed(&mut self, now: Instant) -> Decision {
         if self.phase == Phase::Closed {
             return Decision::GiveUp {
-                retries: self.failures.saturating_sub(1),
+                retries: self.retries.saturating_sub(1),
             };
         }
+        // Only a connection that lasted starts the backoff over: one that opens and
+        // ends at once (a server that sends `retry: 0` and closes) is backed off from.
+        if let Phase::Open { since, .. } = self.phase
+            && now.saturating_duration_since(since) >= self.policy.backoff_reset_after
+        {
+            self.failures = 0;
+        }
         self.failures = self.failures.saturating_add(1);
+        self.retries = self.retries.saturating_add(1);
         // The n-th failure would need the n-th retry.
         if let Some(max) = self.policy.max_retries
-            && self.failures > max
+            && self.retries > max
         {
             self.phase = Phase::Closed;
             return Decision::GiveUp { retries: max };
         }
         let rng = &mut self.rng;
-        let delay = self
-            .policy
-            .backoff
-            .delay(self.reconnection_time, self.failures, |span| {
-                let nanos = u64::try_from(span.as_nanos()).unwrap_or(u64::MAX);
-                Duration::from_nanos(rng.random_range(0..=nanos))
-            });
+        let base = self.reconnection_time.max(self.policy.min_retry);
+        let delay = self.policy.backoff.delay(base, self.failures, |span| {
+            let nanos = u64::try_from(span.as_nanos()).unwrap_or(u64::MAX);
+            Duration::from_nanos(rng.random_range(0..=nanos))
+        });
         // A `retry:` of billions of years is the server's right, but no clock goes there.
         let until = now.checked_add(delay.min(LONGEST_WAIT)).unwrap_or(now);
         self.phase = Phase::Waiting { until };
@@ -253,7 +280,7 @@ impl<R: Rng> Reconnect<R> {
             Phase::Idle | Phase::Closed => None,
             Phase::Waiting { until } => Some(until),
             Phase::Connecting { since } => idle.and_then(|t| since.checked_add(t)),
-            Phase::Open { last_activity } => idle.and_then(|t| last_activity.checked_add(t)),
+            Phase::Open { last_activity, .. } => idle.and_then(|t| last_activity.checked_add(t)),
         }
     }
 
@@ -282,12 +309,17 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    const RESET: Duration = Duration::from_secs(60);
+
+    /// A reconnection time of 100 ms, no floor, a backoff reset after 60 s open.
     fn policy(backoff: Backoff) -> Policy {
         Policy {
             reconnection_time: 100 * MS,
             backoff,
             max_retries: None,
             idle_timeout: None,
+            min_retry: Duration::ZERO,
+            backoff_reset_after: RESET,
         }
     }
 
@@ -419,7 +451,7 @@ mod tests {
     }
 
     #[test]
-    fn an_open_connection_resets_the_backoff() {
+    fn a_connection_open_for_the_reset_period_resets_the_backoff() {
         let mut m = machine(Policy {
             max_retries: Some(3),
             ..policy(Backoff::exponential(Duration::from_secs(3600)))
@@ -428,14 +460,104 @@ mod tests {
         m.start(t0);
         let waits = fail_n(&mut m, t0, 3);
         assert_eq!(waits.len(), 3);
-        let now = t0 + Duration::from_secs(100);
-        m.opened(now);
-        // The first failure after an open waits within the first ceiling again, and the
-        // retry budget is whole again.
-        let Decision::ReconnectAfter(wait) = m.failed(now) else {
+        let opened = t0 + Duration::from_secs(100);
+        m.opened(opened);
+        // Open for exactly the reset period: the first failure waits within the first
+        // ceiling again, and the retry budget is whole again.
+        let Decision::ReconnectAfter(wait) = m.failed(opened + RESET) else {
             panic!("gave up although the connection had opened");
         };
-        assert!(wait <= 200 * MS, "{wait:?}");
+        assert!((100 * MS..=200 * MS).contains(&wait), "{wait:?}");
+    }
+
+    /// Opens, then fails `after` later, `n` times; returns the waits.
+    fn open_and_fail_n(
+        m: &mut Reconnect<StdRng>,
+        t0: Instant,
+        after: Duration,
+        n: usize,
+    ) -> Vec<Duration> {
+        let mut now = t0;
+        m.start(now);
+        let mut waits = Vec::new();
+        for _ in 0..n {
+            m.opened(now);
+            assert_eq!(m.ready_state(), ReadyState::Open);
+            now += after;
+            let Decision::ReconnectAfter(wait) = m.failed(now) else {
+                panic!("gave up although every connection opened");
+            };
+            waits.push(wait);
+            now += wait;
+            assert_eq!(m.on_timeout(now), Wake::Reconnect);
+        }
+        waits
+    }
+
+    #[test]
+    fn retry_zero_then_close_is_backed_off_from_above_the_floor() {
+        // The server says `retry: 0` and closes as soon as each connection opens.
+        let floor = 500 * MS;
+        let mut m = machine(Policy {
+            min_retry: floor,
+            ..policy(Backoff::default())
+        });
+        m.set_reconnection_time(Duration::ZERO);
+        let waits = open_and_fail_n(&mut m, Instant::now(), Duration::ZERO, 12);
+        for (i, wait) in waits.iter().enumerate() {
+            let ceiling = floor
+                .saturating_mul(1 << (i + 1))
+                .min(Duration::from_secs(30));
+            assert!(*wait >= floor, "wait {i}: {wait:?} below the floor");
+            assert!(*wait <= ceiling, "wait {i}: {wait:?} above {ceiling:?}");
+        }
+        // The waits grow: the later ones go far beyond the floor, and twelve
+        // reconnections take far longer than twelve floors (with this seed, certainly).
+        assert!(waits[6..].iter().all(|w| *w > 2 * floor), "{waits:?}");
+        let total: Duration = waits.iter().sum();
+        assert!(total > Duration::from_secs(60), "{waits:?}");
+    }
+
+    #[test]
+    fn retry_zero_without_backoff_waits_the_floor_every_time() {
+        let mut m = machine(Policy {
+            min_retry: 500 * MS,
+            ..policy(Backoff::none())
+        });
+        m.set_reconnection_time(Duration::ZERO);
+        let waits = open_and_fail_n(&mut m, Instant::now(), Duration::ZERO, 5);
+        assert_eq!(waits, vec![500 * MS; 5]);
+        // The floor raises the builder's own reconnection time too, and a longer
+        // `retry:` is honoured.
+        let mut m = machine(Policy {
+            min_retry: 500 * MS,
+            reconnection_time: 10 * MS,
+            ..policy(Backoff::none())
+        });
+        let t0 = Instant::now();
+        m.start(t0);
+        assert_eq!(m.failed(t0), Decision::ReconnectAfter(500 * MS));
+        m.set_reconnection_time(2_000 * MS);
+        assert_eq!(m.on_timeout(t0 + 500 * MS), Wake::Reconnect);
+        assert_eq!(
+            m.failed(t0 + 500 * MS),
+            Decision::ReconnectAfter(2_000 * MS)
+        );
+    }
+
+    #[test]
+    fn short_connections_keep_the_backoff_growing_long_ones_reset_it() {
+        let backoff = Backoff::exponential(Duration::from_secs(3600));
+        // Connections of 59 s: each failure is one more in a row.
+        let mut m = machine(policy(backoff));
+        let waits = open_and_fail_n(&mut m, Instant::now(), RESET - MS, 10);
+        assert!(waits[5..].iter().any(|w| *w > 200 * MS), "{waits:?}");
+        assert_eq!(m.failures, 10);
+        // Connections of 60 s: every failure is the first.
+        let mut m = machine(policy(backoff));
+        let waits = open_and_fail_n(&mut m, Instant::now(), RESET, 10);
+        assert!(waits.iter().all(|w| *w <= 200 * MS), "{waits:?}");
+        assert_eq!(m.failures, 1);
     }
 
     #[test]
@@ -608,29 +730,41 @@ mod tests {
 
         proptest! {
             /// Whatever happens in whatever order, against a model of the rules: waits
-            /// are never below the reconnection time nor above the ceiling, the retry
-            /// budget is exact, closed is final, and wake-ups never come early.
+            /// are never below the reconnection time nor the floor, nor above the
+            /// ceiling of the consecutive failures (which only a connection open for
+            /// the reset period starts over), the retry budget is exact, closed is
+            /// final, and wake-ups never come early.
             #[test]
             fn the_policy_keeps_its_rules(
                 steps in proptest::collection::vec(step(), 1..60),
                 cap_ms in proptest::option::of(1u64..10_000),
                 max_retries in proptest::option::of(0u32..6),
                 idle_ms in proptest::option::of(1u64..10_000),
+                floor_ms in 0u64..1_000,
+                reset_ms in 0u64..30_000,
                 seed in any::<u64>(),
             ) {
                 let backoff = cap_ms.map_or(Backoff::none(), |ms| Backoff::exponential(Duration::from_millis(ms)));
+                let floor = Duration::from_millis(floor_ms);
+                let reset = Duration::from_millis(reset_ms);
                 let mut m = Reconnect::new(
                     Policy {
                         reconnection_time: 100 * MS,
                         backoff,
                         max_retries,
                         idle_timeout: idle_ms.map(Duration::from_millis),
+                        min_retry: floor,
+                        backoff_reset_after: reset,
                     },
                     StdRng::seed_from_u64(seed),
                 );
                 let mut now = Instant::now();
                 m.start(now);
+                // The model: attempts since the last open (the retry budget), failures
+                // in a row (the backoff), and since when the connection is open.
                 let mut failures = 0u32;
+                let mut streak = 0u32;
+                let mut open_since: Option<Instant> = None;
                 let mut closed = false;
                 for step in steps {
                     let before = m.ready_state();
@@ -640,6 +774,7 @@ mod tests {
                             m.opened(now);
                             if m.ready_state() == ReadyState::Open && before != ReadyState::Open {
                                 failures = 0;
+                                open_since = Some(now);
                             }
                         }
                         Step::Activity => m.activity(now),
@@ -656,16 +791,25 @@ mod tests {
                             }
                         }
                         Step::Fail => {
-                            let rt = m.reconnection_time();
+                            let base = m.reconnection_time().max(floor);
+                            if open_since.take().is_some_and(|since| now - since >= reset) {
+                                streak = 0;
+                            }
                             match m.failed(now) {
                                 Decision::ReconnectAfter(wait) => {
                                     prop_assert!(!closed);
                                     failures += 1;
+                                    streak += 1;
                                     prop_assert!(max_retries.is_none_or(|max| failures <= max));
-                                    prop_assert!(wait >= rt);
+                                    prop_assert!(wait >= base);
                                     match cap_ms {
-                                        None => prop_assert_eq!(wait, rt),
-                                        Some(cap) => prop_assert!(wait <= rt.max(Duration::from_millis(cap))),
+                                        None => prop_assert_eq!(wait, base),
+                                        Some(cap) => {
+                                            let ceiling = base
+                                                .saturating_mul(1 << streak.min(31))
+                                                .min(Duration::from_millis(cap));
+                                            prop_assert!(wait <= base.max(ceiling));
+                                        }
                                     }
                                     prop_assert_eq!(m.deadline(), Some(now + wait));
                                 }

@@ -40,39 +40,131 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// The text of a key given on the command line: the contents of the file it names, or
-/// else the value itself (an inline PEM key, JWK set or HMAC secret). A file's contents
-/// are used whatever they hold, a raw secret included (one trailing line break
-/// dropped): the path itself never becomes a secret.
-fn key_text(value: &str, what: &str) -> anyhow::Result<String> {
-    let path = Path::new(value);
-    if !path.is_file() {
-        return Ok(value.to_owned());
+/// The shortest HMAC secret accepted without `--allow-weak-key`: 32 bytes (256 bits), the
+/// size of the HS256 hash, below which the secret is easier to guess than the hash is to
+/// break (RFC 7518, section 3.2).
+pub(crate) const MIN_SECRET_LEN: usize = 32;
+
+/// The rule by which a key value is read, for the `--help` of every option that takes a
+/// key (a macro, so that `concat!` can append it to each option's own text).
+macro_rules! key_rule {
+    () => {
+        "A value is read from a file when it is `@PATH` or `file:PATH`, when it names an \
+         existing file, or when it looks like a path: it starts with `/`, `./`, `../` or `~/`, \
+         or it contains a `/` and no whitespace (`secrets/key`); a PEM key (`-----BEGIN`), a \
+         JWK set (`{`) and a base64 text of 43 characters or more (as `openssl rand -base64 \
+         32` prints) are never paths. A file that cannot be read is an error, never a \
+         secret. Any other value is the key itself. An HMAC secret must be at least 32 bytes \
+         (256 bits) unless --allow-weak-key is given. To pass a secret that would look like \
+         a path, put it in a file and give `@FILE`."
+    };
+}
+pub(crate) use key_rule;
+
+/// Where a key value says its key is.
+#[derive(Debug, PartialEq, Eq)]
+enum KeySource<'a> {
+    /// The value is the key.
+    Inline(&'a str),
+    /// The key is the contents of this file.
+    File(&'a str),
+}
+
+/// Applies the rule of [`key_rule`].
+fn key_source(value: &str) -> KeySource<'_> {
+    if let Some(path) = value
+        .strip_prefix('@')
+        .or_else(|| value.strip_prefix("file:"))
+    {
+        return KeySource::File(path);
     }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{what}: cannot read the key file {value}"))?;
+    if looks_like_pem(value) || is_jwks(value) {
+        return KeySource::Inline(value);
+    }
+    if looks_like_path(value) || Path::new(value).is_file() {
+        return KeySource::File(value);
+    }
+    KeySource::Inline(value)
+}
+
+fn looks_like_pem(value: &str) -> bool {
+    value.trim_start().starts_with("-----BEGIN")
+}
+
+/// Whether a value that is not a PEM key nor a JWK set reads as a path.
+fn looks_like_path(value: &str) -> bool {
+    let prefixed = ["/", "./", "../", "~/"]
+        .iter()
+        .any(|prefix| value.starts_with(prefix));
+    let bare = value.contains('/') && !value.chars().any(char::is_whitespace);
+    (prefixed || bare) && !looks_like_base64_secret(value)
+}
+
+/// A standard-alphabet base64 text long enough to hold 32 bytes: a secret made by
+/// `openssl rand -base64 32` (which holds a `/` half of the time), not a path.
+fn looks_like_base64_secret(value: &str) -> bool {
+    let body = value.trim_end_matches('=');
+    value.len() - body.len() <= 2
+        && body.len() >= 43
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+/// The text of a key given on the command line: the contents of the file it names (one
+/// trailing line break dropped), or else the value itself (an inline PEM key, JWK set or
+/// HMAC secret). A file that cannot be read is an error naming the path and the
+/// operating system's reason: the path itself never becomes a secret.
+fn key_text(value: &str, what: &str) -> anyhow::Result<String> {
+    let path = match key_source(value) {
+        KeySource::Inline(text) => return Ok(text.to_owned()),
+        KeySource::File(path) => path,
+    };
+    let full = match path.strip_prefix("~/") {
+        Some(rest) => {
+            let home = std::env::var_os("HOME").with_context(|| {
+                format!("{what}: cannot read the key file {path}: HOME is not set")
+            })?;
+            Path::new(&home).join(rest)
+        }
+        None => PathBuf::from(path),
+    };
+    let text = std::fs::read_to_string(&full)
+        .with_context(|| format!("{what}: cannot read the key file {path}"))?;
     Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-/// A key that verifies tokens: a PEM public key (RS*, ES*, EdDSA) or a JWK set, inline
-/// or as the path of a file, or an HMAC secret (inline or in a file).
-pub(crate) fn verifying_key(value: &str, what: &str) -> anyhow::Result<KeyConfig> {
+/// A key that verifies tokens: a PEM public key (RS*, ES*, EdDSA), a JWK set or an HMAC
+/// secret, inline or in a file (see [`key_rule`]). `what` names the option in
+/// errors; `allow_weak` accepts HMAC secrets shorter than [`MIN_SECRET_LEN`].
+pub(crate) fn verifying_key(
+    value: &str,
+    what: &str,
+    allow_weak: bool,
+) -> anyhow::Result<KeyConfig> {
     let value = &key_text(value, what)?;
     if is_jwks(value) {
-        return KeyConfig::from_jwks(value.as_bytes())
-            .with_context(|| format!("{what}: invalid JWK set"));
+        let key = KeyConfig::from_jwks(value.as_bytes())
+            .with_context(|| format!("{what}: invalid JWK set"))?;
+        check_jwks_secrets(value, what, allow_weak)?;
+        return Ok(key);
     }
-    check_secret(value, what)?;
+    if !looks_like_pem(value) {
+        check_secret(value.len(), what, allow_weak)?;
+    }
     KeyConfig::from_secret_or_pem(value).with_context(|| format!("{what}: invalid PEM key"))
 }
 
-/// A key that signs tokens: a PEM private key or an HMAC secret, inline or in a file.
-pub(crate) fn signing_key(value: &str, what: &str) -> anyhow::Result<SigningKey> {
+/// A key that signs tokens: a PEM private key or an HMAC secret, inline or in a file
+/// (see [`key_rule`]).
+pub(crate) fn signing_key(value: &str, what: &str, allow_weak: bool) -> anyhow::Result<SigningKey> {
     let value = &key_text(value, what)?;
     if is_jwks(value) {
         bail!("{what}: a JWK set verifies tokens but cannot sign them; give the private key");
     }
-    check_secret(value, what)?;
+    if !looks_like_pem(value) {
+        check_secret(value.len(), what, allow_weak)?;
+    }
     SigningKey::from_secret_or_pem(value).with_context(|| format!("{what}: invalid PEM key"))
 }
 
@@ -80,9 +172,43 @@ fn is_jwks(value: &str) -> bool {
     value.trim_start().starts_with('{')
 }
 
-fn check_secret(value: &str, what: &str) -> anyhow::Result<()> {
-    if value.is_empty() {
+/// Refuses an empty secret always, and one shorter than [`MIN_SECRET_LEN`] unless
+/// `allow_weak`.
+fn check_secret(len: usize, what: &str, allow_weak: bool) -> anyhow::Result<()> {
+    if len == 0 {
         bail!("{what}: the secret is empty");
+    }
+    if len < MIN_SECRET_LEN && !allow_weak {
+        let unit = if len == 1 { "byte" } else { "bytes" };
+        bail!(
+            "{what}: HMAC secret too short: {len} {unit}; at least {MIN_SECRET_LEN} bytes \
+             ({} bits) are needed; pass --allow-weak-key to accept it anyway",
+            MIN_SECRET_LEN * 8
+        );
+    }
+    Ok(())
+}
+
+/// Applies [`check_secret`] to the `oct` (HMAC) keys of a JWK set the hub accepted.
+fn check_jwks_secrets(jwks: &str, what: &str, allow_weak: bool) -> anyhow::Result<()> {
+    let Ok(set) = serde_json::from_str::<serde_json::Value>(jwks) else {
+        return Ok(());
+    };
+    let keys = set.get("keys").and_then(|k| k.as_array());
+    for key in keys.into_iter().flatten() {
+        if key.get("kty").and_then(|v| v.as_str()) != Some("oct") {
+            continue;
+        }
+        let Some(k) = key.get("k").and_then(|v| v.as_str()) else {
+            continue;
+        };
+        // Unpadded base64url: every 4 characters hold 3 bytes.
+        let len = k.trim_end_matches('=').len() * 3 / 4;
+        let kid = key
+            .get("kid")
+            .and_then(|v| v.as_str())
+            .unwrap_or("without kid");
+        check_secret(len, &format!("{what}: JWK set key {kid}"), allow_weak)?;
     }
     Ok(())
 }
@@ -96,6 +222,7 @@ pub(crate) struct FileConfig {
     pub(crate) jwt_key: Option<String>,
     pub(crate) publisher_jwt_key: Option<String>,
     pub(crate) subscriber_jwt_key: Option<String>,
+    pub(crate) allow_weak_key: Option<bool>,
     pub(crate) db: Option<PathBuf>,
     pub(crate) no_history: Option<bool>,
     pub(crate) history_size: Option<u64>,
@@ -143,6 +270,91 @@ mod tests {
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("5 weeks").is_err());
         assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn key_values_that_name_files() {
+        use KeySource::{File, Inline};
+        for (value, source) in [
+            ("@/run/secrets/k", File("/run/secrets/k")),
+            ("@relative", File("relative")),
+            ("file:/run/secrets/k", File("/run/secrets/k")),
+            ("/run/secrets/k", File("/run/secrets/k")),
+            ("/dir with space/k", File("/dir with space/k")),
+            ("./k", File("./k")),
+            ("../k", File("../k")),
+            ("~/k", File("~/k")),
+            ("secrets/k", File("secrets/k")),
+            (
+                "a pass/phrase with spaces",
+                Inline("a pass/phrase with spaces"),
+            ),
+            ("no-slash-secret", Inline("no-slash-secret")),
+            (
+                "-----BEGIN PUBLIC KEY-----\n/x\n",
+                Inline("-----BEGIN PUBLIC KEY-----\n/x\n"),
+            ),
+            ("{\"keys\": [\"/\"]}", Inline("{\"keys\": [\"/\"]}")),
+            // What `openssl rand -base64 32` prints: a secret, slashes or not.
+            (
+                "q2Jd/8sK+3kZpW0vXr7yTn5mLc1hBf9gAe4uIo6jQs8=",
+                Inline("q2Jd/8sK+3kZpW0vXr7yTn5mLc1hBf9gAe4uIo6jQs8="),
+            ),
+            (
+                "/2Jd/8sK+3kZpW0vXr7yTn5mLc1hBf9gAe4uIo6jQs8",
+                Inline("/2Jd/8sK+3kZpW0vXr7yTn5mLc1hBf9gAe4uIo6jQs8"),
+            ),
+        ] {
+            assert_eq!(key_source(value), source, "{value:?}");
+        }
+        // A short base64-looking path is still a path.
+        assert_eq!(
+            key_source("/var/lib/tidings/key"),
+            File("/var/lib/tidings/key")
+        );
+    }
+
+    #[test]
+    fn short_secrets_need_allow_weak_key() {
+        let err = signing_key("x", "--jwt-key", false).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "--jwt-key: HMAC secret too short: 1 byte; at least 32 bytes (256 bits) are \
+             needed; pass --allow-weak-key to accept it anyway"
+        );
+        let err = verifying_key(&"k".repeat(31), "--jwt-key", false)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("too short: 31 bytes;"), "{err}");
+        assert!(verifying_key(&"k".repeat(32), "--jwt-key", false).is_ok());
+        assert!(signing_key("x", "--jwt-key", true).is_ok());
+        // Empty is never a key, weak or not.
+        assert!(signing_key("", "--jwt-key", true).is_err());
+    }
+
+    #[test]
+    fn the_generated_dev_key_is_long_enough() {
+        for _ in 0..16 {
+            let secret = tidings_hub::auth::generate_secret();
+            assert!(secret.len() >= MIN_SECRET_LEN, "{secret}");
+            assert!(signing_key(&secret, "dev key", false).is_ok());
+        }
+    }
+
+    #[test]
+    fn short_hmac_keys_of_a_jwk_set_are_refused() {
+        // "c2VjcmV0" is base64url for the 6 bytes "secret".
+        let weak = r#"{"keys": [{"kty": "oct", "kid": "k1", "k": "c2VjcmV0"}]}"#;
+        let err = verifying_key(weak, "--jwt-key", false).err().unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("--jwt-key: JWK set key k1: HMAC secret too short: 6 bytes;"),
+            "{err}"
+        );
+        assert!(verifying_key(weak, "--jwt-key", true).is_ok());
+        let k = "A".repeat(43); // 32 bytes
+        let strong = format!(r#"{{"keys": [{{"kty": "oct", "k": "{k}"}}]}}"#);
+        assert!(verifying_key(&strong, "--jwt-key", false).is_ok());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `tidings listen`: a curl for SSE. Connects to a stream, prints its events on stdout,
 //! reports connections and losses on stderr, and reconnects until the stream fails for
-//! good, the server says 204, or `--count` is reached.
+//! good, the server says 204, or `--count` is reached. What it prints on stderr goes
+//! through a [`Redactor`]: a token in the URL's query or a header is never shown.
 
 use std::{
     io::{self, IsTerminal, Read, Write},
@@ -12,13 +13,18 @@ use anyhow::{Context as _, bail};
 use futures_util::StreamExt;
 use tidings_client::{Event, EventSource, MessageEvent};
 
+use crate::redact::Redactor;
+
 /// Options of `tidings listen`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The stream's URL.
+    /// The stream's URL. Credentials in its query (`authorization=`, `access_token=`,
+    /// any parameter whose name contains auth, token, key, secret, password, sig,
+    /// session, credential, cookie or jwt) are shown as REDACTED in every message.
     url: String,
 
-    /// Adds a request header, `Name: value` (repeatable).
+    /// Adds a request header, `Name: value` (repeatable). The values of headers named
+    /// like credentials (Authorization, Cookie, X-Api-Key...) are never printed.
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
 
@@ -52,6 +58,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     retry: Option<Duration>,
 
+    /// The shortest wait before a reconnection, whatever `--retry` or the server's
+    /// `retry:` say; `0` honours them all [default: 500ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    min_retry: Option<Duration>,
+
     /// Gives up after this many failed reconnections in a row.
     #[arg(long, value_name = "N")]
     max_retries: Option<u32>,
@@ -65,7 +76,22 @@ pub(crate) struct Args {
     comments: bool,
 }
 
+impl Args {
+    /// The redactor of everything printed about this run.
+    pub(crate) fn redactor(&self) -> Redactor {
+        Redactor::new(&self.url, self.headers.iter().map(String::as_str))
+    }
+}
+
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let redactor = args.redactor();
+    // The error is printed by `main`: redact it whole, causes included.
+    listen(args, &redactor)
+        .await
+        .map_err(|err| anyhow::anyhow!(redactor.redact(&format!("{err:#}"))))
+}
+
+async fn listen(args: Args, redactor: &Redactor) -> anyhow::Result<ExitCode> {
     let mut source = source(&args)?;
     let mut out = Output::new(args.json);
     let mut printed = 0u64;
@@ -75,7 +101,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     while let Some(item) = source.next().await {
         let written = match item {
             Ok(Event::Open { url }) => {
-                eprintln!("tidings: connected to {url}");
+                eprintln!("tidings: connected to {}", redactor.redact(&url));
                 Ok(())
             }
             Ok(Event::Message(message)) => {
@@ -97,7 +123,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 bail!("{err}");
             }
             Err(err) => {
-                eprintln!("tidings: {err}; reconnecting");
+                eprintln!(
+                    "tidings: {}; reconnecting",
+                    redactor.redact(&err.to_string())
+                );
                 Ok(())
             }
         };
@@ -142,6 +171,9 @@ fn source(args: &Args) -> anyhow::Result<EventSource> {
     }
     if let Some(retry) = args.retry {
         builder = builder.reconnection_time(retry);
+    }
+    if let Some(floor) = args.min_retry {
+        builder = builder.min_retry(floor);
     }
     if let Some(max) = args.max_retries {
         builder = builder.max_retries(max);

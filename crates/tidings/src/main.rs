@@ -6,10 +6,12 @@
 use std::{io::IsTerminal, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 mod config;
 mod listen;
 mod publish;
+mod redact;
 mod serve;
 mod token;
 
@@ -35,13 +37,23 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `listen` logs through its redactor, without colours (whose escapes would split a
+    // `name=value` pair), so no log line shows a credential of its URL or headers.
+    let (writer, ansi) = match &cli.command {
+        Command::Listen(args) => {
+            let redactor = args.redactor();
+            let writer = BoxMakeWriter::new(move || redactor.stderr());
+            (writer, false)
+        }
+        _ => (BoxMakeWriter::new(std::io::stderr), true),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer)
+        .with_ansi(ansi && std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tidings_hub::auth::{MercureClaims, mint};
 
-use crate::config::signing_key;
+use crate::config::{key_rule, signing_key};
 
 /// Options of `tidings publish`.
 #[derive(Debug, clap::Args)]
@@ -41,15 +41,27 @@ pub(crate) struct Args {
     )]
     token: Option<String>,
     /// The hub's key, to sign a short-lived token for exactly these topics.
-    #[arg(long, env = "TIDINGS_JWT_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_JWT_KEY",
+        hide_env_values = true,
+        long_help = concat!(
+            "The hub's key (an HS256 secret or a PEM private key, inline or in a file), \
+             to sign a short-lived token for exactly these topics.\n\n",
+            key_rule!()
+        )
+    )]
     jwt_key: Option<String>,
+    /// Accept an HMAC secret shorter than 32 bytes (256 bits), which can be guessed.
+    #[arg(long, env = "TIDINGS_ALLOW_WEAK_KEY")]
+    allow_weak_key: bool,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let token = match (&args.token, &args.jwt_key) {
         (Some(token), _) => token.clone(),
         (None, Some(key)) => {
-            let key = signing_key(key, "--jwt-key")?;
+            let key = signing_key(key, "--jwt-key", args.allow_weak_key)?;
             let claims = MercureClaims {
                 publish: Some(args.topics.clone()),
                 ..MercureClaims::default()

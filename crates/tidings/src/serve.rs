@@ -13,7 +13,7 @@ use tidings_hub::auth::{KeyConfig, MercureClaims, SigningKey, generate_secret, m
 use tidings_hub::log::Retention;
 use tidings_hub::{DEFAULT_HEARTBEAT, DEFAULT_QUEUE_CAPACITY, Hub, HubBuilder};
 
-use crate::config::{FileConfig, parse_duration, verifying_key};
+use crate::config::{FileConfig, key_rule, parse_duration, verifying_key};
 
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 const DEFAULT_DB: &str = "./tidings.db";
@@ -30,14 +30,27 @@ pub(crate) struct Args {
     /// The key of both publisher and subscriber tokens: an HMAC secret, or a PEM public
     /// key or JWK set (inline or a file's path). Without any key, one is generated and
     /// printed.
-    #[arg(long, env = "TIDINGS_JWT_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_JWT_KEY",
+        hide_env_values = true,
+        long_help = concat!(
+            "The key of both publisher and subscriber tokens: an HMAC secret, or a PEM \
+             public key or JWK set, inline or in a file. Without any key, one is generated \
+             and printed.\n\n",
+            key_rule!()
+        )
+    )]
     jwt_key: Option<String>,
-    /// The key of publisher tokens (instead of --jwt-key).
+    /// The key of publisher tokens (instead of --jwt-key; read the same way).
     #[arg(long, env = "TIDINGS_PUBLISHER_JWT_KEY", hide_env_values = true)]
     publisher_jwt_key: Option<String>,
-    /// The key of subscriber tokens (instead of --jwt-key).
+    /// The key of subscriber tokens (instead of --jwt-key; read the same way).
     #[arg(long, env = "TIDINGS_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
     subscriber_jwt_key: Option<String>,
+    /// Accept an HMAC secret shorter than 32 bytes (256 bits), which can be guessed.
+    #[arg(long, env = "TIDINGS_ALLOW_WEAK_KEY")]
+    allow_weak_key: bool,
     /// The history file [default: ./tidings.db].
     #[arg(long, env = "TIDINGS_DB", value_name = "PATH")]
     db: Option<PathBuf>,
@@ -117,20 +130,29 @@ impl Settings {
         let addr: SocketAddr = addr_text
             .parse()
             .with_context(|| format!("invalid --addr {addr_text:?}: expected IP:PORT"))?;
-        // Each key is read and parsed once, here, and handed to the hub as parsed.
-        let jwt_key = args.jwt_key.or(file.jwt_key);
-        let publisher_key = args
-            .publisher_jwt_key
-            .or(file.publisher_jwt_key)
-            .or(jwt_key.clone())
-            .map(|key| verifying_key(&key, "publisher key"))
-            .transpose()?;
-        let subscriber_key = args
-            .subscriber_jwt_key
-            .or(file.subscriber_jwt_key)
-            .or(jwt_key)
-            .map(|key| verifying_key(&key, "subscriber key"))
-            .transpose()?;
+        // Each key is read and parsed once, here, and handed to the hub as parsed; errors
+        // name the option (also for the TOML key of the same name).
+        let allow_weak = args.allow_weak_key || file.allow_weak_key.unwrap_or(false);
+        let key = |value: Option<String>, what: &str| {
+            value
+                .map(|value| verifying_key(&value, what, allow_weak))
+                .transpose()
+        };
+        let publisher_key = key(
+            args.publisher_jwt_key.or(file.publisher_jwt_key),
+            "--publisher-jwt-key",
+        )?;
+        let subscriber_key = key(
+            args.subscriber_jwt_key.or(file.subscriber_jwt_key),
+            "--subscriber-jwt-key",
+        )?;
+        let (publisher_key, subscriber_key) = match (publisher_key, subscriber_key) {
+            (Some(p), Some(s)) => (Some(p), Some(s)),
+            (p, s) => match key(args.jwt_key.or(file.jwt_key), "--jwt-key")? {
+                Some(shared) => (p.or_else(|| Some(shared.clone())), s.or(Some(shared))),
+                None => (p, s),
+            },
+        };
         let no_history = args.no_history || file.no_history.unwrap_or(false);
         let db = (!no_history).then(|| args.db.or(file.db).unwrap_or_else(|| DEFAULT_DB.into()));
         if let Some(db) = &db {

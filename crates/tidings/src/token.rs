@@ -6,15 +6,27 @@ use std::time::Duration;
 use anyhow::Context;
 use tidings_hub::auth::{MercureClaims, mint};
 
-use crate::config::{parse_duration, signing_key};
+use crate::config::{key_rule, parse_duration, signing_key};
 
 /// Options of `tidings token`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The signing key: an HS256 secret or a PEM private key (RS*, ES*, EdDSA), inline
     /// or as the path of a file holding it.
-    #[arg(long, env = "TIDINGS_JWT_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_JWT_KEY",
+        hide_env_values = true,
+        long_help = concat!(
+            "The signing key: an HS256 secret or a PEM private key (RS*, ES*, EdDSA), \
+             inline or in a file.\n\n",
+            key_rule!()
+        )
+    )]
     jwt_key: String,
+    /// Accept an HMAC secret shorter than 32 bytes (256 bits), which can be guessed.
+    #[arg(long, env = "TIDINGS_ALLOW_WEAK_KEY")]
+    allow_weak_key: bool,
     /// A topic selector the token may publish to (repeatable; `*` for all).
     #[arg(long = "publish", value_name = "SELECTOR")]
     publish: Vec<String>,
@@ -30,7 +42,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let key = signing_key(&args.jwt_key, "--jwt-key")?;
+    let key = signing_key(&args.jwt_key, "--jwt-key", args.allow_weak_key)?;
     let payload = args
         .payload
         .map(|text| serde_json::from_str(&text).context("--payload is not valid JSON"))

@@ -136,7 +136,8 @@ async fn max_retries_counts_failures_since_the_last_open() {
     }
 }
 
-#[tokio::test]
+/// On the paused clock: the wait is measured exactly, whatever the machine's load.
+#[tokio::test(start_paused = true)]
 async fn retry_sets_the_reconnection_time() {
     // The builder's reconnection time is an hour; the server's `retry: 50` replaces it.
     let server = serve(|n, _| match n {
@@ -146,21 +147,19 @@ async fn retry_sets_the_reconnection_time() {
     .await;
     let mut source = EventSource::builder(&server.url("/"))
         .reconnection_time(Duration::from_secs(3600))
+        .min_retry(Duration::ZERO)
         .backoff(tidings_client::Backoff::none())
         .build()
         .unwrap();
     expect_open(&mut source).await;
     expect_message(&mut source).await;
     expect_error(&mut source).await;
-    let lost = Instant::now();
+    let lost = tokio::time::Instant::now();
     expect_open(&mut source).await;
     let waited = lost.elapsed();
+    let ms = Duration::from_millis;
     assert!(
-        waited >= Duration::from_millis(50),
-        "reconnected after {waited:?}"
-    );
-    assert!(
-        waited < Duration::from_secs(3),
+        (ms(50)..ms(52)).contains(&waited),
         "reconnected after {waited:?}"
     );
 }
@@ -177,9 +176,7 @@ async fn invalid_retry_values_are_ignored() {
     expect_message(&mut source).await;
     expect_error(&mut source).await;
     // Still the builder's 10 ms: a valid-looking prefix was not taken.
-    let lost = Instant::now();
     expect_open(&mut source).await;
-    assert!(lost.elapsed() < Duration::from_secs(2));
     assert!(
         format!("{source:?}").contains("reconnection_time: 10ms"),
         "{source:?}"
@@ -212,9 +209,11 @@ async fn an_idle_connection_times_out_and_reconnects() {
     assert_eq!(server.request().await.header("last-event-id"), Some("3"));
 }
 
-#[tokio::test]
+/// On the paused clock, so that a loaded machine cannot delay the keep-alives past the
+/// timeout: time only moves when every task is idle, to the next timer.
+#[tokio::test(start_paused = true)]
 async fn comments_keep_an_idle_connection_alive() {
-    // Keep-alive comments every 20 ms, idle timeout 150 ms: no timeout for 400 ms.
+    // Keep-alive comments every 20 ms, idle timeout 150 ms: no timeout for 1 s.
     let server = serve(|_, _| {
         let beats = futures_util::stream::unfold(0u32, |n| async move {
             if n > 0 {
@@ -233,16 +232,93 @@ async fn comments_keep_an_idle_connection_alive() {
     .await;
     let mut source = EventSource::builder(&server.url("/"))
         .idle_timeout(Duration::from_millis(150))
+        .comments(true)
         .build()
         .unwrap();
     expect_open(&mut source).await;
-    let quiet = tokio::time::timeout(
-        Duration::from_millis(400),
-        futures_util::StreamExt::next(&mut source),
-    )
-    .await;
-    assert!(quiet.is_err(), "{quiet:?}");
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut beats = 0;
+    loop {
+        match tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut source)).await {
+            Err(_) => break,
+            Ok(Some(Ok(tidings_client::Event::Comment(text)))) if text == "beat" => beats += 1,
+            Ok(other) => panic!("after {beats} beats: {other:?}"),
+        }
+    }
+    // One beat at once, then one every 20 ms: the connection was never idle 150 ms.
+    assert!((45..=52).contains(&beats), "{beats} beats");
     assert_eq!(source.ready_state(), ReadyState::Open);
+    assert_eq!(server.hits(), 1);
+}
+
+/// A server that answers every request with `retry: 0` and an event, then closes.
+async fn retry_zero_server() -> crate::server::TestServer {
+    serve(|_, _| sse("retry: 0\ndata: x\n\n")).await
+}
+
+/// Reads `source` for `run` of (paused) time; returns when each connection opened.
+async fn opens_during(source: &mut EventSource, run: Duration) -> Vec<tokio::time::Instant> {
+    let until = tokio::time::Instant::now() + run;
+    let mut opens = Vec::new();
+    loop {
+        match tokio::time::timeout_at(until, futures_util::StreamExt::next(source)).await {
+            Err(_) => return opens,
+            Ok(Some(Ok(tidings_client::Event::Open { .. }))) => {
+                opens.push(tokio::time::Instant::now());
+            }
+            Ok(Some(Ok(_) | Err(Error::EndOfStream))) => {}
+            Ok(other) => panic!("{other:?}"),
+        }
+    }
+}
+
+/// A server that says `retry: 0` and closes cannot make the default client reconnect
+/// faster than the 500 ms floor, and the backoff keeps growing because the connections
+/// are short. The paused clock makes the count exact under any load.
+#[tokio::test(start_paused = true)]
+async fn retry_zero_and_close_is_bounded_by_the_floor_and_backed_off() {
+    let server = retry_zero_server().await;
+    let mut source = EventSource::builder(&server.url("/"))
+        .jitter_seed(3)
+        .build()
+        .unwrap();
+    let opens = opens_during(&mut source, Duration::from_secs(30)).await;
+    let gaps: Vec<Duration> = opens.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter()
+            .all(|gap| *gap >= tidings_client::DEFAULT_MIN_RETRY),
+        "{gaps:?}"
+    );
+    // Not one reconnection per 500 ms (60), nor hundreds a second as when every open
+    // reset the backoff, but far fewer: the waits grow towards the 30 s cap.
+    assert!(opens.len() <= 12, "{} connections: {gaps:?}", opens.len());
+    assert!(
+        gaps.iter()
+            .rev()
+            .take(2)
+            .all(|gap| *gap > Duration::from_secs(2)),
+        "{gaps:?}"
+    );
+    assert_eq!(server.hits(), opens.len());
+}
+
+/// Without backoff, `retry: 0` waits exactly the floor: two connections a second.
+#[tokio::test(start_paused = true)]
+async fn retry_zero_without_backoff_reconnects_at_the_floor() {
+    let server = retry_zero_server().await;
+    let mut source = EventSource::builder(&server.url("/"))
+        .backoff(tidings_client::Backoff::none())
+        .min_retry(Duration::from_millis(250))
+        .build()
+        .unwrap();
+    let opens = opens_during(&mut source, Duration::from_millis(2_100)).await;
+    let gaps: Vec<Duration> = opens.windows(2).map(|w| w[1] - w[0]).collect();
+    let ms = Duration::from_millis;
+    assert!(
+        gaps.iter().all(|gap| (ms(250)..ms(252)).contains(gap)),
+        "{gaps:?}"
+    );
+    assert_eq!(opens.len(), 9, "{gaps:?}");
 }
 
 #[tokio::test]

@@ -193,9 +193,10 @@ pub(crate) async fn expect_end(source: &mut EventSource) {
     assert!(item.is_none(), "expected the end, got {item:?}");
 }
 
-/// A source with fast reconnections and no jitter, for tests.
+/// A source with fast reconnections (no floor) and no backoff nor jitter, for tests.
 pub(crate) fn fast(url: &str) -> tidings_client::EventSourceBuilder {
     EventSource::builder(url)
         .reconnection_time(Duration::from_millis(10))
+        .min_retry(Duration::ZERO)
         .backoff(tidings_client::Backoff::none())
 }

@@ -162,7 +162,7 @@ async fn serve_without_a_key_prints_one_that_works_then_stops_on_sigterm() {
         "--topic",
         "/x",
         "--jwt-key",
-        "wrong key!",
+        "a wrong key, but long enough to be accepted",
     ]);
     assert!(!refused.status.success());
     assert!(
@@ -272,4 +272,157 @@ fn a_secret_in_a_file_is_read_not_taken_as_the_path() {
         "{}",
         text(&refused.stderr)
     );
+}
+
+/// The last line of stderr, where `tidings` says why it stopped.
+fn last_error_line(output: &std::process::Output) -> String {
+    text(&output.stderr)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn a_key_file_that_does_not_exist_is_refused_by_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("tidings_jwt_key");
+    let missing = missing.to_str().unwrap();
+    let expected = format!(
+        "tidings: --jwt-key: cannot read the key file {missing}: No such file or directory (os error 2)"
+    );
+    for value in [
+        missing.to_owned(),
+        format!("@{missing}"),
+        format!("file:{missing}"),
+    ] {
+        for args in [
+            vec!["token", "--jwt-key", &value, "--subscribe", "*"],
+            vec!["serve", "--check", "--jwt-key", &value],
+            // Refused before any request: nothing listens on port 1.
+            vec![
+                "publish",
+                "--hub",
+                "http://127.0.0.1:1",
+                "--topic",
+                "/t",
+                "--jwt-key",
+                &value,
+            ],
+        ] {
+            let output = run(&args);
+            assert!(!output.status.success(), "{args:?} accepted");
+            assert_eq!(last_error_line(&output), expected, "{args:?}");
+            assert!(output.stdout.is_empty(), "{args:?}");
+        }
+    }
+    // The role keys of `serve` and the TOML file are read the same way.
+    let refused = run(&[
+        "serve",
+        "--check",
+        "--publisher-jwt-key",
+        &format!("@{missing}"),
+    ]);
+    assert_eq!(
+        last_error_line(&refused),
+        format!(
+            "tidings: --publisher-jwt-key: cannot read the key file {missing}: No such file or directory (os error 2)"
+        )
+    );
+    let config = dir.path().join("tidings.toml");
+    std::fs::write(&config, format!("jwt_key = \"{missing}\"\n")).unwrap();
+    let refused = run(&["serve", "--check", "--config", config.to_str().unwrap()]);
+    assert_eq!(last_error_line(&refused), expected);
+    // A directory cannot be read as a key either.
+    let refused = run(&[
+        "serve",
+        "--check",
+        "--jwt-key",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        last_error_line(&refused).contains("cannot read the key file"),
+        "{}",
+        last_error_line(&refused)
+    );
+}
+
+#[test]
+fn a_short_hmac_secret_is_refused_unless_allowed() {
+    let expected = "tidings: --jwt-key: HMAC secret too short: 1 byte; at least 32 bytes (256 bits) are needed; pass --allow-weak-key to accept it anyway";
+    let token = run(&["token", "--jwt-key", "x", "--subscribe", "*"]);
+    assert!(!token.status.success());
+    assert_eq!(last_error_line(&token), expected);
+    assert!(token.stdout.is_empty());
+    let check = run(&["serve", "--check", "--jwt-key", "x"]);
+    assert!(!check.status.success());
+    assert_eq!(last_error_line(&check), expected);
+    let short = run(&["serve", "--check", "--subscriber-jwt-key", &"s".repeat(31)]);
+    assert_eq!(
+        last_error_line(&short),
+        "tidings: --subscriber-jwt-key: HMAC secret too short: 31 bytes; at least 32 bytes (256 bits) are needed; pass --allow-weak-key to accept it anyway"
+    );
+
+    // --allow-weak-key, its variable and its TOML key accept it.
+    let token = run(&[
+        "token",
+        "--jwt-key",
+        "x",
+        "--allow-weak-key",
+        "--subscribe",
+        "*",
+    ]);
+    assert!(token.status.success(), "{}", text(&token.stderr));
+    let minted = text(&token.stdout).trim().to_owned();
+    assert!(
+        Authorizer::new(None, Some(KeyConfig::hmac("x")))
+            .verify_subscriber(&minted)
+            .is_ok()
+    );
+    let check = run(&["serve", "--check", "--jwt-key", "x", "--allow-weak-key"]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    let from_env = tidings()
+        .args(["serve", "--check", "--jwt-key", "x"])
+        .env("TIDINGS_ALLOW_WEAK_KEY", "true")
+        .output()
+        .unwrap();
+    assert!(from_env.status.success(), "{}", text(&from_env.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tidings.toml");
+    std::fs::write(&config, "jwt_key = \"x\"\nallow_weak_key = true\n").unwrap();
+    let from_file = run(&["serve", "--check", "--config", config.to_str().unwrap()]);
+    assert!(from_file.status.success(), "{}", text(&from_file.stderr));
+
+    // A secret as `openssl rand -base64 32` prints it is a secret even with a `/`.
+    let base64 = "q2Jd/8sK+3kZpW0vXr7yTn5mLc1hBf9gAe4uIo6jQs8=";
+    let check = run(&["serve", "--check", "--jwt-key", base64]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+}
+
+#[tokio::test]
+async fn serve_refuses_a_missing_key_file_instead_of_starting() {
+    // Not only `--check`: the real start refuses it too, and exits without listening.
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(|| {
+            run(&[
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--no-history",
+                "--jwt-key",
+                "/nonexistent-dir/tidings_jwt_key",
+            ])
+        }),
+    )
+    .await
+    .expect("tidings serve exits at once")
+    .unwrap();
+    assert!(!output.status.success());
+    assert_eq!(
+        last_error_line(&output),
+        "tidings: --jwt-key: cannot read the key file /nonexistent-dir/tidings_jwt_key: No such file or directory (os error 2)"
+    );
+    assert!(!text(&output.stdout).contains("listening"));
 }

@@ -84,12 +84,18 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> String {
 
 /// Runs `tidings listen ARGS…` to completion (at most 20 s) off the runtime's thread.
 async fn listen(args: &[&str]) -> Output {
+    listen_logging(args, "warn").await
+}
+
+/// [`listen`] with `RUST_LOG` set to `log`.
+async fn listen_logging(args: &[&str], log: &str) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let log = log.to_owned();
     let run = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_tidings"))
             .arg("listen")
             .args(&args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log)
             .env_remove("NO_COLOR")
             .stdin(Stdio::null())
             .output()
@@ -272,4 +278,95 @@ async fn timeout_reconnects_a_silent_stream() {
     requests.recv().await.unwrap();
     let second = requests.recv().await.unwrap().to_ascii_lowercase();
     assert!(second.contains("last-event-id: 1\r\n"), "{second}");
+}
+
+/// Everything the process printed, stdout and stderr.
+fn printed(output: &Output) -> String {
+    format!("{}{}", stdout(output), stderr(output))
+}
+
+#[tokio::test]
+async fn credentials_in_the_url_and_headers_are_never_printed() {
+    // A stream that ends, then a 401 on the reconnection: `connected to URL`, a
+    // reconnection message and the final error are printed; every log line too.
+    let (url, mut requests) = serve(vec![
+        Reply::Close(sse!("data: one\n\n")),
+        Reply::Close("HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"),
+    ])
+    .await;
+    let url = format!("{url}?topic=/books/1&authorization=SECRET-QUERY-1");
+    let output = listen_logging(
+        &[
+            &url,
+            "-H",
+            "Authorization: Bearer SECRET-HEADER-2",
+            "-H",
+            "Cookie: mercureAuthorization=SECRET-COOKIE-3",
+            "--retry",
+            "10ms",
+            "--min-retry",
+            "0",
+        ],
+        "trace",
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let all = printed(&output);
+    for secret in ["SECRET-QUERY-1", "SECRET-HEADER-2", "SECRET-COOKIE-3"] {
+        assert!(!all.contains(secret), "{secret} printed:\n{all}");
+    }
+    let err = stderr(&output);
+    let redacted = url.replace("SECRET-QUERY-1", "REDACTED");
+    assert!(
+        err.contains(&format!("tidings: connected to {redacted}\n")),
+        "{err}"
+    );
+    assert!(redacted.ends_with("&authorization=REDACTED"));
+    assert_eq!(
+        err.lines().last(),
+        Some("tidings: the server answered 401 Unauthorized instead of 200 OK"),
+        "{err}"
+    );
+    // The credentials were sent, of course.
+    let request = requests.recv().await.unwrap();
+    assert!(
+        request.contains("authorization=SECRET-QUERY-1"),
+        "{request}"
+    );
+    assert!(request.contains("Bearer SECRET-HEADER-2"), "{request}");
+}
+
+#[tokio::test]
+async fn a_token_in_an_invalid_url_or_a_redirect_is_not_printed() {
+    // The URL that does not parse is quoted in the error, redacted.
+    let output = listen(&["http://127.0.0.1:1:2/?authorization=SECRET-QUERY-4"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(!printed(&output).contains("SECRET-QUERY-4"), "{err}");
+    assert!(
+        err.starts_with("tidings: invalid URL `http://127.0.0.1:1:2/?authorization=REDACTED`"),
+        "{err}"
+    );
+
+    // A redirect to a URL with a token that was never on the command line: the final
+    // URL is printed and the HTTP library logs the redirect (at debug), both redacted.
+    let (url, _requests) = serve(vec![
+        Reply::Close(
+            "HTTP/1.1 302 Found\r\nlocation: /events?access_token=SECRET-REDIRECT-5\r\n\
+             content-length: 0\r\nconnection: close\r\n\r\n",
+        ),
+        Reply::Hang(sse!("data: there\n\n")),
+    ])
+    .await;
+    let output = listen_logging(&[&url, "--count", "1"], "trace").await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let all = printed(&output);
+    assert!(!all.contains("SECRET-REDIRECT-5"), "{all}");
+    let err = stderr(&output);
+    assert!(
+        err.contains("tidings: connected to http://127.0.0.1:")
+            && err.contains("/events?access_token=REDACTED\n"),
+        "{err}"
+    );
+    assert_eq!(stdout(&output), "message\nthere\n\n");
 }
