@@ -4,7 +4,7 @@
 //! not take over the process's metrics, and two hubs in one process (tests) must not
 //! count into each other.
 
-use metrics::{Counter, Gauge, Key, Metadata, Recorder};
+use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// Handles to every metric the hub records; cheap to clone.
@@ -22,6 +22,13 @@ pub(crate) struct Metrics {
     pub(crate) replayed_updates: Counter,
     pub(crate) log_appends: Counter,
     pub(crate) log_commits: Counter,
+    pub(crate) tcp_connections: Gauge,
+    pub(crate) refusals_max_connections: Counter,
+    pub(crate) refusals_per_ip: Counter,
+    pub(crate) refusals_forwarded: Counter,
+    pub(crate) timeouts_header: Counter,
+    pub(crate) timeouts_write: Counter,
+    pub(crate) timeouts_idle: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -29,6 +36,12 @@ impl std::fmt::Debug for Metrics {
         f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
+
+const REFUSALS: &str = "tidings_connection_refusals_total";
+const REFUSALS_HELP: &str =
+    "Connections (and, through a trusted proxy, requests) refused with 503 over a cap, by cap.";
+const TIMEOUTS: &str = "tidings_timeouts_total";
+const TIMEOUTS_HELP: &str = "Connections closed by a deadline: request head (header), socket not draining (write), no request (idle).";
 
 const META: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
 
@@ -39,6 +52,12 @@ impl Metrics {
             recorder.describe_counter(name.into(), None, help.into());
             recorder.register_counter(&Key::from_static_name(name), &META)
         };
+        let labelled =
+            |name: &'static str, help: &'static str, label: &'static str, value: &'static str| {
+                recorder.describe_counter(name.into(), None, help.into());
+                let key = Key::from_parts(name, vec![Label::new(label, value)]);
+                recorder.register_counter(&key, &META)
+            };
         let gauge = |name: &'static str, help: &'static str| {
             recorder.describe_gauge(name.into(), None, help.into());
             recorder.register_gauge(&Key::from_static_name(name), &META)
@@ -82,6 +101,21 @@ impl Metrics {
                 "tidings_log_commits_total",
                 "Durable history commits, one fsync each; appends per commit is the group-commit batch.",
             ),
+            tcp_connections: gauge(
+                "tidings_tcp_connections",
+                "Open TCP connections (refused ones not included).",
+            ),
+            refusals_max_connections: labelled(
+                REFUSALS,
+                REFUSALS_HELP,
+                "reason",
+                "max_connections",
+            ),
+            refusals_per_ip: labelled(REFUSALS, REFUSALS_HELP, "reason", "max_connections_per_ip"),
+            refusals_forwarded: labelled(REFUSALS, REFUSALS_HELP, "reason", "forwarded_per_ip"),
+            timeouts_header: labelled(TIMEOUTS, TIMEOUTS_HELP, "kind", "header"),
+            timeouts_write: labelled(TIMEOUTS, TIMEOUTS_HELP, "kind", "write"),
+            timeouts_idle: labelled(TIMEOUTS, TIMEOUTS_HELP, "kind", "idle"),
             handle: recorder.handle(),
         }
     }
