@@ -52,7 +52,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -334,13 +334,13 @@ struct Shared {
     /// proxies on behalf of each forwarded address.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     refusals: Arc<Semaphore>,
-    builder: auto::Builder<TokioExecutor>,
+    builder: auto::Builder<StreamExecutor>,
 }
 
 impl Shared {
-    fn new(limits: &ServerLimits, metrics: Metrics) -> Self {
+    fn new(limits: &ServerLimits, metrics: Metrics, abandon: CancellationToken) -> Self {
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
-        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(StreamExecutor { abandon });
         builder
             .http1()
             .timer(TokioTimer::new())
@@ -397,6 +397,31 @@ impl Shared {
     }
 }
 
+/// Runs hyper's HTTP/2 stream tasks (each stream's handler and body are spawned apart
+/// from their connection) until they end or the server gives up on them at the end of
+/// the shutdown grace period, so that none outlives [`serve`].
+#[derive(Clone)]
+struct StreamExecutor {
+    abandon: CancellationToken,
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        let abandon = self.abandon.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                () = abandon.cancelled() => {}
+                _ = stream => {}
+            }
+        });
+    }
+}
+
 /// One place under the per-address cap, given back when dropped.
 struct IpSlot(Option<(Arc<Shared>, IpAddr)>);
 
@@ -440,7 +465,10 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let limits = hub.inner.config.server.clone();
-    let shared = Arc::new(Shared::new(&limits, hub.inner.metrics.clone()));
+    let abandon = CancellationToken::new();
+    // Whenever serve returns, HTTP/2 streams still running are dropped too.
+    let _abandon = abandon.clone().drop_guard();
+    let shared = Arc::new(Shared::new(&limits, hub.inner.metrics.clone(), abandon));
     let router = hub.router();
     let token = hub.inner.shutdown.clone();
     // Tells every connection to finish what it is doing and close.

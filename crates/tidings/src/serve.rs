@@ -85,7 +85,8 @@ pub(crate) struct Args {
     #[arg(long, env = "TIDINGS_NO_DEMO")]
     no_demo: bool,
     #[command(flatten)]
-    server: ServerFlags,
+    // Boxed: keeps the subcommands' argument types of like size.
+    server: Box<ServerFlags>,
     /// Check the configuration and exit without starting.
     #[arg(long)]
     check: bool,
