@@ -84,8 +84,8 @@ pub(crate) struct Args {
     /// Do not run the demo publisher (pings and messages on /demo/ping for the Ping page).
     #[arg(long, env = "TIDINGS_NO_DEMO")]
     no_demo: bool,
-    #[command(flatten)]
     // Boxed: keeps the subcommands' argument types of like size.
+    #[command(flatten)]
     server: Box<ServerFlags>,
     /// Check the configuration and exit without starting.
     #[arg(long)]
