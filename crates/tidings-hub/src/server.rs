@@ -1204,6 +1204,53 @@ mod tests {
         assert!(ServerLimits::default().max_connections >= 1);
     }
 
+    /// Handlers see the TCP peer and the client address in the request's extensions.
+    #[tokio::test]
+    async fn requests_carry_the_peer_and_the_client_address() {
+        use axum::extract::{ConnectInfo, Extension};
+        let mut limits = ServerLimits::default();
+        limits.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        let shared = Arc::new(Shared::new(
+            &limits,
+            Metrics::new(),
+            CancellationToken::new(),
+        ));
+        let router = Router::new().route(
+            "/",
+            axum::routing::get(
+                |ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                 Extension(client): Extension<ClientAddr>| async move {
+                    format!("{peer} {client}")
+                },
+            ),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let connection = Connection {
+            shared: Arc::clone(&shared),
+            router,
+            peer,
+            via_proxy: shared.is_trusted(peer.ip()),
+            closing: CancellationToken::new(),
+        };
+        let served = tokio::spawn(connection.run(stream));
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: a\r\nx-forwarded-for: 203.0.113.9\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.ends_with(&format!("\r\n\r\n{peer} 203.0.113.9")),
+            "{answer}"
+        );
+        served.await.unwrap();
+    }
+
     /// The write deadline, on a real socket pair whose reader never reads.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_socket_that_does_not_drain_fails_with_timed_out() {
