@@ -1208,8 +1208,10 @@ mod tests {
     #[tokio::test]
     async fn requests_carry_the_peer_and_the_client_address() {
         use axum::extract::{ConnectInfo, Extension};
-        let mut limits = ServerLimits::default();
-        limits.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        let limits = ServerLimits {
+            trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+            ..ServerLimits::default()
+        };
         let shared = Arc::new(Shared::new(
             &limits,
             Metrics::new(),
