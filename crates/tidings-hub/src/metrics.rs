@@ -4,7 +4,7 @@
 //! not take over the process's metrics, and two hubs in one process (tests) must not
 //! count into each other.
 
-use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
+use metrics::{Counter, Gauge, Key, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// Handles to every metric the hub records; cheap to clone.
@@ -37,12 +37,6 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-const REFUSALS: &str = "tidings_connection_refusals_total";
-const REFUSALS_HELP: &str =
-    "Connections (and, through a trusted proxy, requests) refused with 503 over a cap, by cap.";
-const TIMEOUTS: &str = "tidings_timeouts_total";
-const TIMEOUTS_HELP: &str = "Connections closed by a deadline: request head (header), socket not draining (write), no request (idle).";
-
 const META: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
 
 impl Metrics {
@@ -52,12 +46,6 @@ impl Metrics {
             recorder.describe_counter(name.into(), None, help.into());
             recorder.register_counter(&Key::from_static_name(name), &META)
         };
-        let labelled =
-            |name: &'static str, help: &'static str, label: &'static str, value: &'static str| {
-                recorder.describe_counter(name.into(), None, help.into());
-                let key = Key::from_parts(name, vec![Label::new(label, value)]);
-                recorder.register_counter(&key, &META)
-            };
         let gauge = |name: &'static str, help: &'static str| {
             recorder.describe_gauge(name.into(), None, help.into());
             recorder.register_gauge(&Key::from_static_name(name), &META)
@@ -105,17 +93,12 @@ impl Metrics {
                 "tidings_tcp_connections",
                 "Open TCP connections (refused ones not included).",
             ),
-            refusals_max_connections: labelled(
-                REFUSALS,
-                REFUSALS_HELP,
-                "reason",
-                "max_connections",
-            ),
-            refusals_per_ip: labelled(REFUSALS, REFUSALS_HELP, "reason", "max_connections_per_ip"),
-            refusals_forwarded: labelled(REFUSALS, REFUSALS_HELP, "reason", "forwarded_per_ip"),
-            timeouts_header: labelled(TIMEOUTS, TIMEOUTS_HELP, "kind", "header"),
-            timeouts_write: labelled(TIMEOUTS, TIMEOUTS_HELP, "kind", "write"),
-            timeouts_idle: labelled(TIMEOUTS, TIMEOUTS_HELP, "kind", "idle"),
+            refusals_max_connections: refusals(&recorder, "max_connections"),
+            refusals_per_ip: refusals(&recorder, "max_connections_per_ip"),
+            refusals_forwarded: refusals(&recorder, "forwarded_per_ip"),
+            timeouts_header: timeouts(&recorder, "header"),
+            timeouts_write: timeouts(&recorder, "write"),
+            timeouts_idle: timeouts(&recorder, "idle"),
             handle: recorder.handle(),
         }
     }
@@ -124,4 +107,35 @@ impl Metrics {
     pub(crate) fn render(&self) -> String {
         self.handle.render()
     }
+}
+
+/// `tidings_connection_refusals_total{reason}`.
+fn refusals(recorder: &PrometheusRecorder, reason: &'static str) -> Counter {
+    labelled(
+        recorder,
+        "tidings_connection_refusals_total",
+        "Connections (and, through a trusted proxy, requests) refused with 503 over a cap, by cap.",
+        ("reason", reason),
+    )
+}
+
+/// `tidings_timeouts_total{kind}`.
+fn timeouts(recorder: &PrometheusRecorder, kind: &'static str) -> Counter {
+    labelled(
+        recorder,
+        "tidings_timeouts_total",
+        "Connections closed by a deadline: request head (header), socket not draining (write), no request (idle).",
+        ("kind", kind),
+    )
+}
+
+fn labelled(
+    recorder: &PrometheusRecorder,
+    name: &'static str,
+    help: &'static str,
+    (label, value): (&'static str, &'static str),
+) -> Counter {
+    recorder.describe_counter(name.into(), None, help.into());
+    let key = Key::from_parts(name, vec![metrics::Label::new(label, value)]);
+    recorder.register_counter(&key, &META)
 }
