@@ -24,8 +24,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let dir = std::env::temp_dir().join(format!("tidings-throughput-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    // Every subscriber connects from 127.0.0.1: no cap per client address.
+    let mut limits = tidings_hub::ServerLimits::default();
+    limits.max_connections_per_ip = 0;
     let mut builder = Hub::builder()
         .jwt_key(KeyConfig::hmac(KEY))
+        .server_limits(limits)
         .subscriptions(false)
         .queue_capacity(updates.max(1024));
     if history == "file" {

@@ -82,6 +82,7 @@ pub(crate) struct Config {
     pub(crate) queue_capacity: usize,
     pub(crate) subscriptions: bool,
     pub(crate) pages: bool,
+    pub(crate) server: crate::server::ServerLimits,
 }
 
 /// Builds a [`Hub`].
@@ -227,6 +228,13 @@ impl HubBuilder {
         self
     }
 
+    /// The limits of [`Hub::serve`]'s server loop: timeouts, connection caps, trusted
+    /// proxies, the shutdown grace period (default: [`ServerLimits::default`](crate::ServerLimits)).
+    pub fn server_limits(mut self, limits: crate::server::ServerLimits) -> Self {
+        self.config.server = limits;
+        self
+    }
+
     /// Opens the history and starts the hub's dispatch task. Must run inside a tokio
     /// runtime.
     pub async fn build(self) -> Result<Hub, HubError> {
@@ -326,6 +334,7 @@ impl Hub {
                 queue_capacity: DEFAULT_QUEUE_CAPACITY,
                 subscriptions: true,
                 pages: false,
+                server: crate::server::ServerLimits::default(),
             },
         }
     }
@@ -368,24 +377,16 @@ impl Hub {
         Ok(())
     }
 
-    /// Serves the hub on `listener` until `shutdown` completes or [`Hub::shutdown`] is
-    /// called; then closes every event stream and waits for the connections to end.
+    /// Serves the hub on `listener` (HTTP/1.1 and h2c) until `shutdown` completes or
+    /// [`Hub::shutdown`] is called, under the hub's [`ServerLimits`](crate::ServerLimits).
+    /// Then it stops accepting, closes every event stream, gives the connections the
+    /// grace period to finish, drops those left and returns: within the grace period,
+    /// however the peers behave.
     pub async fn serve<F>(self, listener: TcpListener, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let token = self.inner.shutdown.clone();
-        let router = self.router();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    () = shutdown => {}
-                    () = token.cancelled() => {}
-                }
-                // Event streams never end on their own: tell them to.
-                token.cancel();
-            })
-            .await
+        crate::server::serve(self, listener, shutdown).await
     }
 
     /// Ends every event stream and stops [`Hub::serve`].

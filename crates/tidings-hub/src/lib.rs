@@ -28,7 +28,9 @@
 //! - [`log`]: history, in memory or in a durable file;
 //! - the fan-out, which hands each update, encoded once, to the subscribers it concerns;
 //! - the HTTP layer: subscribe, publish, the subscriptions API, CORS, `/healthz`,
-//!   `/metrics`.
+//!   `/metrics`;
+//! - the server loop of [`Hub::serve`]: timeouts, connection caps, trusted proxies and a
+//!   bounded shutdown ([`ServerLimits`]).
 
 pub mod auth;
 mod dispatch;
@@ -38,6 +40,7 @@ mod http;
 mod hub;
 pub mod log;
 mod metrics;
+mod server;
 mod stream;
 mod subscription;
 pub mod topic;
@@ -47,4 +50,9 @@ pub use http::{HUB_PATH, SUBSCRIPTIONS_PATH};
 pub use hub::{
     DEFAULT_HEARTBEAT, DEFAULT_MAX_BODY, DEFAULT_MAX_TOPICS, DEFAULT_QUEUE_CAPACITY, Hub,
     HubBuilder, HubError, PublishError,
+};
+pub use server::{
+    AddrRange, AddrRangeError, ClientAddr, DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_WRITE_TIMEOUT, FALLBACK_MAX_CONNECTIONS, ServerLimits,
 };

@@ -22,6 +22,13 @@ pub(crate) struct Metrics {
     pub(crate) replayed_updates: Counter,
     pub(crate) log_appends: Counter,
     pub(crate) log_commits: Counter,
+    pub(crate) tcp_connections: Gauge,
+    pub(crate) refusals_max_connections: Counter,
+    pub(crate) refusals_per_ip: Counter,
+    pub(crate) refusals_forwarded: Counter,
+    pub(crate) timeouts_header: Counter,
+    pub(crate) timeouts_write: Counter,
+    pub(crate) timeouts_idle: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -82,6 +89,16 @@ impl Metrics {
                 "tidings_log_commits_total",
                 "Durable history commits, one fsync each; appends per commit is the group-commit batch.",
             ),
+            tcp_connections: gauge(
+                "tidings_tcp_connections",
+                "Open TCP connections (refused ones not included).",
+            ),
+            refusals_max_connections: refusals(&recorder, "max_connections"),
+            refusals_per_ip: refusals(&recorder, "max_connections_per_ip"),
+            refusals_forwarded: refusals(&recorder, "forwarded_per_ip"),
+            timeouts_header: timeouts(&recorder, "header"),
+            timeouts_write: timeouts(&recorder, "write"),
+            timeouts_idle: timeouts(&recorder, "idle"),
             handle: recorder.handle(),
         }
     }
@@ -90,4 +107,35 @@ impl Metrics {
     pub(crate) fn render(&self) -> String {
         self.handle.render()
     }
+}
+
+/// `tidings_connection_refusals_total{reason}`.
+fn refusals(recorder: &PrometheusRecorder, reason: &'static str) -> Counter {
+    labelled(
+        recorder,
+        "tidings_connection_refusals_total",
+        "Connections (and, through a trusted proxy, requests) refused with 503 over a cap, by cap.",
+        ("reason", reason),
+    )
+}
+
+/// `tidings_timeouts_total{kind}`.
+fn timeouts(recorder: &PrometheusRecorder, kind: &'static str) -> Counter {
+    labelled(
+        recorder,
+        "tidings_timeouts_total",
+        "Connections closed by a deadline: request head (header), socket not draining (write), no request (idle).",
+        ("kind", kind),
+    )
+}
+
+fn labelled(
+    recorder: &PrometheusRecorder,
+    name: &'static str,
+    help: &'static str,
+    (label, value): (&'static str, &'static str),
+) -> Counter {
+    recorder.describe_counter(name.into(), None, help.into());
+    let key = Key::from_parts(name, vec![metrics::Label::new(label, value)]);
+    recorder.register_counter(&key, &META)
 }

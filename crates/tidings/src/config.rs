@@ -234,6 +234,14 @@ pub(crate) struct FileConfig {
     pub(crate) no_subscriptions: Option<bool>,
     pub(crate) queue_size: Option<usize>,
     pub(crate) no_demo: Option<bool>,
+    pub(crate) header_timeout: Option<String>,
+    pub(crate) write_timeout: Option<String>,
+    pub(crate) keep_alive_timeout: Option<String>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_ip: Option<usize>,
+    pub(crate) trusted_proxies: Option<Vec<String>>,
+    pub(crate) h2_max_streams: Option<u32>,
+    pub(crate) shutdown_grace: Option<String>,
 }
 
 impl FileConfig {

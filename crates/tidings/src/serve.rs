@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tidings_hub::auth::{KeyConfig, MercureClaims, SigningKey, generate_secret, mint};
 use tidings_hub::log::Retention;
-use tidings_hub::{DEFAULT_HEARTBEAT, DEFAULT_QUEUE_CAPACITY, Hub, HubBuilder};
+use tidings_hub::{
+    AddrRange, DEFAULT_HEARTBEAT, DEFAULT_QUEUE_CAPACITY, Hub, HubBuilder, ServerLimits,
+};
 
 use crate::config::{FileConfig, key_rule, parse_duration, verifying_key};
 
@@ -95,9 +97,105 @@ pub(crate) struct Args {
     /// Do not run the demo publisher (pings and messages on /demo/ping for the Ping page).
     #[arg(long, env = "TIDINGS_NO_DEMO")]
     no_demo: bool,
+    // Boxed: keeps the subcommands' argument types of like size.
+    #[command(flatten)]
+    server: Box<ServerFlags>,
     /// Check the configuration and exit without starting.
     #[arg(long)]
     check: bool,
+}
+
+/// The server loop's limits: timeouts, connection caps, trusted proxies, shutdown.
+#[derive(Debug, clap::Args)]
+struct ServerFlags {
+    /// How long a client has to send a whole request head; 0 for no limit [default: 10s].
+    #[arg(long, env = "TIDINGS_HEADER_TIMEOUT", value_name = "DURATION")]
+    header_timeout: Option<String>,
+    /// How long a socket may take no bytes before its connection is closed (a subscriber
+    /// that stopped reading); 0 for no limit [default: 30s].
+    #[arg(long, env = "TIDINGS_WRITE_TIMEOUT", value_name = "DURATION")]
+    write_timeout: Option<String>,
+    /// How long a connection may stay without a request before it is closed; 0 for no
+    /// limit [default: 60s].
+    #[arg(long, env = "TIDINGS_KEEP_ALIVE_TIMEOUT", value_name = "DURATION")]
+    keep_alive_timeout: Option<String>,
+    /// The most TCP connections open at once; 0 for no limit [default: the open-file
+    /// limit less 256].
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// The most connections open at once from one client address (through a trusted
+    /// proxy: requests in flight per forwarded address); 0 for no limit [default: 256].
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    max_connections_per_ip: Option<usize>,
+    /// A proxy (address or CIDR range) whose X-Forwarded-For is believed (repeatable).
+    #[arg(
+        long = "trusted-proxy",
+        env = "TIDINGS_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    trusted_proxies: Vec<String>,
+    /// The most concurrent HTTP/2 streams on one connection [default: 100].
+    #[arg(long, env = "TIDINGS_H2_MAX_STREAMS", value_name = "N")]
+    h2_max_streams: Option<u32>,
+    /// On shutdown, how long connections have to finish before they are dropped
+    /// [default: 10s].
+    #[arg(long, env = "TIDINGS_SHUTDOWN_GRACE", value_name = "DURATION")]
+    shutdown_grace: Option<String>,
+}
+
+impl ServerFlags {
+    /// The limits from flags (and environment), else the file, else the defaults.
+    fn resolve(self, file: &FileConfig) -> anyhow::Result<ServerLimits> {
+        let duration = |flag: Option<String>, key: &Option<String>, name: &str| {
+            flag.or_else(|| key.clone())
+                .map(|text| {
+                    parse_duration(&text)
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| format!("--{name}"))
+                })
+                .transpose()
+        };
+        let mut limits = ServerLimits::default();
+        if let Some(d) = duration(self.header_timeout, &file.header_timeout, "header-timeout")? {
+            limits.header_read_timeout = d;
+        }
+        if let Some(d) = duration(self.write_timeout, &file.write_timeout, "write-timeout")? {
+            limits.write_timeout = d;
+        }
+        if let Some(d) = duration(
+            self.keep_alive_timeout,
+            &file.keep_alive_timeout,
+            "keep-alive-timeout",
+        )? {
+            limits.keep_alive_idle_timeout = d;
+        }
+        if let Some(d) = duration(self.shutdown_grace, &file.shutdown_grace, "shutdown-grace")? {
+            limits.shutdown_grace = d;
+        }
+        if let Some(n) = self.max_connections.or(file.max_connections) {
+            limits.max_connections = n;
+        }
+        if let Some(n) = self.max_connections_per_ip.or(file.max_connections_per_ip) {
+            limits.max_connections_per_ip = n;
+        }
+        if let Some(n) = self.h2_max_streams.or(file.h2_max_streams) {
+            if n == 0 {
+                anyhow::bail!("--h2-max-streams must be at least 1");
+            }
+            limits.h2_max_concurrent_streams = n;
+        }
+        let proxies = if self.trusted_proxies.is_empty() {
+            file.trusted_proxies.clone().unwrap_or_default()
+        } else {
+            self.trusted_proxies
+        };
+        limits.trusted_proxies = proxies
+            .iter()
+            .map(|text| text.parse::<AddrRange>().context("--trusted-proxy"))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(limits)
+    }
 }
 
 /// The configuration once flags, environment and file are merged and checked.
@@ -115,6 +213,7 @@ struct Settings {
     queue_size: usize,
     /// Whether to run the demo publisher for the Ping page.
     demo: bool,
+    server: ServerLimits,
 }
 
 impl Settings {
@@ -123,6 +222,7 @@ impl Settings {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
+        let server = args.server.resolve(&file)?;
         let addr_text = args
             .addr
             .or(file.addr)
@@ -224,6 +324,7 @@ impl Settings {
                 subscriptions: !(args.no_subscriptions || file.no_subscriptions.unwrap_or(false)),
                 queue_size,
                 demo: !(args.no_demo || file.no_demo.unwrap_or(false)),
+                server,
             },
             args.check,
         ))
@@ -238,7 +339,8 @@ impl Settings {
             .heartbeat(self.heartbeat)
             .subscriptions(self.subscriptions)
             .pages(true)
-            .queue_capacity(self.queue_size);
+            .queue_capacity(self.queue_size)
+            .server_limits(self.server.clone());
         if let Some(db) = &self.db {
             builder = builder.history_file(db);
         }
@@ -256,7 +358,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (mut settings, check) = Settings::resolve(args)?;
     if check {
         println!(
-            "configuration OK: listen on {}, history {}, anonymous subscribers {}",
+            "configuration OK: listen on {}, history {}, anonymous subscribers {}, at most {} connections ({} per client address)",
             settings.addr,
             settings
                 .db
@@ -267,6 +369,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             } else {
                 "refused"
             },
+            settings.server.max_connections,
+            settings.server.max_connections_per_ip,
         );
         return Ok(ExitCode::SUCCESS);
     }

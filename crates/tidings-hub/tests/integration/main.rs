@@ -1,6 +1,7 @@
 //! Integration tests of the hub over real sockets: each test starts a hub on
 //! `127.0.0.1:0` and talks to it with reqwest, reading streams with `tidings_wire`.
-//! `log` tests the history log on its own, across processes.
+//! `log` tests the history log on its own, across processes; `server` the server loop
+//! under hostile peers.
 
 mod api;
 mod history;
@@ -9,5 +10,6 @@ mod log;
 mod private;
 mod protocol;
 mod resume;
+mod server;
 mod slow;
 mod support;

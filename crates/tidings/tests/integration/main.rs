@@ -1,8 +1,9 @@
 //! Integration tests of the `tidings` binary as a process, against real servers on
 //! 127.0.0.1:0: one module per subcommand, its configuration, and a hub that is killed
-//! and restarted.
+//! and restarted; `shutdown` ends one with SIGTERM while a peer never reads.
 
 mod cli;
 mod crash;
 mod listen;
 mod process;
+mod shutdown;
