@@ -2,9 +2,13 @@
 //! concerns.
 //!
 //! Finding the subscribers of an update does not scan every subscriber: exact selectors
-//! are indexed by topic, `*` subscribers are kept apart, and the subscribers whose URI
-//! templates match a topic are computed once per topic and cached (the cache is kept up
-//! to date as template subscribers come and go). Each subscriber has a bounded queue;
+//! are indexed by topic, `*` subscribers are kept apart, and template subscribers are
+//! grouped by template text, each template matched once for all its subscribers. Which
+//! templates match a topic is computed once per topic and cached as template ids; each
+//! template remembers the cached topics it is listed under. So a subscriber of a
+//! template that already exists touches no cached topic when it comes or goes, and
+//! removing the last subscriber of a template touches only the topics that template
+//! matched, never the whole cache. Each subscriber has a bounded queue;
 //! one whose queue is full is dropped from the registry, which ends its stream once it
 //! has written what it was given; it then resumes from history.
 //!
@@ -25,8 +29,10 @@ use crate::topic::{Selector, SelectorSet};
 /// event, shared with every other subscriber of the same update.
 pub(crate) type Queued = (u64, Bytes);
 
-/// Keeps the template-match cache from growing without bound on hubs whose topics are
-/// all different (it is rebuilt on demand after being cleared).
+/// Keeps the topic → templates cache from growing without bound on hubs whose topics are
+/// all different: when full, it is cleared and rebuilt on demand (clearing costs one pass
+/// over what it holds once per this many new topics; tracking recency would cost on
+/// every update instead).
 const TEMPLATE_CACHE_TOPICS: usize = 16_384;
 
 /// A subscriber as the subscriptions API and the subscription events show it.
@@ -76,16 +82,27 @@ struct Subscriber {
     registration: Arc<Registration>,
 }
 
+/// The subscribers of one template, matched once for all of them.
+struct TemplateGroup {
+    selector: Selector,
+    subscribers: HashSet<u64>,
+    /// The cached topics whose entry lists this template.
+    cached_under: Vec<Arc<str>>,
+}
+
 #[derive(Default)]
 struct Registry {
     next_key: u64,
     subscribers: HashMap<u64, Subscriber>,
     exact: HashMap<String, HashSet<u64>>,
     wildcard: HashSet<u64>,
-    /// Subscribers with at least one template selector, and those selectors.
-    templated: HashMap<u64, Vec<Selector>>,
-    /// Topic → the templated subscribers that match it.
-    template_matches: HashMap<String, Vec<u64>>,
+    next_template: u64,
+    /// Template text → its id in `groups`.
+    template_ids: HashMap<Arc<str>, u64>,
+    /// Template id → the template and its subscribers.
+    groups: HashMap<u64, TemplateGroup>,
+    /// Topic → the ids of the templates that match it.
+    topic_templates: HashMap<Arc<str>, Vec<u64>>,
     /// The position of the last update handed to the registry.
     dispatched: u64,
     /// The id of that update, for the subscriptions API's `lastEventID`.
@@ -93,39 +110,90 @@ struct Registry {
 }
 
 impl Registry {
-    fn template_subscribers(&mut self, topic: &str) -> &[u64] {
-        if !self.template_matches.contains_key(topic) {
-            if self.template_matches.len() >= TEMPLATE_CACHE_TOPICS {
-                self.template_matches.clear();
+    /// Makes sure `topic_templates` lists which templates match `topic`.
+    fn cache_topic(&mut self, topic: &str) {
+        if !self.topic_templates.contains_key(topic) {
+            if self.topic_templates.len() >= TEMPLATE_CACHE_TOPICS {
+                self.topic_templates.clear();
+                for group in self.groups.values_mut() {
+                    group.cached_under.clear();
+                }
             }
-            let matching = self
-                .templated
-                .iter()
-                .filter(|(_, templates)| templates.iter().any(|t| t.matches(topic)))
-                .map(|(&key, _)| key)
-                .collect();
-            self.template_matches.insert(topic.to_owned(), matching);
+            let topic: Arc<str> = topic.into();
+            let mut matching = Vec::new();
+            for (&id, group) in self.groups.iter_mut() {
+                if group.selector.matches(&topic) {
+                    matching.push(id);
+                    group.cached_under.push(Arc::clone(&topic));
+                }
+            }
+            self.topic_templates.insert(topic, matching);
         }
-        &self.template_matches[topic]
+    }
+
+    fn add_template(&mut self, selector: &Selector, key: u64) {
+        if let Some(id) = self.template_ids.get(selector.as_str()) {
+            if let Some(group) = self.groups.get_mut(id) {
+                group.subscribers.insert(key);
+            }
+            return;
+        }
+        let id = self.next_template;
+        self.next_template += 1;
+        // A new template joins the cached topics it matches.
+        let mut cached_under = Vec::new();
+        for (topic, ids) in self.topic_templates.iter_mut() {
+            if selector.matches(topic) {
+                ids.push(id);
+                cached_under.push(Arc::clone(topic));
+            }
+        }
+        self.template_ids.insert(selector.as_str().into(), id);
+        self.groups.insert(
+            id,
+            TemplateGroup {
+                selector: selector.clone(),
+                subscribers: HashSet::from([key]),
+                cached_under,
+            },
+        );
+    }
+
+    fn remove_template(&mut self, source: &str, key: u64) {
+        let Some(&id) = self.template_ids.get(source) else {
+            return;
+        };
+        let Some(group) = self.groups.get_mut(&id) else {
+            return;
+        };
+        group.subscribers.remove(&key);
+        if !group.subscribers.is_empty() {
+            return;
+        }
+        self.template_ids.remove(source);
+        if let Some(group) = self.groups.remove(&id) {
+            for topic in &group.cached_under {
+                if let Some(ids) = self.topic_templates.get_mut(topic) {
+                    ids.retain(|&other| other != id);
+                }
+            }
+        }
     }
 
     fn remove(&mut self, key: u64) -> Option<Subscriber> {
         let subscriber = self.subscribers.remove(&key)?;
         for selector in subscriber.registration.selectors.iter() {
-            if !selector.is_exact() {
-                continue;
-            }
-            if let Some(keys) = self.exact.get_mut(selector.as_str()) {
-                keys.remove(&key);
-                if keys.is_empty() {
-                    self.exact.remove(selector.as_str());
+            if selector.is_wildcard() {
+                self.wildcard.remove(&key);
+            } else if selector.is_exact() {
+                if let Some(keys) = self.exact.get_mut(selector.as_str()) {
+                    keys.remove(&key);
+                    if keys.is_empty() {
+                        self.exact.remove(selector.as_str());
+                    }
                 }
-            }
-        }
-        self.wildcard.remove(&key);
-        if self.templated.remove(&key).is_some() {
-            for keys in self.template_matches.values_mut() {
-                keys.retain(|&k| k != key);
+            } else {
+                self.remove_template(selector.as_str(), key);
             }
         }
         Some(subscriber)
@@ -174,7 +242,6 @@ impl Fanout {
         let mut registry = self.lock();
         let key = registry.next_key;
         registry.next_key += 1;
-        let mut templates = Vec::new();
         for selector in registration.selectors.iter() {
             if selector.is_wildcard() {
                 registry.wildcard.insert(key);
@@ -185,16 +252,8 @@ impl Fanout {
                     .or_default()
                     .insert(key);
             } else {
-                templates.push(selector.clone());
+                registry.add_template(selector, key);
             }
-        }
-        if !templates.is_empty() {
-            for (topic, keys) in registry.template_matches.iter_mut() {
-                if templates.iter().any(|t| t.matches(topic)) {
-                    keys.push(key);
-                }
-            }
-            registry.templated.insert(key, templates);
         }
         registry.subscribers.insert(
             key,
@@ -230,9 +289,14 @@ impl Fanout {
             if let Some(keys) = registry.exact.get(topic.as_str()) {
                 targets.extend(keys.iter().copied());
             }
-            if !registry.templated.is_empty() {
-                let matching = registry.template_subscribers(topic).to_vec();
-                targets.extend(matching);
+            if !registry.groups.is_empty() {
+                let registry = &mut *registry;
+                registry.cache_topic(topic);
+                for id in &registry.topic_templates[topic.as_str()] {
+                    if let Some(group) = registry.groups.get(id) {
+                        targets.extend(group.subscribers.iter().copied());
+                    }
+                }
             }
         }
         if targets.is_empty() {
@@ -413,5 +477,190 @@ mod tests {
         send(&fanout, 8, &["t"], false);
         assert_eq!(fanout.register(registration(&["t"], None)).dispatched, 8);
         assert_eq!(fanout.last_event_id().as_deref(), Some("id-8"));
+    }
+
+    impl Registry {
+        /// Checks the template index against the subscribers it was built from.
+        fn check_template_index(&self) {
+            for (text, id) in &self.template_ids {
+                let group = &self.groups[id];
+                assert_eq!(group.selector.as_str(), &**text);
+                assert!(!group.subscribers.is_empty(), "an empty group is removed");
+                for key in &group.subscribers {
+                    let registration = &self.subscribers[key].registration;
+                    assert!(registration.selectors.iter().any(|s| s.as_str() == &**text));
+                }
+                for topic in &group.cached_under {
+                    assert!(self.topic_templates[topic].contains(id));
+                }
+            }
+            assert_eq!(self.template_ids.len(), self.groups.len());
+            for (topic, ids) in &self.topic_templates {
+                for id in ids {
+                    let group = self.groups.get(id).expect("no id of a removed template");
+                    assert!(group.selector.matches(topic));
+                    assert!(group.cached_under.contains(topic));
+                }
+                for (id, group) in &self.groups {
+                    assert_eq!(group.selector.matches(topic), ids.contains(id), "{topic}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unregistering_among_many_templates_keeps_routing_exact() {
+        let fanout = Fanout::new(64, Metrics::new(), 0);
+        let topics: Vec<String> = (0..20).map(|i| format!("/m/{}/{}", i % 5, i)).collect();
+        let mut subscribers = Vec::new();
+        for i in 0..60 {
+            // 30 distinct templates, each held by two subscribers; some match every
+            // topic, some a fifth of them, some none.
+            let template = match i % 30 {
+                n if n < 10 => format!("/m/{}/{{id{n}}}", n % 5),
+                n if n < 20 => format!("/m/{{a}}/{{b}}{{?x{n}}}"),
+                n => format!("/none/{n}/{{id}}"),
+            };
+            let selectors = [template.as_str(), "/m/0/0"];
+            let registration = registration(&selectors, None);
+            let live = fanout.register(Arc::clone(&registration));
+            subscribers.push((registration, live));
+        }
+        let mut position = 0;
+        let mut check_delivery =
+            |fanout: &Fanout, subscribers: &mut Vec<(Arc<Registration>, Live)>| {
+                for topic in &topics {
+                    position += 1;
+                    send(fanout, position, &[topic], false);
+                    let update = stored(position, &[topic], false).update;
+                    for (registration, live) in subscribers.iter_mut() {
+                        let got = received(live);
+                        let expected: Vec<u64> = if registration.selects(&update) {
+                            vec![position]
+                        } else {
+                            vec![]
+                        };
+                        assert_eq!(got, expected, "{topic} for {:?}", registration.info.topics);
+                    }
+                }
+                fanout.lock().check_template_index();
+            };
+        check_delivery(&fanout, &mut subscribers);
+        // Remove one subscriber of each template first (the groups stay), then the
+        // other (the groups go), checking routing after each round.
+        for round in 0..2 {
+            let mut kept = Vec::new();
+            for (i, (registration, live)) in subscribers.into_iter().enumerate() {
+                if round == 1 || i < 30 {
+                    fanout.unregister(live.key);
+                } else {
+                    kept.push((registration, live));
+                }
+            }
+            subscribers = kept;
+            check_delivery(&fanout, &mut subscribers);
+            let registry = fanout.lock();
+            let expected_groups = if round == 0 { 30 } else { 0 };
+            assert_eq!(registry.groups.len(), expected_groups);
+        }
+        let registry = fanout.lock();
+        assert!(registry.topic_templates.values().all(Vec::is_empty));
+        assert!(registry.exact.is_empty());
+    }
+
+    #[test]
+    fn a_subscriber_of_a_known_template_touches_no_cached_topic() {
+        let fanout = Fanout::new(16, Metrics::new(), 0);
+        let mut first = fanout.register(registration(&["/k/{id}"], None));
+        send(&fanout, 1, &["/k/1"], false);
+        send(&fanout, 2, &["/k/2"], false);
+        let before = fanout.lock().topic_templates.clone();
+        let mut second = fanout.register(registration(&["/k/{id}"], None));
+        assert_eq!(fanout.lock().topic_templates, before);
+        fanout.unregister(first.key);
+        assert_eq!(fanout.lock().topic_templates, before, "the template stays");
+        send(&fanout, 3, &["/k/1"], false);
+        assert_eq!(received(&mut first), [1, 2]);
+        assert_eq!(received(&mut second), [3]);
+        fanout.unregister(second.key);
+        let registry = fanout.lock();
+        assert!(registry.groups.is_empty() && registry.template_ids.is_empty());
+        assert!(registry.topic_templates.values().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn the_topic_cache_is_cleared_when_full_and_rebuilt() {
+        let fanout = Fanout::new(4, Metrics::new(), 0);
+        let mut subscriber = fanout.register(registration(&["/c/{id}"], None));
+        for position in 1..=(TEMPLATE_CACHE_TOPICS as u64 + 10) {
+            send(&fanout, position, &[&format!("/c/{position}")], false);
+            assert_eq!(received(&mut subscriber), [position]);
+        }
+        let registry = fanout.lock();
+        assert!(registry.topic_templates.len() <= TEMPLATE_CACHE_TOPICS);
+        assert!(
+            registry
+                .groups
+                .values()
+                .all(|g| g.cached_under.len() <= TEMPLATE_CACHE_TOPICS)
+        );
+        registry.check_template_index();
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        const TEMPLATES: &[&str] = &["/p/{id}", "/p/{a}{/b}", "{+any}", "/q/{id}", "/p/1"];
+        const TOPICS: &[&str] = &["/p/1", "/p/2", "/p/1/x", "/q/1", "/r"];
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Register(Vec<usize>),
+            Unregister(usize),
+            Send(usize),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                proptest::collection::vec(0..TEMPLATES.len(), 1..3).prop_map(Op::Register),
+                any::<usize>().prop_map(Op::Unregister),
+                (0..TOPICS.len()).prop_map(Op::Send),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn routing_matches_a_scan_of_every_subscriber(ops in proptest::collection::vec(op(), 1..60)) {
+                let fanout = Fanout::new(1024, Metrics::new(), 0);
+                let mut live: Vec<(Arc<Registration>, Live)> = Vec::new();
+                let mut position = 0;
+                for op in ops {
+                    match op {
+                        Op::Register(templates) => {
+                            let selectors: Vec<&str> = templates.iter().map(|&i| TEMPLATES[i]).collect();
+                            let registration = registration(&selectors, None);
+                            let l = fanout.register(Arc::clone(&registration));
+                            live.push((registration, l));
+                        }
+                        Op::Unregister(i) if !live.is_empty() => {
+                            let (_, l) = live.remove(i % live.len());
+                            fanout.unregister(l.key);
+                        }
+                        Op::Unregister(_) => {}
+                        Op::Send(t) => {
+                            position += 1;
+                            send(&fanout, position, &[TOPICS[t]], false);
+                            let update = stored(position, &[TOPICS[t]], false).update;
+                            for (registration, l) in live.iter_mut() {
+                                let expected: Vec<u64> = if registration.selects(&update) { vec![position] } else { vec![] };
+                                prop_assert_eq!(received(l), expected);
+                            }
+                        }
+                    }
+                    fanout.lock().check_template_index();
+                }
+            }
+        }
     }
 }

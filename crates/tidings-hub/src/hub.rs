@@ -82,6 +82,7 @@ pub(crate) struct Config {
     pub(crate) queue_capacity: usize,
     pub(crate) subscriptions: bool,
     pub(crate) pages: bool,
+    pub(crate) selector_limits: crate::topic::SelectorLimits,
 }
 
 /// Builds a [`Hub`].
@@ -227,6 +228,14 @@ impl HubBuilder {
         self
     }
 
+    /// The limits on the topic selectors of a subscription (the `topic` query
+    /// parameters); a selector over them is refused with 400. See
+    /// [`SelectorLimits`](crate::topic::SelectorLimits) for the defaults.
+    pub fn selector_limits(mut self, limits: crate::topic::SelectorLimits) -> Self {
+        self.config.selector_limits = limits;
+        self
+    }
+
     /// Opens the history and starts the hub's dispatch task. Must run inside a tokio
     /// runtime.
     pub async fn build(self) -> Result<Hub, HubError> {
@@ -319,6 +328,7 @@ impl Hub {
                 queue_capacity: DEFAULT_QUEUE_CAPACITY,
                 subscriptions: true,
                 pages: false,
+                selector_limits: crate::topic::SelectorLimits::default(),
             },
         }
     }

@@ -22,6 +22,8 @@ pub(crate) struct Metrics {
     pub(crate) replayed_updates: Counter,
     pub(crate) log_appends: Counter,
     pub(crate) log_commits: Counter,
+    pub(crate) selector_refusals: Counter,
+    pub(crate) template_cache_bytes: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -81,6 +83,14 @@ impl Metrics {
             log_commits: counter(
                 "tidings_log_commits_total",
                 "Durable history commits, one fsync each; appends per commit is the group-commit batch.",
+            ),
+            selector_refusals: counter(
+                "tidings_selector_refusals_total",
+                "Subscriptions refused because a topic selector was over a limit (length, complexity, compiled size).",
+            ),
+            template_cache_bytes: gauge(
+                "tidings_template_cache_bytes",
+                "Bytes of compiled URI templates in the process-wide cache.",
             ),
             handle: recorder.handle(),
         }

@@ -25,7 +25,6 @@ use crate::fanout::{Queued, Registration, SubscriberInfo};
 use crate::hub::Hub;
 use crate::log::{Cursor, Update};
 use crate::subscription;
-use crate::topic::Selector;
 
 /// Updates read from history per log request during replay.
 const REPLAY_BATCH: usize = 256;
@@ -88,9 +87,15 @@ async fn open(hub: Hub, headers: &HeaderMap, uri: &Uri) -> Result<Response, Refu
         topics: topics.clone(),
         payload: claims.as_ref().and_then(|c| c.payload.clone()),
     });
+    let selectors = crate::topic::compile_subscription(&topics, &hub.config().selector_limits)
+        .await
+        .map_err(|err| {
+            hub.inner.metrics.selector_refusals.increment(1);
+            Refusal::bad_request(err.to_string())
+        })?;
     let registration = Arc::new(Registration {
         info: Arc::clone(&info),
-        selectors: topics.iter().map(|t| Selector::new(t)).collect(),
+        selectors,
         // A token without `mercure.subscribe` gets public updates only, like no token.
         private: claims.and_then(|c| c.subscribe),
     });
