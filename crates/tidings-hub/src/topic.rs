@@ -1682,6 +1682,29 @@ mod tests {
         ));
     }
 
+    #[tokio::test(flavor = "current_thread")]
+    async fn compiling_a_subscription_leaves_the_async_thread_free() {
+        // Templates never seen before, so they are compiled, which takes milliseconds.
+        let sources: Vec<String> = (0..8).map(|n| format!("/free/{n}/{{v:64}}")).collect();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let ticks = std::sync::atomic::AtomicUsize::new(0);
+        let compile = async {
+            let selectors = compile_subscription(&sources, &SelectorLimits::default()).await;
+            done.store(true, Ordering::SeqCst);
+            (selectors, ticks.load(Ordering::SeqCst))
+        };
+        let ticker = async {
+            while !done.load(Ordering::SeqCst) {
+                ticks.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        };
+        let ((selectors, ticks_while_compiling), ()) = tokio::join!(compile, ticker);
+        assert_eq!(selectors.unwrap().len(), 8);
+        // On one thread, an inline compile would have finished before the ticker ran.
+        assert!(ticks_while_compiling > 0);
+    }
+
     #[test]
     fn a_template_matches_its_own_text() {
         let s = Selector::new("https://example.com/books/{id}");

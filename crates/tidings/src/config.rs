@@ -106,6 +106,11 @@ pub(crate) struct FileConfig {
     pub(crate) heartbeat: Option<String>,
     pub(crate) no_subscriptions: Option<bool>,
     pub(crate) queue_size: Option<usize>,
+    pub(crate) max_selector_length: Option<usize>,
+    pub(crate) max_template_prefix: Option<u16>,
+    pub(crate) max_template_bytes: Option<usize>,
+    pub(crate) max_subscription_template_bytes: Option<usize>,
+    pub(crate) template_cache_size: Option<usize>,
     pub(crate) no_demo: Option<bool>,
 }
 

@@ -8,5 +8,6 @@ mod log;
 mod private;
 mod protocol;
 mod resume;
+mod selectors;
 mod slow;
 mod support;
