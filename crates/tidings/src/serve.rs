@@ -86,7 +86,7 @@ pub(crate) struct Args {
     /// The largest prefix modifier (`{v:N}`) in a subscriber's template [default: 64].
     #[arg(long, env = "TIDINGS_MAX_TEMPLATE_PREFIX", value_name = "N")]
     max_template_prefix: Option<u16>,
-    /// The most memory one compiled template of a subscriber may take [default: 262144].
+    /// The most memory one compiled template of a subscriber may take [default: 131072].
     #[arg(long, env = "TIDINGS_MAX_TEMPLATE_BYTES", value_name = "BYTES")]
     max_template_bytes: Option<usize>,
     /// The most memory the templates of one subscription may take [default: 1048576].
