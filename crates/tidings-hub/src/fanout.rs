@@ -5,17 +5,19 @@
 //! are indexed by topic, `*` subscribers are kept apart, and template subscribers are
 //! grouped by template text, each template matched once for all its subscribers. Which
 //! templates match a topic is computed once per topic and cached as template ids; each
-//! template remembers the cached topics it is listed under. So a subscriber of a
-//! template that already exists touches no cached topic when it comes or goes, and
-//! removing the last subscriber of a template touches only the topics that template
-//! matched, never the whole cache. Each subscriber has a bounded queue;
+//! template remembers the cached topics it is listed under. Template ids only grow, and
+//! a cached topic remembers up to which id it was tried, so a new template is tried
+//! against a cached topic when that topic is next dispatched, not when the template is
+//! registered. So registering a subscriber touches no cached topic, and removing the
+//! last subscriber of a template touches only the topics that template matched, never
+//! the whole cache. Each subscriber has a bounded queue;
 //! one whose queue is full is dropped from the registry, which ends its stream once it
 //! has written what it was given; it then resumes from history.
 //!
 //! The registry sits behind a `std` mutex: every operation under it is short and never
 //! awaits (queueing uses `try_send`), so an async lock would only add cost.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -90,6 +92,16 @@ struct TemplateGroup {
     cached_under: Vec<Arc<str>>,
 }
 
+/// Which templates match a cached topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct TopicEntry {
+    /// The ids of the matching templates.
+    ids: Vec<u64>,
+    /// Every template with a smaller id was tried. Templates registered later are tried
+    /// when the topic is next dispatched, so registering touches no cached topic.
+    tried_below: u64,
+}
+
 #[derive(Default)]
 struct Registry {
     next_key: u64,
@@ -99,10 +111,11 @@ struct Registry {
     next_template: u64,
     /// Template text → its id in `groups`.
     template_ids: HashMap<Arc<str>, u64>,
-    /// Template id → the template and its subscribers.
-    groups: HashMap<u64, TemplateGroup>,
-    /// Topic → the ids of the templates that match it.
-    topic_templates: HashMap<Arc<str>, Vec<u64>>,
+    /// Template id → the template and its subscribers. Ids only grow, so the templates
+    /// registered after a point are a range.
+    groups: BTreeMap<u64, TemplateGroup>,
+    /// Topic → the templates that match it.
+    topic_templates: HashMap<Arc<str>, TopicEntry>,
     /// The position of the last update handed to the registry.
     dispatched: u64,
     /// The id of that update, for the subscriptions API's `lastEventID`.
@@ -110,25 +123,42 @@ struct Registry {
 }
 
 impl Registry {
-    /// Makes sure `topic_templates` lists which templates match `topic`.
+    /// Makes sure `topic_templates` lists which templates match `topic`: computed once,
+    /// then only the templates registered since are tried.
     fn cache_topic(&mut self, topic: &str) {
-        if !self.topic_templates.contains_key(topic) {
-            if self.topic_templates.len() >= TEMPLATE_CACHE_TOPICS {
-                self.topic_templates.clear();
-                for group in self.groups.values_mut() {
-                    group.cached_under.clear();
+        let tried_below = match self.topic_templates.get(topic) {
+            Some(entry) if entry.tried_below == self.next_template => return,
+            Some(entry) => entry.tried_below,
+            None => {
+                if self.topic_templates.len() >= TEMPLATE_CACHE_TOPICS {
+                    self.topic_templates.clear();
+                    for group in self.groups.values_mut() {
+                        group.cached_under.clear();
+                    }
                 }
+                0
             }
-            let topic: Arc<str> = topic.into();
-            let mut matching = Vec::new();
-            for (&id, group) in self.groups.iter_mut() {
-                if group.selector.matches(&topic) {
-                    matching.push(id);
-                    group.cached_under.push(Arc::clone(&topic));
-                }
+        };
+        let topic: Arc<str> = match self.topic_templates.get_key_value(topic) {
+            Some((key, _)) => Arc::clone(key),
+            None => topic.into(),
+        };
+        let mut matching = Vec::new();
+        for (&id, group) in self.groups.range_mut(tried_below..) {
+            if group.selector.matches(&topic) {
+                matching.push(id);
+                group.cached_under.push(Arc::clone(&topic));
             }
-            self.topic_templates.insert(topic, matching);
         }
+        let entry = self
+            .topic_templates
+            .entry(topic)
+            .or_insert_with(|| TopicEntry {
+                ids: Vec::new(),
+                tried_below: 0,
+            });
+        entry.ids.extend(matching);
+        entry.tried_below = self.next_template;
     }
 
     fn add_template(&mut self, selector: &Selector, key: u64) {
@@ -138,23 +168,16 @@ impl Registry {
             }
             return;
         }
+        // No cached topic is touched: each tries the new template when next dispatched.
         let id = self.next_template;
         self.next_template += 1;
-        // A new template joins the cached topics it matches.
-        let mut cached_under = Vec::new();
-        for (topic, ids) in self.topic_templates.iter_mut() {
-            if selector.matches(topic) {
-                ids.push(id);
-                cached_under.push(Arc::clone(topic));
-            }
-        }
         self.template_ids.insert(selector.as_str().into(), id);
         self.groups.insert(
             id,
             TemplateGroup {
                 selector: selector.clone(),
                 subscribers: HashSet::from([key]),
-                cached_under,
+                cached_under: Vec::new(),
             },
         );
     }
@@ -173,8 +196,8 @@ impl Registry {
         self.template_ids.remove(source);
         if let Some(group) = self.groups.remove(&id) {
             for topic in &group.cached_under {
-                if let Some(ids) = self.topic_templates.get_mut(topic) {
-                    ids.retain(|&other| other != id);
+                if let Some(entry) = self.topic_templates.get_mut(topic) {
+                    entry.ids.retain(|&other| other != id);
                 }
             }
         }
@@ -292,7 +315,7 @@ impl Fanout {
             if !registry.groups.is_empty() {
                 let registry = &mut *registry;
                 registry.cache_topic(topic);
-                for id in &registry.topic_templates[topic.as_str()] {
+                for id in &registry.topic_templates[topic.as_str()].ids {
                     if let Some(group) = registry.groups.get(id) {
                         targets.extend(group.subscribers.iter().copied());
                     }
@@ -491,18 +514,24 @@ mod tests {
                     assert!(registration.selectors.iter().any(|s| s.as_str() == &**text));
                 }
                 for topic in &group.cached_under {
-                    assert!(self.topic_templates[topic].contains(id));
+                    assert!(self.topic_templates[topic].ids.contains(id));
                 }
             }
             assert_eq!(self.template_ids.len(), self.groups.len());
-            for (topic, ids) in &self.topic_templates {
-                for id in ids {
+            for (topic, entry) in &self.topic_templates {
+                assert!(entry.tried_below <= self.next_template);
+                for id in &entry.ids {
                     let group = self.groups.get(id).expect("no id of a removed template");
                     assert!(group.selector.matches(topic));
                     assert!(group.cached_under.contains(topic));
+                    assert!(*id < entry.tried_below);
                 }
-                for (id, group) in &self.groups {
-                    assert_eq!(group.selector.matches(topic), ids.contains(id), "{topic}");
+                for (id, group) in self.groups.range(..entry.tried_below) {
+                    assert_eq!(
+                        group.selector.matches(topic),
+                        entry.ids.contains(id),
+                        "{topic}"
+                    );
                 }
             }
         }
@@ -564,7 +593,7 @@ mod tests {
             assert_eq!(registry.groups.len(), expected_groups);
         }
         let registry = fanout.lock();
-        assert!(registry.topic_templates.values().all(Vec::is_empty));
+        assert!(registry.topic_templates.values().all(|e| e.ids.is_empty()));
         assert!(registry.exact.is_empty());
     }
 
@@ -585,7 +614,28 @@ mod tests {
         fanout.unregister(second.key);
         let registry = fanout.lock();
         assert!(registry.groups.is_empty() && registry.template_ids.is_empty());
-        assert!(registry.topic_templates.values().all(Vec::is_empty));
+        assert!(registry.topic_templates.values().all(|e| e.ids.is_empty()));
+    }
+
+    #[test]
+    fn a_new_template_touches_no_cached_topic_until_the_topic_comes_again() {
+        let fanout = Fanout::new(16, Metrics::new(), 0);
+        let _early = fanout.register(registration(&["/n/{id}"], None));
+        for position in 1..=3 {
+            send(&fanout, position, &[&format!("/n/{position}")], false);
+        }
+        let before = fanout.lock().topic_templates.clone();
+        let mut late = fanout.register(registration(&["/{section}/2"], None));
+        assert_eq!(fanout.lock().topic_templates, before);
+        send(&fanout, 4, &["/n/2"], false);
+        assert_eq!(received(&mut late), [4]);
+        let registry = fanout.lock();
+        assert_eq!(registry.topic_templates["/n/2"].ids.len(), 2);
+        assert_eq!(
+            registry.topic_templates["/n/1"], before["/n/1"],
+            "not dispatched again"
+        );
+        registry.check_template_index();
     }
 
     #[test]
