@@ -2,16 +2,22 @@
 //! concerns.
 //!
 //! Finding the subscribers of an update does not scan every subscriber: exact selectors
-//! are indexed by topic, `*` subscribers are kept apart, and the subscribers whose URI
-//! templates match a topic are computed once per topic and cached (the cache is kept up
-//! to date as template subscribers come and go). Each subscriber has a bounded queue;
+//! are indexed by topic, `*` subscribers are kept apart, and template subscribers are
+//! grouped by template text, each template matched once for all its subscribers. Which
+//! templates match a topic is computed once per topic and cached as template ids; each
+//! template remembers the cached topics it is listed under. Template ids only grow, and
+//! a cached topic remembers up to which id it was tried, so a new template is tried
+//! against a cached topic when that topic is next dispatched, not when the template is
+//! registered. So registering a subscriber touches no cached topic, and removing the
+//! last subscriber of a template touches only the topics that template matched, never
+//! the whole cache. Each subscriber has a bounded queue;
 //! one whose queue is full is dropped from the registry, which ends its stream once it
 //! has written what it was given; it then resumes from history.
 //!
 //! The registry sits behind a `std` mutex: every operation under it is short and never
 //! awaits (queueing uses `try_send`), so an async lock would only add cost.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -30,8 +36,10 @@ pub(crate) type Queued = (u64, Bytes);
 /// replayed, never dropped as already sent. Log positions start at 1.
 pub(crate) const LIVE_ONLY: u64 = 0;
 
-/// Keeps the template-match cache from growing without bound on hubs whose topics are
-/// all different (it is rebuilt on demand after being cleared).
+/// Keeps the topic → templates cache from growing without bound on hubs whose topics are
+/// all different: when full, it is cleared and rebuilt on demand (clearing costs one pass
+/// over what it holds once per this many new topics; tracking recency would cost on
+/// every update instead).
 const TEMPLATE_CACHE_TOPICS: usize = 16_384;
 
 /// A subscriber as the subscriptions API and the subscription events show it.
@@ -81,16 +89,38 @@ struct Subscriber {
     registration: Arc<Registration>,
 }
 
+/// The subscribers of one template, matched once for all of them.
+struct TemplateGroup {
+    selector: Selector,
+    subscribers: HashSet<u64>,
+    /// The cached topics whose entry lists this template.
+    cached_under: Vec<Arc<str>>,
+}
+
+/// Which templates match a cached topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct TopicEntry {
+    /// The ids of the matching templates.
+    ids: Vec<u64>,
+    /// Every template with a smaller id was tried. Templates registered later are tried
+    /// when the topic is next dispatched, so registering touches no cached topic.
+    tried_below: u64,
+}
+
 #[derive(Default)]
 struct Registry {
     next_key: u64,
     subscribers: HashMap<u64, Subscriber>,
     exact: HashMap<String, HashSet<u64>>,
     wildcard: HashSet<u64>,
-    /// Subscribers with at least one template selector, and those selectors.
-    templated: HashMap<u64, Vec<Selector>>,
-    /// Topic → the templated subscribers that match it.
-    template_matches: HashMap<String, Vec<u64>>,
+    next_template: u64,
+    /// Template text → its id in `groups`.
+    template_ids: HashMap<Arc<str>, u64>,
+    /// Template id → the template and its subscribers. Ids only grow, so the templates
+    /// registered after a point are a range.
+    groups: BTreeMap<u64, TemplateGroup>,
+    /// Topic → the templates that match it.
+    topic_templates: HashMap<Arc<str>, TopicEntry>,
     /// The position of the last update handed to the registry.
     dispatched: u64,
     /// The id of that update, for the subscriptions API's `lastEventID`.
@@ -98,20 +128,84 @@ struct Registry {
 }
 
 impl Registry {
-    fn template_subscribers(&mut self, topic: &str) -> &[u64] {
-        if !self.template_matches.contains_key(topic) {
-            if self.template_matches.len() >= TEMPLATE_CACHE_TOPICS {
-                self.template_matches.clear();
+    /// Makes sure `topic_templates` lists which templates match `topic`: computed once,
+    /// then only the templates registered since are tried.
+    fn cache_topic(&mut self, topic: &str) {
+        let tried_below = match self.topic_templates.get(topic) {
+            Some(entry) if entry.tried_below == self.next_template => return,
+            Some(entry) => entry.tried_below,
+            None => {
+                if self.topic_templates.len() >= TEMPLATE_CACHE_TOPICS {
+                    self.topic_templates.clear();
+                    for group in self.groups.values_mut() {
+                        group.cached_under.clear();
+                    }
+                }
+                0
             }
-            let matching = self
-                .templated
-                .iter()
-                .filter(|(_, templates)| templates.iter().any(|t| t.matches(topic)))
-                .map(|(&key, _)| key)
-                .collect();
-            self.template_matches.insert(topic.to_owned(), matching);
+        };
+        let topic: Arc<str> = match self.topic_templates.get_key_value(topic) {
+            Some((key, _)) => Arc::clone(key),
+            None => topic.into(),
+        };
+        let mut matching = Vec::new();
+        for (&id, group) in self.groups.range_mut(tried_below..) {
+            if group.selector.matches(&topic) {
+                matching.push(id);
+                group.cached_under.push(Arc::clone(&topic));
+            }
         }
-        &self.template_matches[topic]
+        let entry = self
+            .topic_templates
+            .entry(topic)
+            .or_insert_with(|| TopicEntry {
+                ids: Vec::new(),
+                tried_below: 0,
+            });
+        entry.ids.extend(matching);
+        entry.tried_below = self.next_template;
+    }
+
+    fn add_template(&mut self, selector: &Selector, key: u64) {
+        if let Some(id) = self.template_ids.get(selector.as_str()) {
+            if let Some(group) = self.groups.get_mut(id) {
+                group.subscribers.insert(key);
+            }
+            return;
+        }
+        // No cached topic is touched: each tries the new template when next dispatched.
+        let id = self.next_template;
+        self.next_template += 1;
+        self.template_ids.insert(selector.as_str().into(), id);
+        self.groups.insert(
+            id,
+            TemplateGroup {
+                selector: selector.clone(),
+                subscribers: HashSet::from([key]),
+                cached_under: Vec::new(),
+            },
+        );
+    }
+
+    fn remove_template(&mut self, source: &str, key: u64) {
+        let Some(&id) = self.template_ids.get(source) else {
+            return;
+        };
+        let Some(group) = self.groups.get_mut(&id) else {
+            return;
+        };
+        group.subscribers.remove(&key);
+        if !group.subscribers.is_empty() {
+            return;
+        }
+        self.template_ids.remove(source);
+        if let Some(group) = self.groups.remove(&id) {
+            for topic in &group.cached_under {
+                if let Some(entry) = self.topic_templates.get_mut(topic) {
+                    entry.ids.retain(|&other| other != id);
+                }
+            }
+        }
     }
 
     /// The subscribers whose selectors match one of the update's topics, each once.
@@ -121,9 +215,13 @@ impl Registry {
             if let Some(keys) = self.exact.get(topic.as_str()) {
                 targets.extend(keys.iter().copied());
             }
-            if !self.templated.is_empty() {
-                let matching = self.template_subscribers(topic).to_vec();
-                targets.extend(matching);
+            if !self.groups.is_empty() {
+                self.cache_topic(topic);
+                for id in &self.topic_templates[topic.as_str()].ids {
+                    if let Some(group) = self.groups.get(id) {
+                        targets.extend(group.subscribers.iter().copied());
+                    }
+                }
             }
         }
         // A subscriber that matches through several selectors or topics gets one copy.
@@ -135,20 +233,17 @@ impl Registry {
     fn remove(&mut self, key: u64) -> Option<Subscriber> {
         let subscriber = self.subscribers.remove(&key)?;
         for selector in subscriber.registration.selectors.iter() {
-            if !selector.is_exact() {
-                continue;
-            }
-            if let Some(keys) = self.exact.get_mut(selector.as_str()) {
-                keys.remove(&key);
-                if keys.is_empty() {
-                    self.exact.remove(selector.as_str());
+            if selector.is_wildcard() {
+                self.wildcard.remove(&key);
+            } else if selector.is_exact() {
+                if let Some(keys) = self.exact.get_mut(selector.as_str()) {
+                    keys.remove(&key);
+                    if keys.is_empty() {
+                        self.exact.remove(selector.as_str());
+                    }
                 }
-            }
-        }
-        self.wildcard.remove(&key);
-        if self.templated.remove(&key).is_some() {
-            for keys in self.template_matches.values_mut() {
-                keys.retain(|&k| k != key);
+            } else {
+                self.remove_template(selector.as_str(), key);
             }
         }
         Some(subscriber)
@@ -197,7 +292,6 @@ impl Fanout {
         let mut registry = self.lock();
         let key = registry.next_key;
         registry.next_key += 1;
-        let mut templates = Vec::new();
         for selector in registration.selectors.iter() {
             if selector.is_wildcard() {
                 registry.wildcard.insert(key);
@@ -208,16 +302,8 @@ impl Fanout {
                     .or_default()
                     .insert(key);
             } else {
-                templates.push(selector.clone());
+                registry.add_template(selector, key);
             }
-        }
-        if !templates.is_empty() {
-            for (topic, keys) in registry.template_matches.iter_mut() {
-                if templates.iter().any(|t| t.matches(topic)) {
-                    keys.push(key);
-                }
-            }
-            registry.templated.insert(key, templates);
         }
         registry.subscribers.insert(
             key,
@@ -452,5 +538,217 @@ mod tests {
         send(&fanout, 8, &["t"], false);
         assert_eq!(fanout.register(registration(&["t"], None)).dispatched, 8);
         assert_eq!(fanout.last_event_id().as_deref(), Some("id-8"));
+    }
+
+    impl Registry {
+        /// Checks the template index against the subscribers it was built from.
+        fn check_template_index(&self) {
+            for (text, id) in &self.template_ids {
+                let group = &self.groups[id];
+                assert_eq!(group.selector.as_str(), &**text);
+                assert!(!group.subscribers.is_empty(), "an empty group is removed");
+                for key in &group.subscribers {
+                    let registration = &self.subscribers[key].registration;
+                    assert!(registration.selectors.iter().any(|s| s.as_str() == &**text));
+                }
+                for topic in &group.cached_under {
+                    assert!(self.topic_templates[topic].ids.contains(id));
+                }
+            }
+            assert_eq!(self.template_ids.len(), self.groups.len());
+            for (topic, entry) in &self.topic_templates {
+                assert!(entry.tried_below <= self.next_template);
+                for id in &entry.ids {
+                    let group = self.groups.get(id).expect("no id of a removed template");
+                    assert!(group.selector.matches(topic));
+                    assert!(group.cached_under.contains(topic));
+                    assert!(*id < entry.tried_below);
+                }
+                for (id, group) in self.groups.range(..entry.tried_below) {
+                    assert_eq!(
+                        group.selector.matches(topic),
+                        entry.ids.contains(id),
+                        "{topic}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unregistering_among_many_templates_keeps_routing_exact() {
+        let fanout = Fanout::new(64, Metrics::new(), 0);
+        let topics: Vec<String> = (0..20).map(|i| format!("/m/{}/{}", i % 5, i)).collect();
+        let mut subscribers = Vec::new();
+        for i in 0..60 {
+            // 30 distinct templates, each held by two subscribers; some match every
+            // topic, some a fifth of them, some none.
+            let template = match i % 30 {
+                n if n < 10 => format!("/m/{}/{{id{n}}}", n % 5),
+                n if n < 20 => format!("/m/{{a}}/{{b}}{{?x{n}}}"),
+                n => format!("/none/{n}/{{id}}"),
+            };
+            let selectors = [template.as_str(), "/m/0/0"];
+            let registration = registration(&selectors, None);
+            let live = fanout.register(Arc::clone(&registration));
+            subscribers.push((registration, live));
+        }
+        let mut position = 0;
+        let mut check_delivery =
+            |fanout: &Fanout, subscribers: &mut Vec<(Arc<Registration>, Live)>| {
+                for topic in &topics {
+                    position += 1;
+                    send(fanout, position, &[topic], false);
+                    let update = stored(position, &[topic], false).update;
+                    for (registration, live) in subscribers.iter_mut() {
+                        let got = received(live);
+                        let expected: Vec<u64> = if registration.selects(&update) {
+                            vec![position]
+                        } else {
+                            vec![]
+                        };
+                        assert_eq!(got, expected, "{topic} for {:?}", registration.info.topics);
+                    }
+                }
+                fanout.lock().check_template_index();
+            };
+        check_delivery(&fanout, &mut subscribers);
+        // Remove one subscriber of each template first (the groups stay), then the
+        // other (the groups go), checking routing after each round.
+        for round in 0..2 {
+            let mut kept = Vec::new();
+            for (i, (registration, live)) in subscribers.into_iter().enumerate() {
+                if round == 1 || i < 30 {
+                    fanout.unregister(live.key);
+                } else {
+                    kept.push((registration, live));
+                }
+            }
+            subscribers = kept;
+            check_delivery(&fanout, &mut subscribers);
+            let registry = fanout.lock();
+            let expected_groups = if round == 0 { 30 } else { 0 };
+            assert_eq!(registry.groups.len(), expected_groups);
+        }
+        let registry = fanout.lock();
+        assert!(registry.topic_templates.values().all(|e| e.ids.is_empty()));
+        assert!(registry.exact.is_empty());
+    }
+
+    #[test]
+    fn a_subscriber_of_a_known_template_touches_no_cached_topic() {
+        let fanout = Fanout::new(16, Metrics::new(), 0);
+        let mut first = fanout.register(registration(&["/k/{id}"], None));
+        send(&fanout, 1, &["/k/1"], false);
+        send(&fanout, 2, &["/k/2"], false);
+        let before = fanout.lock().topic_templates.clone();
+        let mut second = fanout.register(registration(&["/k/{id}"], None));
+        assert_eq!(fanout.lock().topic_templates, before);
+        fanout.unregister(first.key);
+        assert_eq!(fanout.lock().topic_templates, before, "the template stays");
+        send(&fanout, 3, &["/k/1"], false);
+        assert_eq!(received(&mut first), [1, 2]);
+        assert_eq!(received(&mut second), [3]);
+        fanout.unregister(second.key);
+        let registry = fanout.lock();
+        assert!(registry.groups.is_empty() && registry.template_ids.is_empty());
+        assert!(registry.topic_templates.values().all(|e| e.ids.is_empty()));
+    }
+
+    #[test]
+    fn a_new_template_touches_no_cached_topic_until_the_topic_comes_again() {
+        let fanout = Fanout::new(16, Metrics::new(), 0);
+        let _early = fanout.register(registration(&["/n/{id}"], None));
+        for position in 1..=3 {
+            send(&fanout, position, &[&format!("/n/{position}")], false);
+        }
+        let before = fanout.lock().topic_templates.clone();
+        let mut late = fanout.register(registration(&["/{section}/2"], None));
+        assert_eq!(fanout.lock().topic_templates, before);
+        send(&fanout, 4, &["/n/2"], false);
+        assert_eq!(received(&mut late), [4]);
+        let registry = fanout.lock();
+        assert_eq!(registry.topic_templates["/n/2"].ids.len(), 2);
+        assert_eq!(
+            registry.topic_templates["/n/1"], before["/n/1"],
+            "not dispatched again"
+        );
+        registry.check_template_index();
+    }
+
+    #[test]
+    fn the_topic_cache_is_cleared_when_full_and_rebuilt() {
+        let fanout = Fanout::new(4, Metrics::new(), 0);
+        let mut subscriber = fanout.register(registration(&["/c/{id}"], None));
+        for position in 1..=(TEMPLATE_CACHE_TOPICS as u64 + 10) {
+            send(&fanout, position, &[&format!("/c/{position}")], false);
+            assert_eq!(received(&mut subscriber), [position]);
+        }
+        let registry = fanout.lock();
+        assert!(registry.topic_templates.len() <= TEMPLATE_CACHE_TOPICS);
+        assert!(
+            registry
+                .groups
+                .values()
+                .all(|g| g.cached_under.len() <= TEMPLATE_CACHE_TOPICS)
+        );
+        registry.check_template_index();
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        const TEMPLATES: &[&str] = &["/p/{id}", "/p/{a}{/b}", "{+any}", "/q/{id}", "/p/1"];
+        const TOPICS: &[&str] = &["/p/1", "/p/2", "/p/1/x", "/q/1", "/r"];
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Register(Vec<usize>),
+            Unregister(usize),
+            Send(usize),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                proptest::collection::vec(0..TEMPLATES.len(), 1..3).prop_map(Op::Register),
+                any::<usize>().prop_map(Op::Unregister),
+                (0..TOPICS.len()).prop_map(Op::Send),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn routing_matches_a_scan_of_every_subscriber(ops in proptest::collection::vec(op(), 1..60)) {
+                let fanout = Fanout::new(1024, Metrics::new(), 0);
+                let mut live: Vec<(Arc<Registration>, Live)> = Vec::new();
+                let mut position = 0;
+                for op in ops {
+                    match op {
+                        Op::Register(templates) => {
+                            let selectors: Vec<&str> = templates.iter().map(|&i| TEMPLATES[i]).collect();
+                            let registration = registration(&selectors, None);
+                            let l = fanout.register(Arc::clone(&registration));
+                            live.push((registration, l));
+                        }
+                        Op::Unregister(i) if !live.is_empty() => {
+                            let (_, l) = live.remove(i % live.len());
+                            fanout.unregister(l.key);
+                        }
+                        Op::Unregister(_) => {}
+                        Op::Send(t) => {
+                            position += 1;
+                            send(&fanout, position, &[TOPICS[t]], false);
+                            let update = stored(position, &[TOPICS[t]], false).update;
+                            for (registration, l) in live.iter_mut() {
+                                let expected: Vec<u64> = if registration.selects(&update) { vec![position] } else { vec![] };
+                                prop_assert_eq!(received(l), expected);
+                            }
+                        }
+                    }
+                    fanout.lock().check_template_index();
+                }
+            }
+        }
     }
 }

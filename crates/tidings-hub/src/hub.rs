@@ -83,6 +83,7 @@ pub(crate) struct Config {
     pub(crate) subscriptions: bool,
     pub(crate) pages: bool,
     pub(crate) server: crate::server::ServerLimits,
+    pub(crate) selector_limits: crate::topic::SelectorLimits,
 }
 
 /// Builds a [`Hub`].
@@ -235,6 +236,14 @@ impl HubBuilder {
         self
     }
 
+    /// The limits on the topic selectors of a subscription (the `topic` query
+    /// parameters); a selector over them is refused with 400. See
+    /// [`SelectorLimits`](crate::topic::SelectorLimits) for the defaults.
+    pub fn selector_limits(mut self, limits: crate::topic::SelectorLimits) -> Self {
+        self.config.selector_limits = limits;
+        self
+    }
+
     /// Opens the history and starts the hub's dispatch task. Must run inside a tokio
     /// runtime.
     pub async fn build(self) -> Result<Hub, HubError> {
@@ -335,6 +344,7 @@ impl Hub {
                 subscriptions: true,
                 pages: false,
                 server: crate::server::ServerLimits::default(),
+                selector_limits: crate::topic::SelectorLimits::default(),
             },
         }
     }

@@ -29,6 +29,8 @@ pub(crate) struct Metrics {
     pub(crate) timeouts_header: Counter,
     pub(crate) timeouts_write: Counter,
     pub(crate) timeouts_idle: Counter,
+    pub(crate) selector_refusals: Counter,
+    pub(crate) template_cache_bytes: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -99,6 +101,14 @@ impl Metrics {
             timeouts_header: timeouts(&recorder, "header"),
             timeouts_write: timeouts(&recorder, "write"),
             timeouts_idle: timeouts(&recorder, "idle"),
+            selector_refusals: counter(
+                "tidings_selector_refusals_total",
+                "Subscriptions refused because a topic selector was over a limit (length, complexity, compiled size).",
+            ),
+            template_cache_bytes: gauge(
+                "tidings_template_cache_bytes",
+                "Bytes of compiled URI templates in the process-wide cache.",
+            ),
             handle: recorder.handle(),
         }
     }

@@ -26,11 +26,12 @@
 //!
 //! # Template matching
 //!
-//! A template is compiled once, when the selector is built, into an anchored
-//! regular expression of [`regex_automata`] (a finite automaton: matching time is linear in the topic's length,
-//! there is no backtracking to exploit). Compiled templates are kept in a
-//! bounded process-wide cache, as the same few come back in every token and
-//! from many subscribers. The semantics follow RFC 6570 levels 1 to 4 and,
+//! A template is compiled once, when the selector is built, into an automaton
+//! of [`regex_automata`] anchored at both ends (a forward NFA matched by a lazy
+//! DFA or the PikeVM: matching time is linear in the topic's length, there is
+//! no backtracking to exploit). Compiled templates are kept in a process-wide
+//! cache bounded in bytes (see [Limits](#limits)), as the same few come back
+//! in every token and from many subscribers. The semantics follow RFC 6570 levels 1 to 4 and,
 //! where the RFC leaves room, the matcher Mercure uses
 //! (`github.com/yosida95/uritemplate`):
 //!
@@ -58,14 +59,11 @@
 //!   with explode (`*`) they are joined with the operator's separator
 //!   (`{/x*}` matches `/a/b/c`, `{?x*}` matches `?x=1&x=2`).
 //! - A prefix modifier `:N` allows a string value of at most `N` characters, a
-//!   percent-encoded UTF-8 character counting as one. Lengths above 256 are
-//!   treated as unbounded, to keep the compiled automaton small.
+//!   percent-encoded UTF-8 character counting as one (`N` is bounded, see
+//!   [Limits](#limits)).
 //! - Associative-array values are not matched (`{?q*}` matches `?q=1&q=2`, not
 //!   `?a=1&b=2`), like the matcher Mercure uses: a selector in a JWT grants
 //!   exactly the topics it grants on a Mercure hub.
-//! - A template has at most 16 KiB and compiles to at most 1 MiB of automaton;
-//!   a template beyond these limits is treated as an exact selector (no real
-//!   topic template comes close).
 //!
 //! Where yosida95/uritemplate accepts strings that no expansion produces,
 //! Tidings does not: a second first character (`{?x,y}` against `?x=1?y=2`),
@@ -74,24 +72,197 @@
 //! It also counts a prefix in characters where that library counts
 //! pct-encoded octets (`{x:1}` matches `%C3%A9`, an `é`), and refuses the
 //! empty expression `{}`, which RFC 6570 does not allow.
+//!
+//! # Limits
+//!
+//! A selector costs memory and compile time, and anyone may send one in a
+//! query string, so every selector is checked against [`SelectorLimits`]:
+//! its length, then for a template the number of expressions and variables
+//! and the largest prefix modifier (checked before compiling), then the
+//! memory of the compiled automaton (checked while and after compiling), and
+//! for a subscription the memory of all its templates together. The defaults
+//! (1 KiB, 16 expressions, 32 variables, `:64`, 128 KiB per template, 1 MiB
+//! per subscription) leave room for any real template: those Mercure users
+//! write take 1.5 to 2.5 kB. Only a prefix modifier is costly, about 0.9 kB
+//! per counted character, as the automaton counts with one state per
+//! character (`{v:256}` takes 228 kB, hence the cap of 64).
+//!
+//! - [`Selector::parse`] refuses a selector over a limit with a
+//!   [`SelectorError`] (the hub answers 400 with its text). A string that is
+//!   not a valid template is not an error: it is an exact selector.
+//! - [`Selector::new`] is for selectors from a trusted source (a signed
+//!   token): over [`SelectorLimits::trusted`], a template is treated as an
+//!   exact selector, which grants less, never more.
+//! - Compiling is cheap within the default limits (optimized build, this
+//!   crate's regex-automata): 3 to 5 µs for a typical template, 40 µs for
+//!   `{v:16}`, 150 µs for `{v:64}`; but a subscription may hold up to 1 MiB
+//!   of templates, a few milliseconds of compiling (ten times that in a debug
+//!   build). So the hub compiles the templates of a subscription on tokio's
+//!   blocking pool, a bounded number of subscriptions at a time, and never on
+//!   the async workers; templates already cached cost a lookup.
+//! - The process-wide cache keeps at most [`DEFAULT_TEMPLATE_CACHE_BYTES`] of
+//!   compiled automata ([`set_template_cache_capacity`]), evicting the least
+//!   recently used; a template evicted while selectors use it stays alive for
+//!   them. Each template also keeps, per thread that matched with it, a lazy
+//!   DFA cache of at most 128 KiB, not counted there.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use regex_automata::meta::Regex;
-use regex_automata::nfa::thompson::WhichCaptures;
+use regex_automata::hybrid;
+use regex_automata::nfa::thompson::{self, NFA, WhichCaptures, pikevm::PikeVM};
+use regex_automata::util::pool::Pool;
+use regex_automata::{Anchored, Input};
 use regex_syntax::hir::{Class, ClassUnicode, ClassUnicodeRange, Hir, Look, Repetition};
 
-/// Prefix lengths above this compile to an unbounded repetition.
-const MAX_COUNTED_PREFIX: u16 = 256;
-/// Upper bounds on one compiled template, so that a hostile selector from a
-/// query string cannot make the hub spend much time or memory compiling it.
-const MAX_TEMPLATE_LEN: usize = 16 * 1024;
-const MAX_COMPILED_SIZE: usize = 1 << 20;
-/// Distinct templates kept compiled (see [`cached_template`]).
-const TEMPLATE_CACHE_CAPACITY: usize = 1024;
+/// Default [`SelectorLimits::max_length`]: 1 KiB.
+pub const DEFAULT_MAX_SELECTOR_LENGTH: usize = 1024;
+/// Default [`SelectorLimits::max_expressions`].
+pub const DEFAULT_MAX_EXPRESSIONS: usize = 16;
+/// Default [`SelectorLimits::max_variables`].
+pub const DEFAULT_MAX_VARIABLES: usize = 32;
+/// Default [`SelectorLimits::max_prefix`].
+pub const DEFAULT_MAX_PREFIX: u16 = 64;
+/// Default [`SelectorLimits::max_template_bytes`]: 128 KiB.
+pub const DEFAULT_MAX_TEMPLATE_BYTES: usize = 128 * 1024;
+/// Default [`SelectorLimits::max_subscription_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_SUBSCRIPTION_BYTES: usize = 1024 * 1024;
+/// Default capacity of the process-wide template cache: 32 MiB of compiled automata.
+pub const DEFAULT_TEMPLATE_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The most memory one lazy DFA cache of a template may take (one per thread
+/// that matches with it). A template whose automaton needs more is matched by
+/// the slower PikeVM instead, which needs no such cache.
+const LAZY_DFA_CACHE_BYTES: usize = 128 * 1024;
+
+/// Bounds on what a topic selector may cost, so that selectors from a query
+/// string cannot make the hub spend much time or memory compiling and keeping
+/// them. A selector over a limit is refused ([`Selector::parse`]), not
+/// matched differently.
+///
+/// What the limits buy, measured with `regex_automata`'s `memory_usage()`: a
+/// template as Mercure users write them (`https://example.com/books/{id}`,
+/// `https://example.com/users/{user}/books{/book}{?format}`) compiles to 1.5
+/// to 2.5 kB; one with 32 query variables to 24 kB. Only the prefix modifier
+/// is expensive: `{v:N}` counts characters, so its automaton has one copy of
+/// "a character, raw or a percent-encoded UTF-8 sequence" per counted
+/// character, about 0.9 kB each: `{v:16}` takes 15 kB, `{v:64}` 58 kB,
+/// `{v:256}` 228 kB (hence the default `max_prefix` of 64).
+///
+/// ```
+/// use tidings_hub::topic::{Selector, SelectorError, SelectorLimits};
+///
+/// let mut limits = SelectorLimits::default();
+/// limits.max_length = 64;
+/// let long = format!("https://example.com/{}", "a".repeat(100));
+/// let err = Selector::parse(&long, &limits).unwrap_err();
+/// assert_eq!(err.to_string(), "topic selector too long: 120 bytes, at most 64");
+/// assert!(matches!(
+///     Selector::parse("/a/{v:300}", &limits),
+///     Err(SelectorError::PrefixTooLong { length: 300, limit: 64 })
+/// ));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SelectorLimits {
+    /// The longest selector, in bytes, whatever its kind. Default: 1 KiB.
+    pub max_length: usize,
+    /// The most expressions (`{…}`) in one template. Default: 16.
+    pub max_expressions: usize,
+    /// The most variables in one template, all expressions together. Default: 32.
+    pub max_variables: usize,
+    /// The largest prefix modifier (`{v:N}`). Default: 64. RFC 6570 allows up
+    /// to 9999; each counted character costs about 0.9 kB of automaton.
+    pub max_prefix: u16,
+    /// The most memory one compiled template may take, in bytes. Default: 128 KiB.
+    pub max_template_bytes: usize,
+    /// The most memory the templates of one subscription may take together,
+    /// in bytes (a template shared with other subscribers counts too). Default: 1 MiB.
+    pub max_subscription_bytes: usize,
+}
+
+impl Default for SelectorLimits {
+    fn default() -> Self {
+        SelectorLimits {
+            max_length: DEFAULT_MAX_SELECTOR_LENGTH,
+            max_expressions: DEFAULT_MAX_EXPRESSIONS,
+            max_variables: DEFAULT_MAX_VARIABLES,
+            max_prefix: DEFAULT_MAX_PREFIX,
+            max_template_bytes: DEFAULT_MAX_TEMPLATE_BYTES,
+            max_subscription_bytes: DEFAULT_MAX_SUBSCRIPTION_BYTES,
+        }
+    }
+}
+
+impl SelectorLimits {
+    /// The limits of [`Selector::new`], for selectors from a trusted source (the
+    /// claims of a signed token): 16 KiB of text, 64 expressions, 128
+    /// variables, prefixes up to 256, 1 MiB per template.
+    pub fn trusted() -> Self {
+        SelectorLimits {
+            max_length: 16 * 1024,
+            max_expressions: 64,
+            max_variables: 128,
+            max_prefix: 256,
+            max_template_bytes: 1024 * 1024,
+            max_subscription_bytes: usize::MAX,
+        }
+    }
+}
+
+/// Why a selector was refused: it is over one of its [`SelectorLimits`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SelectorError {
+    /// The selector is longer than [`SelectorLimits::max_length`].
+    #[error("topic selector too long: {length} bytes, at most {limit}")]
+    TooLong {
+        /// Its length in bytes.
+        length: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The template has more than [`SelectorLimits::max_expressions`].
+    #[error("topic template too complex: {count} expressions, at most {limit}")]
+    TooManyExpressions {
+        /// Its expressions.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The template has more than [`SelectorLimits::max_variables`].
+    #[error("topic template too complex: {count} variables, at most {limit}")]
+    TooManyVariables {
+        /// Its variables.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A prefix modifier is above [`SelectorLimits::max_prefix`].
+    #[error("topic template too complex: prefix modifier :{length}, at most :{limit}")]
+    PrefixTooLong {
+        /// The largest prefix modifier of the template.
+        length: u16,
+        /// The limit.
+        limit: u16,
+    },
+    /// The compiled template would take more than [`SelectorLimits::max_template_bytes`].
+    #[error("topic template too complex: it compiles to more than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The templates of one subscription would take more than
+    /// [`SelectorLimits::max_subscription_bytes`] together.
+    #[error("topic templates too complex: together they compile to more than {limit} bytes")]
+    SubscriptionTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+}
 
 /// One topic selector, compiled once.
 ///
@@ -121,28 +292,149 @@ pub struct Selector {
 enum Kind {
     Wildcard,
     Exact,
-    /// Shared: a clone of a `Regex` gets a cache pool of its own and has to warm it up,
-    /// so every selector of the same template uses one compiled matcher.
-    Template(Arc<Regex>),
+    /// Shared: every selector of the same template uses one compiled matcher
+    /// (and its warmed-up caches).
+    Template(Arc<Template>),
+}
+
+/// Makes a matching engine's scratch space, for a [`Pool`] of them.
+type MakeCache<T> =
+    Box<dyn Fn() -> T + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
+
+/// A compiled template and what it costs.
+///
+/// A forward NFA, matched by a lazy DFA (which builds the states it needs as
+/// topics come, in a cache of at most [`LAZY_DFA_CACHE_BYTES`] per thread) and,
+/// when that cache cannot hold the automaton or keeps being cleared, by the
+/// PikeVM. Matching is always anchored at both ends, so no reverse automaton
+/// is needed, which halves the memory `regex_automata`'s meta engine would take.
+struct Template {
+    lazy: Option<(
+        hybrid::dfa::DFA,
+        Pool<hybrid::dfa::Cache, MakeCache<hybrid::dfa::Cache>>,
+    )>,
+    pike: PikeVM,
+    pike_caches: Pool<thompson::pikevm::Cache, MakeCache<thompson::pikevm::Cache>>,
+    /// `memory_usage()` of the NFA plus the text it is cached under.
+    bytes: usize,
+}
+
+impl Template {
+    fn is_match(&self, topic: &str) -> bool {
+        let input = Input::new(topic).anchored(Anchored::Yes).earliest(true);
+        if let Some((dfa, caches)) = &self.lazy {
+            // An error means the lazy DFA gave up (its cache thrashed): the PikeVM answers.
+            if let Ok(found) = dfa.try_search_fwd(&mut caches.get(), &input) {
+                return found.is_some();
+            }
+        }
+        self.pike.is_match(&mut self.pike_caches.get(), input)
+    }
+}
+
+/// What a selector's text is, before anything is compiled.
+enum Prepared<'a> {
+    Wildcard,
+    Exact,
+    Template(Vec<Part<'a>>),
+}
+
+/// Classifies `source` and checks the limits that need no compiling.
+fn prepare<'a>(source: &'a str, limits: &SelectorLimits) -> Result<Prepared<'a>, SelectorError> {
+    if source.len() > limits.max_length {
+        return Err(SelectorError::TooLong {
+            length: source.len(),
+            limit: limits.max_length,
+        });
+    }
+    if source == "*" {
+        return Ok(Prepared::Wildcard);
+    }
+    if !source.contains('{') {
+        return Ok(Prepared::Exact);
+    }
+    let parts = match parse_template(source) {
+        Ok(parts) => parts,
+        Err(reason) => {
+            tracing::trace!(selector = source, %reason, "not a URI template, matching exactly");
+            return Ok(Prepared::Exact);
+        }
+    };
+    let mut expressions = 0;
+    let mut variables = 0;
+    let mut prefix = 0;
+    for part in &parts {
+        if let Part::Expression { vars, .. } = part {
+            expressions += 1;
+            variables += vars.len();
+            for var in vars {
+                if let Modifier::Prefix(len) = var.modifier {
+                    prefix = prefix.max(len);
+                }
+            }
+        }
+    }
+    if expressions > limits.max_expressions {
+        return Err(SelectorError::TooManyExpressions {
+            count: expressions,
+            limit: limits.max_expressions,
+        });
+    }
+    if variables > limits.max_variables {
+        return Err(SelectorError::TooManyVariables {
+            count: variables,
+            limit: limits.max_variables,
+        });
+    }
+    if prefix > limits.max_prefix {
+        return Err(SelectorError::PrefixTooLong {
+            length: prefix,
+            limit: limits.max_prefix,
+        });
+    }
+    Ok(Prepared::Template(parts))
 }
 
 impl Selector {
-    /// Compiles a selector. Never fails: text that is neither `*` nor a valid
-    /// URI template is an exact selector.
+    /// Compiles a selector from a trusted source (a signed token's claims).
+    /// Never fails: text that is neither `*` nor a valid URI template is an
+    /// exact selector, and so is a template over [`SelectorLimits::trusted`]
+    /// (it then matches only its own text, which grants less, never more).
     pub fn new(source: &str) -> Selector {
-        let kind = if source == "*" {
-            Kind::Wildcard
-        } else if source.contains('{') {
-            match cached_template(source) {
-                Some(regex) => Kind::Template(regex),
-                None => Kind::Exact,
+        Selector::parse(source, &SelectorLimits::trusted()).unwrap_or_else(|err| {
+            tracing::debug!(selector = source, cause = %err, "template over the limits, matching exactly");
+            Selector {
+                source: source.into(),
+                kind: Kind::Exact,
             }
-        } else {
-            Kind::Exact
+        })
+    }
+
+    /// Compiles a selector from an untrusted source (a `topic` query
+    /// parameter), refusing one over `limits`. Text that is neither `*` nor a
+    /// valid URI template is an exact selector, as the protocol says.
+    ///
+    /// A template is compiled on the calling thread (at most a few
+    /// milliseconds within the default limits) unless it is in the
+    /// process-wide cache.
+    pub fn parse(source: &str, limits: &SelectorLimits) -> Result<Selector, SelectorError> {
+        let kind = match prepare(source, limits)? {
+            Prepared::Wildcard => Kind::Wildcard,
+            Prepared::Exact => Kind::Exact,
+            Prepared::Template(parts) => Kind::Template(cached_template(source, &parts, limits)?),
         };
-        Selector {
+        Ok(Selector {
             source: source.into(),
             kind,
+        })
+    }
+
+    /// The memory the compiled template takes, in bytes (0 for `*` and exact
+    /// selectors); shared by every selector of the same template.
+    pub fn compiled_bytes(&self) -> usize {
+        match &self.kind {
+            Kind::Template(template) => template.bytes,
+            _ => 0,
         }
     }
 
@@ -151,7 +443,7 @@ impl Selector {
         match &self.kind {
             Kind::Wildcard => true,
             Kind::Exact => *self.source == *topic,
-            Kind::Template(regex) => *self.source == *topic || regex.is_match(topic),
+            Kind::Template(template) => *self.source == *topic || template.is_match(topic),
         }
     }
 
@@ -611,35 +903,50 @@ fn value(reserved: bool) -> Hir {
 /// sequence counts as one. With `+` and `#`, pct-encoded octets already in the
 /// value pass through, so any octet is accepted there.
 fn prefix_unit(reserved: bool) -> Hir {
+    // A UTF-8 sequence is a lead octet and 0 to 3 continuation octets. The
+    // alternatives are nested so that each continuation is compiled once, not
+    // once per sequence length: `%` ( [0-7]H | ( [CD]H | ( [E]H | [F][0-7] C ) C ) C ).
+    // Counted repetition copies this unit `N` times, so its size is the cost
+    // of a prefix modifier.
     let continuation = || pct_encoded(&[('8', '9'), ('A', 'B'), ('a', 'b')]);
-    let mut alternatives = vec![
-        class(value_ranges(reserved)),
-        pct_encoded(&[('0', '7')]),
-        Hir::concat(vec![pct_encoded(&[('C', 'D'), ('c', 'd')]), continuation()]),
-        Hir::concat(vec![
-            pct_encoded(&[('E', 'E'), ('e', 'e')]),
-            continuation(),
-            continuation(),
+    let hex = || class(ranges(HEX));
+    let four = Hir::concat(vec![
+        class(ranges(&[('F', 'F'), ('f', 'f')])),
+        class(ranges(&[('0', '7')])),
+        continuation(),
+    ]);
+    let three = Hir::concat(vec![
+        Hir::alternation(vec![
+            Hir::concat(vec![class(ranges(&[('E', 'E'), ('e', 'e')])), hex()]),
+            four,
         ]),
-        Hir::concat(vec![
-            literal("%"),
-            class(ranges(&[('F', 'F'), ('f', 'f')])),
-            class(ranges(&[('0', '7')])),
-            continuation(),
-            continuation(),
-            continuation(),
+        continuation(),
+    ]);
+    let two = Hir::concat(vec![
+        Hir::alternation(vec![
+            Hir::concat(vec![class(ranges(&[('C', 'D'), ('c', 'd')])), hex()]),
+            three,
         ]),
-    ];
+        continuation(),
+    ]);
+    let mut after_percent = vec![Hir::concat(vec![class(ranges(&[('0', '7')])), hex()]), two];
     if reserved {
-        alternatives.push(pct_encoded(HEX));
+        // With `+` and `#`, pct-encoded octets already in the value pass through.
+        after_percent.push(Hir::concat(vec![hex(), hex()]));
     }
-    Hir::alternation(alternatives)
+    Hir::alternation(vec![
+        class(value_ranges(reserved)),
+        Hir::concat(vec![literal("%"), Hir::alternation(after_percent)]),
+    ])
 }
 
 fn prefix_value(reserved: bool, len: u16, at_least_one: bool) -> Hir {
-    let min = u32::from(at_least_one);
-    let max = (len <= MAX_COUNTED_PREFIX).then_some(u32::from(len));
-    repeat(prefix_unit(reserved), min, max)
+    // `SelectorLimits::max_prefix` keeps `len` small enough to count.
+    repeat(
+        prefix_unit(reserved),
+        u32::from(at_least_one),
+        Some(u32::from(len)),
+    )
 }
 
 /// `item (sep item)*`
@@ -717,70 +1024,317 @@ fn expression_hir(operator: Operator, vars: &[VarSpec<'_>]) -> Hir {
     optional(Hir::concat(vec![literal(operator.first()), selection]))
 }
 
-fn template_hir(source: &str) -> Result<Hir, &'static str> {
-    if source.len() > MAX_TEMPLATE_LEN {
-        return Err("template too long");
-    }
+fn template_hir(parts: &[Part<'_>]) -> Hir {
     let mut hir = vec![Hir::look(Look::Start)];
-    for part in parse_template(source)? {
+    for part in parts {
         hir.push(match part {
             Part::Literal(text) => literal(text),
-            Part::Expression { operator, vars } => expression_hir(operator, &vars),
+            Part::Expression { operator, vars } => expression_hir(*operator, vars),
         });
     }
     hir.push(Hir::look(Look::End));
-    Ok(Hir::concat(hir))
+    Hir::concat(hir)
 }
 
-type TemplateCache = Mutex<HashMap<Box<str>, Option<Arc<Regex>>>>;
-
-/// Compiles a template, or returns `None` when `source` is not one, through a
-/// process-wide cache. The same few templates come back in every token and
-/// from many subscribers, and compiling one costs tens of microseconds where a
-/// lookup costs tens of nanoseconds. The cache is bounded: a client sending
-/// endless distinct templates only evicts entries.
-fn cached_template(source: &str) -> Option<Arc<Regex>> {
-    static CACHE: OnceLock<TemplateCache> = OnceLock::new();
-    let cache = CACHE.get_or_init(TemplateCache::default);
-    // A panic elsewhere while holding the lock cannot leave the map
-    // inconsistent (every operation is a single insert or remove).
-    let lock = || {
-        cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+fn compile_template(
+    source: &str,
+    parts: &[Part<'_>],
+    limits: &SelectorLimits,
+) -> Result<Template, SelectorError> {
+    let too_large = SelectorError::TooLarge {
+        limit: limits.max_template_bytes,
     };
-    if let Some(compiled) = lock().get(source) {
-        return compiled.clone();
-    }
-    // Compile without holding the lock; a concurrent duplicate is harmless.
-    let compiled = match compile_template(source) {
-        Ok(regex) => Some(Arc::new(regex)),
-        Err(reason) => {
-            tracing::trace!(selector = source, %reason, "not a URI template, matching exactly");
-            None
-        }
-    };
-    let mut map = lock();
-    if map.len() >= TEMPLATE_CACHE_CAPACITY
-        && let Some(victim) = map.keys().next().cloned()
-    {
-        map.remove(&victim);
-    }
-    map.insert(source.into(), compiled.clone());
-    compiled
-}
-
-fn compile_template(source: &str) -> Result<Regex, String> {
-    let hir = template_hir(source)?;
-    Regex::builder()
+    let nfa = NFA::compiler()
         .configure(
-            Regex::config()
-                .nfa_size_limit(Some(MAX_COMPILED_SIZE))
-                // Only `is_match` is used: no capture groups to track.
+            NFA::config()
+                // Stops building once well over the limit. The builder's own
+                // states take more than the NFA they become (about 1.5 times
+                // for a long prefix), so the exact check is on the result.
+                .nfa_size_limit(Some(limits.max_template_bytes.saturating_mul(4)))
+                // Only whether it matches is asked: no capture groups to track.
                 .which_captures(WhichCaptures::None),
         )
-        .build_from_hir(&hir)
-        .map_err(|e| format!("template too complex: {e}"))
+        .build_from_hir(&template_hir(parts))
+        .map_err(|_| too_large.clone())?;
+    let bytes = nfa.memory_usage() + source.len();
+    if bytes > limits.max_template_bytes {
+        return Err(too_large);
+    }
+    let lazy = hybrid::dfa::DFA::builder()
+        .configure(
+            hybrid::dfa::DFA::config()
+                .cache_capacity(LAZY_DFA_CACHE_BYTES)
+                // Give up (and let the PikeVM answer) rather than rebuild states forever.
+                .minimum_cache_clear_count(Some(3))
+                .minimum_bytes_per_state(Some(10)),
+        )
+        .build_from_nfa(nfa.clone())
+        // The automaton needs more cache than allowed: the PikeVM does it all.
+        .ok()
+        .map(|dfa| {
+            let for_caches = dfa.clone();
+            let make: MakeCache<hybrid::dfa::Cache> = Box::new(move || for_caches.create_cache());
+            (dfa, Pool::new(make))
+        });
+    let pike = PikeVM::builder()
+        .build_from_nfa(nfa)
+        .map_err(|_| too_large)?;
+    let for_caches = pike.clone();
+    let make: MakeCache<thompson::pikevm::Cache> = Box::new(move || for_caches.create_cache());
+    Ok(Template {
+        lazy,
+        pike,
+        pike_caches: Pool::new(make),
+        bytes,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The process-wide cache of compiled templates
+
+/// Compiled templates by text, bounded by the bytes they take, least recently
+/// used evicted first.
+///
+/// The same few templates come back in every token and from many subscribers,
+/// and compiling one costs tens of microseconds to milliseconds where a lookup
+/// costs tens of nanoseconds. Entries are `Arc`s: every selector of a template
+/// shares one matcher, and a template evicted while subscribers use it stays
+/// alive for them (it is only no longer found by new ones).
+struct TemplateCache {
+    entries: HashMap<Arc<str>, CacheEntry>,
+    /// Last use → template text: the first is the least recently used.
+    by_use: BTreeMap<u64, Arc<str>>,
+    clock: u64,
+    bytes: usize,
+    capacity: usize,
+}
+
+struct CacheEntry {
+    template: Arc<Template>,
+    last_used: u64,
+}
+
+impl TemplateCache {
+    fn new(capacity: usize) -> Self {
+        TemplateCache {
+            entries: HashMap::new(),
+            by_use: BTreeMap::new(),
+            clock: 0,
+            bytes: 0,
+            capacity,
+        }
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn get(&mut self, source: &str) -> Option<Arc<Template>> {
+        let now = self.tick();
+        let entry = self.entries.get_mut(source)?;
+        let key = self
+            .by_use
+            .remove(&entry.last_used)
+            .expect("every cache entry is in the use order");
+        entry.last_used = now;
+        self.by_use.insert(now, key);
+        Some(Arc::clone(&entry.template))
+    }
+
+    /// Caches a compiled template and returns the one to use: the one already
+    /// cached if another caller compiled the same text meanwhile, so that they
+    /// share it.
+    fn insert(&mut self, source: &str, template: Arc<Template>) -> Arc<Template> {
+        if let Some(existing) = self.get(source) {
+            return existing;
+        }
+        if template.bytes > self.capacity {
+            return template;
+        }
+        self.make_room(self.capacity - template.bytes);
+        let now = self.tick();
+        let key: Arc<str> = source.into();
+        self.bytes += template.bytes;
+        self.by_use.insert(now, Arc::clone(&key));
+        self.entries.insert(
+            key,
+            CacheEntry {
+                template: Arc::clone(&template),
+                last_used: now,
+            },
+        );
+        template
+    }
+
+    /// Evicts the least recently used entries until at most `bytes` are cached.
+    fn make_room(&mut self, bytes: usize) {
+        while self.bytes > bytes {
+            let Some((_, key)) = self.by_use.pop_first() else {
+                break;
+            };
+            if let Some(entry) = self.entries.remove(&key) {
+                self.bytes -= entry.template.bytes;
+            }
+        }
+    }
+
+    fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+        self.make_room(capacity);
+    }
+}
+
+static CACHE_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_TEMPLATE_CACHE_BYTES);
+
+fn cache() -> MutexGuard<'static, TemplateCache> {
+    static CACHE: OnceLock<Mutex<TemplateCache>> = OnceLock::new();
+    CACHE
+        .get_or_init(|| Mutex::new(TemplateCache::new(CACHE_CAPACITY.load(Ordering::Relaxed))))
+        .lock()
+        // Every operation leaves the cache consistent before it can panic.
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sets how many bytes of compiled templates the process keeps cached (default
+/// [`DEFAULT_TEMPLATE_CACHE_BYTES`]), evicting the least recently used ones at
+/// once if more are cached. The cache is shared by every hub of the process.
+pub fn set_template_cache_capacity(bytes: usize) {
+    CACHE_CAPACITY.store(bytes, Ordering::Relaxed);
+    cache().set_capacity(bytes);
+}
+
+/// How many bytes of compiled templates the process-wide cache holds (the
+/// `tidings_template_cache_bytes` gauge).
+pub fn template_cache_bytes() -> usize {
+    cache().bytes
+}
+
+/// Finds a template in the cache or compiles it (on this thread) and caches it.
+fn cached_template(
+    source: &str,
+    parts: &[Part<'_>],
+    limits: &SelectorLimits,
+) -> Result<Arc<Template>, SelectorError> {
+    let cached = cache().get(source);
+    let template = match cached {
+        Some(template) => template,
+        // Compile without holding the lock.
+        None => {
+            let compiled = Arc::new(compile_template(source, parts, limits)?);
+            cache().insert(source, compiled)
+        }
+    };
+    // Cached under another caller's limits, which may be larger.
+    if template.bytes > limits.max_template_bytes {
+        return Err(SelectorError::TooLarge {
+            limit: limits.max_template_bytes,
+        });
+    }
+    Ok(template)
+}
+
+/// Compiles the topic selectors of a subscription under `limits`, off the async
+/// workers: templates found in the cache cost a lookup; the others are compiled
+/// on tokio's blocking pool, at most [`compile_permits`] subscriptions at a
+/// time, so that clients sending costly templates cannot hold up the workers
+/// that serve everything else.
+pub(crate) async fn compile_subscription(
+    sources: &[String],
+    limits: &SelectorLimits,
+) -> Result<Vec<Selector>, SelectorError> {
+    let mut selectors: Vec<Option<Selector>> = Vec::with_capacity(sources.len());
+    let mut counted: HashSet<&str> = HashSet::new();
+    let mut bytes = 0usize;
+    let mut missing = Vec::new();
+    for (i, source) in sources.iter().enumerate() {
+        let kind = match prepare(source, limits)? {
+            Prepared::Wildcard => Some(Kind::Wildcard),
+            Prepared::Exact => Some(Kind::Exact),
+            Prepared::Template(_) => match cache().get(source) {
+                Some(template) => {
+                    if template.bytes > limits.max_template_bytes {
+                        return Err(SelectorError::TooLarge {
+                            limit: limits.max_template_bytes,
+                        });
+                    }
+                    if counted.insert(source) {
+                        bytes += template.bytes;
+                    }
+                    Some(Kind::Template(template))
+                }
+                None => {
+                    missing.push(i);
+                    None
+                }
+            },
+        };
+        selectors.push(kind.map(|kind| Selector {
+            source: source.as_str().into(),
+            kind,
+        }));
+    }
+    if bytes > limits.max_subscription_bytes {
+        return Err(SelectorError::SubscriptionTooLarge {
+            limit: limits.max_subscription_bytes,
+        });
+    }
+    if !missing.is_empty() {
+        let to_compile: Vec<String> = missing.iter().map(|&i| sources[i].clone()).collect();
+        let budget = limits.max_subscription_bytes - bytes;
+        let limits = limits.clone();
+        let permit = compile_semaphore()
+            .acquire_owned()
+            .await
+            .expect("the compile semaphore is never closed");
+        let compiled = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            compile_all(&to_compile, &limits, budget)
+        })
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))?;
+        for (i, selector) in missing.into_iter().zip(compiled) {
+            selectors[i] = Some(selector);
+        }
+    }
+    Ok(selectors.into_iter().flatten().collect())
+}
+
+/// Compiles templates one after the other, stopping as soon as they take more
+/// than `budget` bytes together.
+fn compile_all(
+    sources: &[String],
+    limits: &SelectorLimits,
+    budget: usize,
+) -> Result<Vec<Selector>, SelectorError> {
+    let mut bytes = 0usize;
+    let mut counted = HashSet::new();
+    let mut selectors = Vec::with_capacity(sources.len());
+    for source in sources {
+        let selector = Selector::parse(source, limits)?;
+        if counted.insert(source.as_str()) {
+            bytes += selector.compiled_bytes();
+        }
+        if bytes > budget {
+            return Err(SelectorError::SubscriptionTooLarge {
+                limit: limits.max_subscription_bytes,
+            });
+        }
+        selectors.push(selector);
+    }
+    Ok(selectors)
+}
+
+/// How many subscriptions may compile templates at the same time: half the
+/// CPUs, at least one. Compiling is CPU work; the rest of the hub keeps the
+/// other half.
+pub(crate) fn compile_permits() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+fn compile_semaphore() -> Arc<tokio::sync::Semaphore> {
+    static SEMAPHORE: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
+    Arc::clone(SEMAPHORE.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(compile_permits()))))
 }
 
 #[cfg(test)]
@@ -793,13 +1347,44 @@ mod tests {
         assert!(
             s.is_template(),
             "{template:?} should be a valid template ({:?})",
-            compile_template(template).err()
+            Selector::parse(template, &SelectorLimits::trusted()).err()
         );
         assert_eq!(
             s.matches(topic),
             expected,
             "{template:?} matching {topic:?}"
         );
+        let (lazy, pike) = engines(&s, topic);
+        assert_eq!(pike, expected, "PikeVM: {template:?} matching {topic:?}");
+        if let Some(lazy) = lazy {
+            assert_eq!(lazy, expected, "lazy DFA: {template:?} matching {topic:?}");
+        }
+    }
+
+    /// What each engine of a template says, apart (`None`: no lazy DFA).
+    pub(super) fn engines(s: &Selector, topic: &str) -> (Option<bool>, bool) {
+        let Kind::Template(t) = &s.kind else {
+            panic!("{s:?} is not a template");
+        };
+        let own = *s.source == *topic;
+        let input = Input::new(topic).anchored(Anchored::Yes).earliest(true);
+        let pike = own || t.pike.is_match(&mut t.pike_caches.get(), input.clone());
+        let lazy = t.lazy.as_ref().map(|(dfa, caches)| {
+            own || dfa
+                .try_search_fwd(&mut caches.get(), &input)
+                .expect("no cache thrashing on short topics")
+                .is_some()
+        });
+        (lazy, pike)
+    }
+
+    #[test]
+    fn small_templates_use_the_lazy_dfa_and_large_ones_may_not() {
+        let small = Selector::new("https://example.com/users/{user}/books{/book}{?format}");
+        assert!(engines(&small, "https://example.com/users/a/books").0 == Some(true));
+        let large = Selector::new("/t/{v:256}");
+        assert!(engines(&large, &format!("/t/{}", "a".repeat(256))).1);
+        assert!(!engines(&large, &format!("/t/{}", "a".repeat(257))).1);
     }
 
     #[test]
@@ -959,7 +1544,8 @@ mod tests {
             ("{+path:6}/here", "/foo/ba/here", false),
             ("{#path:6}", "#/foo/b", true),
             ("{#path:6}", "#/foo/ba", false),
-            ("{var:300}", &"a".repeat(1000), true),
+            ("{var:256}", &"a".repeat(256), true),
+            ("{var:256}", &"a".repeat(257), false),
             // Level 4: explode modifier with lists.
             ("{list*}", "red,green,blue", true),
             ("{/list*}", "/red/green/blue", true),
@@ -1021,8 +1607,8 @@ mod tests {
     }
 
     #[test]
-    fn the_template_cache_is_bounded_and_transparent() {
-        for i in 0..TEMPLATE_CACHE_CAPACITY + 10 {
+    fn the_template_cache_is_transparent() {
+        for i in 0..50 {
             let s = Selector::new(&format!("/cache/{i}/{{id}}"));
             assert!(s.matches(&format!("/cache/{i}/x")));
             assert!(!s.matches(&format!("/cache/{}/x", i + 1)));
@@ -1032,6 +1618,205 @@ mod tests {
             assert!(Selector::new("/again/{id}").matches("/again/1"));
             assert!(Selector::new("/again/{").is_exact());
         }
+    }
+
+    fn compiled(source: &str) -> Arc<Template> {
+        let parts = parse_template(source).unwrap();
+        Arc::new(compile_template(source, &parts, &SelectorLimits::default()).unwrap())
+    }
+
+    #[test]
+    fn the_cache_never_exceeds_its_byte_bound_and_evicts_the_least_recently_used() {
+        let one = compiled("/bound/0/{id}").bytes;
+        // Room for about five templates of this size.
+        let capacity = one * 5 + one / 2;
+        let mut cache = TemplateCache::new(capacity);
+        for i in 0..40 {
+            let source = format!("/bound/{i}/{{id}}");
+            cache.insert(&source, compiled(&source));
+            assert!(cache.bytes <= capacity, "{} > {capacity}", cache.bytes);
+            let sum: usize = cache.entries.values().map(|e| e.template.bytes).sum();
+            assert_eq!(cache.bytes, sum);
+            assert_eq!(cache.entries.len(), cache.by_use.len());
+            // Keep the first one in use: it must survive every eviction.
+            assert!(cache.get("/bound/0/{id}").is_some(), "after {i}");
+        }
+        assert!(cache.entries.len() >= 4, "{}", cache.entries.len());
+        assert!(
+            cache.get("/bound/1/{id}").is_none(),
+            "the oldest unused is gone"
+        );
+        assert!(cache.get("/bound/39/{id}").is_some(), "the newest is kept");
+
+        // A template larger than the whole cache is used but not kept.
+        let mut tiny = TemplateCache::new(one / 2);
+        let template = tiny.insert("/bound/x/{id}", compiled("/bound/x/{id}"));
+        assert!(template.is_match("/bound/x/1"));
+        assert_eq!(tiny.bytes, 0);
+
+        // Shrinking evicts at once.
+        cache.set_capacity(one);
+        assert!(cache.bytes <= one);
+        assert!(cache.entries.len() <= 1);
+    }
+
+    #[test]
+    fn an_evicted_template_still_matches_for_its_holder() {
+        let (held, other) = (compiled("/held/{id}"), compiled("/other/{id}"));
+        // Room for one of them only.
+        let mut cache = TemplateCache::new(held.bytes.max(other.bytes));
+        let held = cache.insert("/held/{id}", held);
+        cache.insert("/other/{id}", other);
+        assert!(cache.get("/other/{id}").is_some());
+        assert!(cache.get("/held/{id}").is_none(), "evicted");
+        assert!(held.is_match("/held/1"));
+        assert!(!held.is_match("/other/1"));
+    }
+
+    #[test]
+    fn identical_templates_share_one_compiled_matcher() {
+        let source = "/shared/{id}/{+rest}";
+        let a = Selector::new(source);
+        let b = Selector::parse(source, &SelectorLimits::default()).unwrap();
+        let (Kind::Template(x), Kind::Template(y)) = (&a.kind, &b.kind) else {
+            panic!("both are templates");
+        };
+        assert!(Arc::ptr_eq(x, y));
+        // Two callers compiling the same text at once end up sharing the first one cached.
+        let mut cache = TemplateCache::new(1 << 20);
+        let first = cache.insert(source, compiled(source));
+        let second = cache.insert(source, compiled(source));
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(cache.entries.len(), 1);
+    }
+
+    #[test]
+    fn selectors_over_the_limits_are_refused_with_a_reason() {
+        let limits = SelectorLimits::default();
+        let long = "a".repeat(60_000);
+        let err = Selector::parse(&long, &limits).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "topic selector too long: 60000 bytes, at most 1024"
+        );
+        let many = "{a}".repeat(17);
+        assert_eq!(
+            Selector::parse(&many, &limits).unwrap_err().to_string(),
+            "topic template too complex: 17 expressions, at most 16"
+        );
+        let vars: Vec<String> = (0..33).map(|i| format!("v{i}")).collect();
+        let wide = format!("/x{{?{}}}", vars.join(","));
+        assert_eq!(
+            Selector::parse(&wide, &limits).unwrap_err().to_string(),
+            "topic template too complex: 33 variables, at most 32"
+        );
+        assert_eq!(
+            Selector::parse("/t/{v:256}", &limits)
+                .unwrap_err()
+                .to_string(),
+            "topic template too complex: prefix modifier :256, at most :64"
+        );
+        // Each under the limits, too large together.
+        let err = Selector::parse("/t/{a:64}/{b:64}/{c:64}", &limits).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "topic template too complex: it compiles to more than 131072 bytes"
+        );
+        // Invalid templates are still exact selectors, not errors.
+        assert!(Selector::parse("/a/{", &limits).unwrap().is_exact());
+        assert!(Selector::parse("*", &limits).unwrap().is_wildcard());
+        // The trusted constructor falls back to exact.
+        let s = Selector::new("/t/{v:300}");
+        assert!(s.is_exact() && s.matches("/t/{v:300}") && !s.matches("/t/a"));
+    }
+
+    #[test]
+    fn what_templates_cost() {
+        let limits = SelectorLimits::default();
+        let cost = |source: &str| Selector::parse(source, &limits).unwrap().compiled_bytes();
+        let typical = cost("https://example.com/users/{user}/books{/book}{?format}");
+        assert!((500..8_000).contains(&typical), "{typical}");
+        let prefix = cost("/cost/{v:64}");
+        assert!((20_000..100_000).contains(&prefix), "{prefix}");
+        assert!(cost("/cost/{v:16}") * 3 < prefix);
+        assert_eq!(cost("urn:exact"), 0);
+    }
+
+    #[tokio::test]
+    async fn subscriptions_compile_off_the_workers_within_their_budget() {
+        let limits = SelectorLimits::default();
+        let sources: Vec<String> = [
+            "*",
+            "urn:a",
+            "/sub/{id}",
+            "/sub/{id}",
+            "/sub/{",
+            "/sub/x/{y}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // One of them cached already.
+        Selector::new("/sub/x/{y}");
+        let selectors = compile_subscription(&sources, &limits).await.unwrap();
+        let kinds: Vec<(bool, bool)> = selectors
+            .iter()
+            .map(|s| (s.is_wildcard(), s.is_template()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (true, false),
+                (false, false),
+                (false, true),
+                (false, true),
+                (false, false),
+                (false, true)
+            ]
+        );
+        let texts: Vec<&str> = selectors.iter().map(Selector::as_str).collect();
+        assert_eq!(texts, sources);
+        assert!(selectors[2].matches("/sub/1") && !selectors[2].matches("/sub/1/2"));
+
+        // Twenty large templates are more than a subscription may hold.
+        let large: Vec<String> = (0..20).map(|i| format!("/large/{i}/{{v:64}}")).collect();
+        let err = compile_subscription(&large, &limits).await.unwrap_err();
+        assert_eq!(
+            err,
+            SelectorError::SubscriptionTooLarge {
+                limit: DEFAULT_MAX_SUBSCRIPTION_BYTES
+            }
+        );
+        // A refused selector anywhere refuses the subscription.
+        let mut mixed = sources.clone();
+        mixed.push("x".repeat(2000));
+        assert!(matches!(
+            compile_subscription(&mixed, &limits).await,
+            Err(SelectorError::TooLong { length: 2000, .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn compiling_a_subscription_leaves_the_async_thread_free() {
+        // Templates never seen before, so they are compiled, which takes milliseconds.
+        let sources: Vec<String> = (0..8).map(|n| format!("/free/{n}/{{v:64}}")).collect();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let ticks = std::sync::atomic::AtomicUsize::new(0);
+        let compile = async {
+            let selectors = compile_subscription(&sources, &SelectorLimits::default()).await;
+            done.store(true, Ordering::SeqCst);
+            (selectors, ticks.load(Ordering::SeqCst))
+        };
+        let ticker = async {
+            while !done.load(Ordering::SeqCst) {
+                ticks.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        };
+        let ((selectors, ticks_while_compiling), ()) = tokio::join!(compile, ticker);
+        assert_eq!(selectors.unwrap().len(), 8);
+        // On one thread, an inline compile would have finished before the ticker ran.
+        assert!(ticks_while_compiling > 0);
     }
 
     #[test]
@@ -1379,6 +2164,8 @@ mod expansion_properties {
             let selector = Selector::new(template);
             prop_assert!(selector.is_template());
             prop_assert!(selector.matches(&expansion), "{} should match {:?}", template, expansion);
+            let (lazy, pike) = super::tests::engines(&selector, &expansion);
+            prop_assert!(pike && lazy != Some(false), "{} engines disagree on {:?}", template, expansion);
             // Expansion never produces a raw space.
             let at = insert_at.index(expansion.len() + 1);
             if expansion.is_char_boundary(at) {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tidings_hub::auth::{KeyConfig, MercureClaims, SigningKey, generate_secret, mint};
 use tidings_hub::log::Retention;
+use tidings_hub::topic::{DEFAULT_TEMPLATE_CACHE_BYTES, SelectorLimits};
 use tidings_hub::{
     AddrRange, DEFAULT_HEARTBEAT, DEFAULT_QUEUE_CAPACITY, Hub, HubBuilder, ServerLimits,
 };
@@ -94,6 +95,25 @@ pub(crate) struct Args {
     /// [default: 1024].
     #[arg(long, env = "TIDINGS_QUEUE_SIZE", value_name = "N")]
     queue_size: Option<usize>,
+    /// The longest topic selector a subscriber may send, in bytes [default: 1024].
+    #[arg(long, env = "TIDINGS_MAX_SELECTOR_LENGTH", value_name = "BYTES")]
+    max_selector_length: Option<usize>,
+    /// The largest prefix modifier (`{v:N}`) in a subscriber's template [default: 64].
+    #[arg(long, env = "TIDINGS_MAX_TEMPLATE_PREFIX", value_name = "N")]
+    max_template_prefix: Option<u16>,
+    /// The most memory one compiled template of a subscriber may take [default: 131072].
+    #[arg(long, env = "TIDINGS_MAX_TEMPLATE_BYTES", value_name = "BYTES")]
+    max_template_bytes: Option<usize>,
+    /// The most memory the templates of one subscription may take [default: 1048576].
+    #[arg(
+        long,
+        env = "TIDINGS_MAX_SUBSCRIPTION_TEMPLATE_BYTES",
+        value_name = "BYTES"
+    )]
+    max_subscription_template_bytes: Option<usize>,
+    /// The most memory of compiled templates kept cached [default: 33554432].
+    #[arg(long, env = "TIDINGS_TEMPLATE_CACHE_SIZE", value_name = "BYTES")]
+    template_cache_size: Option<usize>,
     /// Do not run the demo publisher (pings and messages on /demo/ping for the Ping page).
     #[arg(long, env = "TIDINGS_NO_DEMO")]
     no_demo: bool,
@@ -211,6 +231,8 @@ struct Settings {
     heartbeat: Option<Duration>,
     subscriptions: bool,
     queue_size: usize,
+    selector_limits: SelectorLimits,
+    template_cache_size: usize,
     /// Whether to run the demo publisher for the Ping page.
     demo: bool,
     server: ServerLimits,
@@ -307,6 +329,39 @@ impl Settings {
         if queue_size == 0 {
             anyhow::bail!("--queue-size must be at least 1");
         }
+        let mut selector_limits = SelectorLimits::default();
+        let at_least_one = |value: Option<usize>, flag: &str| match value {
+            Some(0) => anyhow::bail!("{flag} must be at least 1"),
+            other => Ok(other),
+        };
+        if let Some(n) = at_least_one(
+            args.max_selector_length.or(file.max_selector_length),
+            "--max-selector-length",
+        )? {
+            selector_limits.max_length = n;
+        }
+        match args.max_template_prefix.or(file.max_template_prefix) {
+            Some(n @ 1..=9999) => selector_limits.max_prefix = n,
+            Some(_) => anyhow::bail!("--max-template-prefix must be from 1 to 9999"),
+            None => {}
+        }
+        if let Some(n) = at_least_one(
+            args.max_template_bytes.or(file.max_template_bytes),
+            "--max-template-bytes",
+        )? {
+            selector_limits.max_template_bytes = n;
+        }
+        if let Some(n) = at_least_one(
+            args.max_subscription_template_bytes
+                .or(file.max_subscription_template_bytes),
+            "--max-subscription-template-bytes",
+        )? {
+            selector_limits.max_subscription_bytes = n;
+        }
+        let template_cache_size = args
+            .template_cache_size
+            .or(file.template_cache_size)
+            .unwrap_or(DEFAULT_TEMPLATE_CACHE_BYTES);
         Ok((
             Self {
                 addr,
@@ -323,6 +378,8 @@ impl Settings {
                 heartbeat,
                 subscriptions: !(args.no_subscriptions || file.no_subscriptions.unwrap_or(false)),
                 queue_size,
+                selector_limits,
+                template_cache_size,
                 demo: !(args.no_demo || file.no_demo.unwrap_or(false)),
                 server,
             },
@@ -340,7 +397,8 @@ impl Settings {
             .subscriptions(self.subscriptions)
             .pages(true)
             .queue_capacity(self.queue_size)
-            .server_limits(self.server.clone());
+            .server_limits(self.server.clone())
+            .selector_limits(self.selector_limits.clone());
         if let Some(db) = &self.db {
             builder = builder.history_file(db);
         }
@@ -382,6 +440,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    // Process-wide, like the cache it bounds.
+    tidings_hub::topic::set_template_cache_capacity(settings.template_cache_size);
     let hub = settings
         .builder()?
         .build()

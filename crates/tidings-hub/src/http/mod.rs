@@ -119,6 +119,11 @@ async fn metrics(State(hub): State<Hub>) -> Response {
     let stats = hub.inner.log.stats();
     hub.inner.metrics.log_appends.absolute(stats.appended);
     hub.inner.metrics.log_commits.absolute(stats.commits);
+    let template_cache_bytes = crate::topic::template_cache_bytes();
+    hub.inner
+        .metrics
+        .template_cache_bytes
+        .set(template_cache_bytes as f64);
     (
         [(
             header::CONTENT_TYPE,

@@ -17,7 +17,6 @@ use crate::fanout::SubscriberInfo;
 use crate::hub::Hub;
 use crate::log::Update;
 use crate::stream;
-use crate::topic::Selector;
 
 pub(crate) async fn subscribe(State(hub): State<Hub>, headers: HeaderMap, uri: Uri) -> Response {
     match open(hub, &headers, &uri).await {
@@ -65,13 +64,19 @@ async fn open(hub: Hub, headers: &HeaderMap, uri: &Uri) -> Result<Response, Refu
         Some((claims, source)) => (Some(claims), Some(source)),
         None => (None, None),
     };
+    let selectors = crate::topic::compile_subscription(&topics, &hub.config().selector_limits)
+        .await
+        .map_err(|err| {
+            hub.inner.metrics.selector_refusals.increment(1);
+            Refusal::bad_request(err.to_string())
+        })?;
     let request = stream::Request {
         info: SubscriberInfo {
             id: Update::generate_id(),
             topics: topics.clone(),
             payload: claims.as_ref().and_then(|c| c.payload.clone()),
         },
-        selectors: topics.iter().map(|t| Selector::new(t)).collect(),
+        selectors,
         expires_at: claims.as_ref().and_then(|c| c.expires_at),
         // A token without `mercure.subscribe` gets public updates only, like no token.
         private: claims.and_then(|c| c.subscribe),

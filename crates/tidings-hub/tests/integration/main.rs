@@ -11,5 +11,6 @@ mod private;
 mod protocol;
 mod resume;
 mod server;
+mod selectors;
 mod slow;
 mod support;

@@ -425,4 +425,55 @@ async fn serve_refuses_a_missing_key_file_instead_of_starting() {
         "tidings: --jwt-key: cannot read the key file /nonexistent-dir/tidings_jwt_key: No such file or directory (os error 2)"
     );
     assert!(!text(&output.stdout).contains("listening"));
+
+#[tokio::test]
+async fn selector_limits_come_from_flags_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tidings.toml");
+    std::fs::write(
+        &config,
+        "max_template_prefix = 8\ntemplate_cache_size = 65536\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        &[
+            "--no-history",
+            "--no-demo",
+            "--jwt-key",
+            KEY,
+            "--config",
+            config.to_str().unwrap(),
+            "--max-selector-length",
+            "32",
+        ],
+        None,
+    );
+    let client = reqwest::Client::new();
+    let get = |topic: &str| {
+        let request = client.get(&server.url).query(&[("topic", topic)]);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let (status, body) = get(&"a".repeat(40)).await;
+    assert_eq!(status, 400);
+    assert_eq!(body, "topic selector too long: 40 bytes, at most 32\n");
+    let (status, body) = get("/p/{v:9}").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        "topic template too complex: prefix modifier :9, at most :8\n"
+    );
+
+    for (flag, value) in [
+        ("--max-selector-length", "0"),
+        ("--max-template-prefix", "10000"),
+        ("--max-template-bytes", "0"),
+        ("--max-subscription-template-bytes", "lots"),
+    ] {
+        let bad = run(&["serve", "--check", flag, value]);
+        assert!(!bad.status.success(), "{flag} {value} accepted");
+        assert!(text(&bad.stderr).contains(flag), "{}", text(&bad.stderr));
+    }
 }
