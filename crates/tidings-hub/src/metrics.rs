@@ -22,6 +22,10 @@ pub(crate) struct Metrics {
     pub(crate) replayed_updates: Counter,
     pub(crate) log_appends: Counter,
     pub(crate) log_commits: Counter,
+    pub(crate) history_bytes: Gauge,
+    pub(crate) storage_ready: Gauge,
+    pub(crate) log_write_errors: Counter,
+    pub(crate) history_corrupt_records: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -81,6 +85,22 @@ impl Metrics {
             log_commits: counter(
                 "tidings_log_commits_total",
                 "Durable history commits, one fsync each; appends per commit is the group-commit batch.",
+            ),
+            history_bytes: gauge(
+                "tidings_history_bytes",
+                "Bytes of the updates held in history (what --history-max-bytes bounds).",
+            ),
+            storage_ready: gauge(
+                "tidings_storage_ready",
+                "1 when the history accepts writes, 0 while it cannot write (see /readyz).",
+            ),
+            log_write_errors: counter(
+                "tidings_log_write_errors_total",
+                "History writes that failed (commits, expiries, attempts to reopen the file).",
+            ),
+            history_corrupt_records: counter(
+                "tidings_history_corrupt_records_total",
+                "History records found undecodable and skipped by replays.",
             ),
             handle: recorder.handle(),
         }
