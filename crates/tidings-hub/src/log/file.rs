@@ -60,6 +60,12 @@ pub(super) const IDS: TableDefinition<'_, &str, u64> = TableDefinition::new("ids
 pub(super) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const LAST_POSITION: &str = "last_position";
 pub(super) const RETAINED_BYTES: &str = "retained_bytes";
+/// Where the writer tries a write of some size after a failure; empty or
+/// absent otherwise.
+const PROBE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("probe");
+/// The least and the most a probe writes. The least is a margin: a disk
+/// with less room than this is as good as full.
+const PROBE_SIZES: (usize, usize) = (256 * 1024, 4 * 1024 * 1024);
 
 /// The most appends one transaction takes: bounds the latency of the first
 /// caller of a batch and the size of one transaction.
@@ -75,6 +81,10 @@ const REOPEN_FIRST: Duration = Duration::from_millis(50);
 /// failing after the disk has room again. Each attempt repairs the file,
 /// which reads all of it, so not much less.
 const REOPEN_MAX: Duration = Duration::from_secs(5);
+
+/// How long the writer must go without a failure for the pause between
+/// attempts to reopen to start again from [`REOPEN_FIRST`].
+const QUIET_BEFORE_RESET: Duration = Duration::from_secs(60);
 
 /// The wall clock in milliseconds since the Unix epoch: the append time must
 /// survive restarts, so a monotonic clock would not do. Tests substitute
@@ -208,6 +218,8 @@ impl FileLog {
             bytes: opened.bytes,
             reopen_pause: REOPEN_FIRST,
             next_reopen: Instant::now(),
+            probe_size: PROBE_SIZES.0,
+            last_failure: None,
         };
         let writer = std::thread::Builder::new()
             .name("tidings-log-writer".into())
@@ -439,6 +451,8 @@ fn initialise(path: &Path) -> Result<Opened, LogError> {
 fn open_tables(path: &Path) -> Result<Opened, redb::Error> {
     let db = Database::create(path)?;
     let txn = db.begin_write()?;
+    // A probe left by a writer that stopped between its two transactions.
+    txn.delete_table(PROBE)?;
     let (last_position, bytes) = {
         let updates = txn.open_table(UPDATES)?;
         txn.open_table(IDS)?;
@@ -483,6 +497,10 @@ struct Writer {
     /// The pause before the next attempt to reopen, doubled by each failure.
     reopen_pause: Duration,
     next_reopen: Instant,
+    /// How many bytes the batch that failed last would have taken.
+    probe_size: usize,
+    /// When the last write failed, if one did.
+    last_failure: Option<Instant>,
 }
 
 type Pending = (Update, oneshot::Sender<Result<Stored, LogError>>);
@@ -555,6 +573,10 @@ impl Writer {
         let size = batch.len();
         let now = (self.clock)();
         let (updates, replies): (Vec<Update>, Vec<_>) = batch.into_iter().unzip();
+        let batch_bytes: usize = updates
+            .iter()
+            .map(|update| record::encoded_len(update, now))
+            .sum();
         let Some(db) = self.db.clone() else {
             // Still reopening: fail at once rather than keep callers waiting
             // for a disk that may not come back soon.
@@ -590,6 +612,7 @@ impl Writer {
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
+                self.probe_size = batch_bytes.clamp(PROBE_SIZES.0, PROBE_SIZES.1);
                 self.failed(error);
             }
         }
@@ -698,7 +721,6 @@ impl Writer {
             tracing::info!("history storage writable again");
             self.shared.set_failure(None);
         }
-        self.reopen_pause = REOPEN_FIRST;
     }
 
     /// A write failed. After an I/O error redb refuses everything on this
@@ -720,13 +742,31 @@ impl Writer {
         if poisoned && self.db.is_some() {
             self.db = None;
             self.shared.set_db(None);
-            self.reopen_pause = REOPEN_FIRST;
-            self.next_reopen = Instant::now() + self.reopen_pause;
+            self.schedule_reopen();
         }
     }
 
-    /// One attempt to open the file again after an I/O error; the next one
-    /// waits twice as long, up to [`REOPEN_MAX`].
+    /// The next attempt to reopen waits twice as long as the last one did, up
+    /// to [`REOPEN_MAX`]. The pause starts short again only after a minute
+    /// without failures: a disk with a few pages free lets the odd write
+    /// through, and must not make the writer reopen (and repair) the file
+    /// every few milliseconds.
+    fn schedule_reopen(&mut self) {
+        let now = Instant::now();
+        if self
+            .last_failure
+            .is_none_or(|at| now.duration_since(at) > QUIET_BEFORE_RESET)
+        {
+            self.reopen_pause = REOPEN_FIRST;
+        }
+        self.last_failure = Some(now);
+        self.next_reopen = now + self.reopen_pause;
+        self.reopen_pause = (self.reopen_pause * 2).min(REOPEN_MAX);
+    }
+
+    /// One attempt to open the file again after an I/O error, and to write
+    /// to it: opening alone proves nothing about a full disk (it may need no
+    /// write at all). The log is writable again once that write went through.
     fn reopen(&mut self) {
         match initialise(&self.path) {
             Ok(opened) => {
@@ -756,8 +796,17 @@ impl Writer {
                     *last = (*last).max(self.last_position);
                     grew
                 });
-                tracing::info!(path = %self.path.display(), "history file reopened after a storage failure");
-                self.succeeded();
+                tracing::debug!(path = %self.path.display(), "history file reopened after a storage failure");
+                match self.probe() {
+                    Ok(()) => {
+                        self.shared.counters.commits.fetch_add(1, Ordering::Relaxed);
+                        self.succeeded();
+                    }
+                    Err(error) => {
+                        tracing::warn!(cause = %error, retry_in = ?self.reopen_pause, "the history file cannot be written yet");
+                        self.failed(error);
+                    }
+                }
             }
             Err(error) => {
                 tracing::warn!(cause = %error, retry_in = ?self.reopen_pause, "cannot reopen the history file yet");
@@ -766,10 +815,29 @@ impl Writer {
                     .write_errors
                     .fetch_add(1, Ordering::Relaxed);
                 self.shared.set_failure(Some((error, SystemTime::now())));
-                self.next_reopen = Instant::now() + self.reopen_pause;
-                self.reopen_pause = (self.reopen_pause * 2).min(REOPEN_MAX);
+                self.schedule_reopen();
             }
         }
+    }
+
+    /// Writes as many bytes as the batch that failed, durably, then removes
+    /// them: a write small enough to fit in the file's free pages would say
+    /// "writable" on a disk that still has no room for the next batch.
+    fn probe(&self) -> Result<(), LogError> {
+        let Some(db) = &self.db else {
+            return Err(LogError::Closed);
+        };
+        let mut txn = db.begin_write().map_err(LogError::storage)?;
+        txn.set_durability(Durability::Immediate);
+        txn.open_table(PROBE)
+            .map_err(LogError::storage)?
+            .insert("probe", vec![0; self.probe_size].as_slice())
+            .map_err(LogError::storage)?;
+        txn.commit().map_err(LogError::storage)?;
+        let mut txn = db.begin_write().map_err(LogError::storage)?;
+        txn.set_durability(Durability::Immediate);
+        txn.delete_table(PROBE).map_err(LogError::storage)?;
+        txn.commit().map_err(LogError::storage)
     }
 }
 

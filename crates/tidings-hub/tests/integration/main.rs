@@ -9,4 +9,5 @@ mod private;
 mod protocol;
 mod resume;
 mod slow;
+mod storage;
 mod support;

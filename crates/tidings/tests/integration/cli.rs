@@ -96,6 +96,7 @@ fn check_validates_without_starting_and_applies_precedence() {
         ("--heartbeat", "soon"),
         ("--addr", "localhost"),
         ("--history-max-age", "3 weeks"),
+        ("--history-max-bytes", "5 parsecs"),
     ] {
         let bad = run(&["serve", "--check", flag, value]);
         assert!(!bad.status.success(), "{flag} {value} accepted");

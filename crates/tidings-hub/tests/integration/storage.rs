@@ -1,0 +1,203 @@
+//! Storage faults: the history file on a filesystem that fills up. Publishes fail
+//! (never a 200 for an update that was not stored), `/readyz` says why, and once there
+//! is room again the hub recovers by itself, without a restart and without losing or
+//! repeating an acknowledged update.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::{PATIENCE, TestHub};
+
+/// A tmpfs of a few MiB mounted on a temporary directory, unmounted when dropped
+/// (also when the test fails).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|err| err.to_string())?;
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|err| format!("cannot run mount: {err}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(self.dir.path())
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !unmounted {
+            // Still busy (a writer thread of the hub not yet gone): detach it now, the
+            // kernel frees it when the last file closes.
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+/// Writes to `path` until the filesystem has no block left.
+fn fill(path: &Path) -> u64 {
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0x5a_u8; 64 * 1024];
+    let mut written = 0;
+    for size in [chunk.len(), 4096, 512, 1] {
+        while let Ok(n @ 1..) = file.write(&chunk[..size]) {
+            written += n as u64;
+        }
+    }
+    written
+}
+
+async fn readyz(t: &TestHub) -> (u16, String) {
+    let response = t
+        .client
+        .get(format!("{}/readyz", t.base))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// A metric's value from `/metrics` (its handler sets the storage gauges).
+async fn metric(t: &TestHub, name: &str) -> f64 {
+    let served = t
+        .client
+        .get(format!("{}/metrics", t.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    served
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{served}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_publishes_then_the_hub_recovers_without_restart() {
+    let tmpfs = match Tmpfs::mount("4m") {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            eprintln!("skipped: cannot mount tmpfs: {reason}");
+            return;
+        }
+    };
+    let history: PathBuf = tmpfs.path().join("history.db");
+    let t = TestHub::with(|b| b.history_file(&history).subscriptions(false)).await;
+    let data = "d".repeat(1024);
+    let form = [("topic", "/fill"), ("data", data.as_str())];
+
+    let first = t.publish(&form).await;
+    let mut acked = Vec::new();
+    for _ in 0..20 {
+        acked.push(t.publish(&form).await);
+    }
+    let (status, body) = readyz(&t).await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+
+    let filler = tmpfs.path().join("filler");
+    let filled = fill(&filler);
+    assert!(filled > 0, "the filler took no space");
+
+    // redb has some room left inside its file: publish until the disk says no.
+    let mut refused = None;
+    for _ in 0..20_000 {
+        let response = t.post(&form).await;
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        if status == 200 {
+            acked.push(body);
+        } else {
+            refused = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = refused.expect("20,000 publishes of 1 KiB fit on a full 4 MiB tmpfs");
+    assert!(status.is_server_error(), "{status}: {body}");
+
+    let (status, body) = readyz(&t).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("storage cannot write: "), "{body}");
+    assert_eq!(body.trim_end().lines().count(), 1, "{body}");
+    // While the disk stays full, publishes keep failing, fast.
+    for _ in 0..3 {
+        let response = t.post(&form).await;
+        let status = response.status();
+        assert!(status.is_server_error(), "{status}");
+    }
+    assert_eq!(metric(&t, "tidings_storage_ready").await, 0.0);
+    assert!(metric(&t, "tidings_log_write_errors_total").await >= 1.0);
+    // Long enough for the writer to reopen the file on the full disk a few times:
+    // reopening works (it needs no room), but the write that follows does not, so the
+    // hub stays unready.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = readyz(&t).await;
+    assert_eq!(status, 503, "ready on a full disk: {body}");
+    assert!(metric(&t, "tidings_log_write_errors_total").await >= 2.0);
+
+    std::fs::remove_file(&filler).unwrap();
+    // The writer retries by itself, at most 5 s apart.
+    let give_up = Instant::now() + PATIENCE * 3;
+    loop {
+        let (status, body) = readyz(&t).await;
+        if status == 200 {
+            assert_eq!(body, "ready\n");
+            break;
+        }
+        assert!(Instant::now() < give_up, "still unready: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..10 {
+        acked.push(t.publish(&form).await);
+    }
+    assert_eq!(metric(&t, "tidings_storage_ready").await, 1.0);
+
+    // A subscriber that saw only the first update resumes: every acknowledged update
+    // comes, once. (An update answered with an error may be there too, if the error
+    // came after it was durable; it is not expected, nor forbidden.)
+    let mut stream = t.subscribe_with("topic=/fill", None, Some(&first)).await;
+    let last = acked.last().unwrap().clone();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    loop {
+        let event = stream.expect().await;
+        let id = event.id.to_string();
+        *seen.entry(id.clone()).or_default() += 1;
+        if id == last {
+            break;
+        }
+    }
+    for id in &acked {
+        assert_eq!(seen.get(id), Some(&1), "acknowledged {id}");
+    }
+    assert!(
+        !seen.contains_key(&first),
+        "the resumed-from update came again"
+    );
+    drop(stream);
+    drop(t);
+    drop(tmpfs);
+}
