@@ -430,11 +430,13 @@ fn initialise(path: &Path) -> Result<Opened, LogError> {
     };
     match catch_unwind(AssertUnwindSafe(|| open_tables(path))) {
         Ok(Ok(opened)) => Ok(opened),
-        Ok(Err(redb::Error::Corrupted(reason))) => Err(damaged(reason)),
-        Ok(Err(error)) => Err(LogError::Open {
-            path: path.to_path_buf(),
-            source: StorageError::new(error),
-        }),
+        Ok(Err(error)) => match &*error.0 {
+            redb::Error::Corrupted(reason) => Err(damaged(reason.clone())),
+            _ => Err(LogError::Open {
+                path: path.to_path_buf(),
+                source: error,
+            }),
+        },
         Err(panic) => {
             let reason = panic
                 .downcast_ref::<&str>()
@@ -448,33 +450,43 @@ fn initialise(path: &Path) -> Result<Opened, LogError> {
     }
 }
 
-fn open_tables(path: &Path) -> Result<Opened, redb::Error> {
-    let db = Database::create(path)?;
-    let txn = db.begin_write()?;
+fn open_tables(path: &Path) -> Result<Opened, StorageError> {
+    let db = Database::create(path).map_err(StorageError::new)?;
+    let txn = db.begin_write().map_err(StorageError::new)?;
     // A probe left by a writer that stopped between its two transactions.
-    txn.delete_table(PROBE)?;
+    txn.delete_table(PROBE).map_err(StorageError::new)?;
     let (last_position, bytes) = {
-        let updates = txn.open_table(UPDATES)?;
-        txn.open_table(IDS)?;
-        let mut meta = txn.open_table(META)?;
-        let recorded = meta.get(LAST_POSITION)?.map_or(0, |p| p.value());
-        let newest = updates.last()?.map_or(0, |(p, _)| p.value());
-        let bytes = meta.get(RETAINED_BYTES)?.map(|b| b.value());
+        let updates = txn.open_table(UPDATES).map_err(StorageError::new)?;
+        txn.open_table(IDS).map_err(StorageError::new)?;
+        let mut meta = txn.open_table(META).map_err(StorageError::new)?;
+        let recorded = meta
+            .get(LAST_POSITION)
+            .map_err(StorageError::new)?
+            .map_or(0, |p| p.value());
+        let newest = updates
+            .last()
+            .map_err(StorageError::new)?
+            .map_or(0, |(p, _)| p.value());
+        let bytes = meta
+            .get(RETAINED_BYTES)
+            .map_err(StorageError::new)?
+            .map(|b| b.value());
         let bytes = match bytes {
             Some(bytes) => bytes,
             None => {
                 // A file from before the total was kept: count it once.
                 let mut total = 0;
-                for entry in updates.iter()? {
-                    total += entry?.1.value().len() as u64;
+                for entry in updates.iter().map_err(StorageError::new)? {
+                    total += entry.map_err(StorageError::new)?.1.value().len() as u64;
                 }
-                meta.insert(RETAINED_BYTES, total)?;
+                meta.insert(RETAINED_BYTES, total)
+                    .map_err(StorageError::new)?;
                 total
             }
         };
         (recorded.max(newest), bytes)
     };
-    txn.commit()?;
+    txn.commit().map_err(StorageError::new)?;
     Ok(Opened {
         db,
         last_position,

@@ -294,3 +294,94 @@ async fn a_changed_record_is_skipped_by_replay_and_counted() {
         1.0
     );
 }
+
+/// The log alone, appended to from many tasks while the disk fills and empties: every
+/// append answered `Ok` is in the file, at its position, once the file is reopened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_through_a_full_disk_lose_nothing_acknowledged() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tidings_hub::log::{Log, Retention, Update};
+
+    let tmpfs = match Tmpfs::mount("4m") {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            eprintln!("skipped: cannot mount tmpfs: {reason}");
+            return;
+        }
+    };
+    let path = tmpfs.path().join("history.db");
+    let log = Log::open(&path, Retention::default()).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let (log, stop) = (log.clone(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let (mut acked, mut failed) = (Vec::new(), 0);
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let update = Update::new(format!("t{task}-{n}"), "/t", "z".repeat(1024));
+                    n += 1;
+                    match log.append(update).await {
+                        Ok(stored) => acked.push((stored.update.id.clone(), stored.position)),
+                        Err(_) => failed += 1,
+                    }
+                    tokio::task::yield_now().await;
+                }
+                (acked, failed)
+            })
+        })
+        .collect();
+
+    let filler = tmpfs.path().join("filler");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    fill(&filler);
+    let give_up = Instant::now() + PATIENCE;
+    while log.health().is_writable() {
+        assert!(
+            Instant::now() < give_up,
+            "appends did not fail on a full disk"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::remove_file(&filler).unwrap();
+    let give_up = Instant::now() + PATIENCE * 3;
+    while !log.health().is_writable() {
+        assert!(
+            Instant::now() < give_up,
+            "not writable again: {:?}",
+            log.health()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    let mut failed = 0;
+    for task in tasks {
+        let (ok, err) = task.await.unwrap();
+        acked.extend(ok);
+        failed += err;
+    }
+    assert!(failed > 0, "no append failed");
+    assert!(log.stats().write_errors > 0);
+    log.close().await;
+
+    let log = Log::open(&path, Retention::default()).await.unwrap();
+    for (id, position) in &acked {
+        assert_eq!(
+            log.position_of(id).await.unwrap(),
+            Some(*position),
+            "acknowledged {id} at {position}"
+        );
+    }
+    let all = log
+        .read_after(tidings_hub::log::Cursor::Earliest, usize::MAX)
+        .await
+        .unwrap();
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    assert!(acked.len() <= all.len());
+    log.close().await;
+    drop(tmpfs);
+}
