@@ -51,9 +51,6 @@ pub enum PublishError {
     /// The type would inject fields into the event stream.
     #[error("invalid type: {0}")]
     InvalidType(#[source] tidings_wire::EncodeError),
-    /// An update with this id is already in history.
-    #[error("duplicate id: an update with id {0:?} already exists")]
-    DuplicateId(String),
     /// The hub is shutting down.
     #[error("the hub is shutting down")]
     ShuttingDown,
@@ -489,7 +486,6 @@ impl Hub {
         });
         match task.await {
             Ok(result) => result.map_err(|err| match err {
-                LogError::DuplicateId(id) => PublishError::DuplicateId(id),
                 LogError::Closed => PublishError::ShuttingDown,
                 other => PublishError::Log(other),
             }),

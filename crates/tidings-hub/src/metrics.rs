@@ -31,6 +31,10 @@ pub(crate) struct Metrics {
     pub(crate) timeouts_idle: Counter,
     pub(crate) selector_refusals: Counter,
     pub(crate) template_cache_bytes: Gauge,
+    pub(crate) history_bytes: Gauge,
+    pub(crate) storage_ready: Gauge,
+    pub(crate) log_write_errors: Counter,
+    pub(crate) history_corrupt_records: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -108,6 +112,22 @@ impl Metrics {
             template_cache_bytes: gauge(
                 "tidings_template_cache_bytes",
                 "Bytes of compiled URI templates in the process-wide cache.",
+            ),
+            history_bytes: gauge(
+                "tidings_history_bytes",
+                "Bytes of the updates held in history (what --history-max-bytes bounds).",
+            ),
+            storage_ready: gauge(
+                "tidings_storage_ready",
+                "1 when the history accepts writes, 0 while it cannot write (see /readyz).",
+            ),
+            log_write_errors: counter(
+                "tidings_log_write_errors_total",
+                "History writes that failed (commits, expiries, attempts to reopen the file).",
+            ),
+            history_corrupt_records: counter(
+                "tidings_history_corrupt_records_total",
+                "History records found undecodable and skipped by replays.",
             ),
             handle: recorder.handle(),
         }

@@ -40,6 +40,62 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Parses a size such as `64MiB`, `1GB`, `500k` or a bare number of bytes. Suffixes
+/// with `i` are powers of 1024, the others of 1000 (`k`/`KB`, `M`/`MB`, `G`/`GB`,
+/// `T`/`TB`; `B` alone is bytes); case does not matter.
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return Err(format!(
+            "invalid size {text:?}: expected a number of bytes, or a number and a unit as in 64MiB"
+        ));
+    }
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: number too large"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "m" | "mb" => 1000 * 1000,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "t" | "tb" => 1000 * 1000 * 1000 * 1000,
+        "ki" | "kib" => 1 << 10,
+        "mi" | "mib" => 1 << 20,
+        "gi" | "gib" => 1 << 30,
+        "ti" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "invalid size {text:?}: unknown unit {other:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
+            ));
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("invalid size {text:?}: too large"))
+}
+
+/// A size in the TOML file: a number of bytes, or text for [`parse_size`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum ByteSize {
+    /// A plain number of bytes.
+    Bytes(u64),
+    /// A number with a unit, such as `64MiB`.
+    Text(String),
+}
+
+impl ByteSize {
+    pub(crate) fn bytes(&self) -> Result<u64, String> {
+        match self {
+            ByteSize::Bytes(n) => Ok(*n),
+            ByteSize::Text(text) => parse_size(text),
+        }
+    }
+}
+
 /// The shortest HMAC secret accepted without `--allow-weak-key`: 32 bytes (256 bits), the
 /// size of the HS256 hash, below which the secret is easier to guess than the hash is to
 /// break (RFC 7518, section 3.2).
@@ -227,6 +283,7 @@ pub(crate) struct FileConfig {
     pub(crate) no_history: Option<bool>,
     pub(crate) history_size: Option<u64>,
     pub(crate) history_max_age: Option<String>,
+    pub(crate) history_max_bytes: Option<ByteSize>,
     pub(crate) no_anonymous: Option<bool>,
     pub(crate) cors_origins: Option<Vec<String>>,
     pub(crate) publish_origins: Option<Vec<String>>,
@@ -368,6 +425,28 @@ mod tests {
         let k = "A".repeat(43); // 32 bytes
         let strong = format!(r#"{{"keys": [{{"kty": "oct", "k": "{k}"}}]}}"#);
         assert!(verifying_key(&strong, "--jwt-key", false).is_ok());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("64MiB"), Ok(64 * 1024 * 1024));
+        assert_eq!(parse_size("64mib"), Ok(64 * 1024 * 1024));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("500k"), Ok(500_000));
+        assert_eq!(parse_size("2 KiB"), Ok(2048));
+        assert_eq!(parse_size("12B"), Ok(12));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("1.5GB").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+        let file: FileConfig = toml::from_str("history_max_bytes = 4096").unwrap();
+        assert_eq!(file.history_max_bytes.unwrap().bytes(), Ok(4096));
+        let file: FileConfig = toml::from_str("history_max_bytes = \"1MiB\"").unwrap();
+        assert_eq!(file.history_max_bytes.unwrap().bytes(), Ok(1 << 20));
     }
 
     #[test]

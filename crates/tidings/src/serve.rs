@@ -16,7 +16,7 @@ use tidings_hub::{
     AddrRange, DEFAULT_HEARTBEAT, DEFAULT_QUEUE_CAPACITY, Hub, HubBuilder, ServerLimits,
 };
 
-use crate::config::{FileConfig, key_rule, parse_duration, verifying_key};
+use crate::config::{ByteSize, FileConfig, key_rule, parse_duration, verifying_key};
 
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 const DEFAULT_DB: &str = "./tidings.db";
@@ -66,6 +66,10 @@ pub(crate) struct Args {
     /// How long updates stay in history, e.g. `24h`; 0 for no limit [default: 24h].
     #[arg(long, env = "TIDINGS_HISTORY_MAX_AGE", value_name = "DURATION")]
     history_max_age: Option<String>,
+    /// The most bytes of updates kept in history, e.g. `64MiB`, `1GB` or a number of
+    /// bytes; 0 for no limit [default: 64MiB].
+    #[arg(long, env = "TIDINGS_HISTORY_MAX_BYTES", value_name = "SIZE")]
+    history_max_bytes: Option<String>,
     /// Refuse subscribers without a token (401) instead of giving them public updates.
     #[arg(long, env = "TIDINGS_NO_ANONYMOUS")]
     no_anonymous: bool,
@@ -304,6 +308,20 @@ impl Settings {
             }
             None => defaults.max_age,
         };
+        let max_bytes = match args
+            .history_max_bytes
+            .map(ByteSize::Text)
+            .or(file.history_max_bytes)
+        {
+            Some(size) => {
+                let bytes = size
+                    .bytes()
+                    .map_err(anyhow::Error::msg)
+                    .context("--history-max-bytes")?;
+                (bytes != 0).then_some(bytes)
+            }
+            None => defaults.max_bytes,
+        };
         let heartbeat = match args.heartbeat.or(file.heartbeat) {
             Some(text) => {
                 let every = parse_duration(&text)
@@ -370,6 +388,7 @@ impl Settings {
                 db,
                 retention: Retention {
                     max_updates,
+                    max_bytes,
                     max_age,
                 },
                 anonymous: !(args.no_anonymous || file.no_anonymous.unwrap_or(false)),

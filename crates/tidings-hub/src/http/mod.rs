@@ -9,6 +9,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{Claims, TokenSource};
 use crate::hub::Hub;
+use crate::log::{LogError, LogHealth};
 
 mod publish;
 mod subscribe;
@@ -24,6 +25,7 @@ pub(crate) fn router(hub: Hub) -> Router {
     let mut router = Router::new()
         .route(HUB_PATH, get(subscribe::subscribe).post(publish::publish))
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .route("/metrics", get(metrics));
     if hub.config().subscriptions {
         router = router
@@ -109,6 +111,39 @@ async fn health(State(hub): State<Hub>) -> Response {
         .into_response()
 }
 
+/// Readiness, where `/healthz` is liveness: whether the hub can take publishes now. A
+/// history that cannot write (a full disk) makes the hub unready until the log has
+/// recovered by itself, without making it dead.
+async fn ready(State(hub): State<Hub>) -> Response {
+    if hub.inner.shutdown.is_cancelled() {
+        return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    match hub.inner.log.health() {
+        LogHealth::Writable => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "ready\n",
+        )
+            .into_response(),
+        LogHealth::Failing { error, .. } => {
+            // The storage's own words, without the log's "history storage failed" prefix.
+            let cause = match &error {
+                LogError::Storage(storage) => storage.to_string(),
+                other => other.to_string(),
+            };
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("storage cannot write: {cause}"),
+            )
+            .into_response()
+        }
+        _ => Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage cannot write: the history log is closed",
+        )
+        .into_response(),
+    }
+}
+
 async fn metrics(State(hub): State<Hub>) -> Response {
     // Retention trims history in the background: count it when asked rather than
     // tracking every append and expiry.
@@ -117,13 +152,19 @@ async fn metrics(State(hub): State<Hub>) -> Response {
         Err(err) => tracing::warn!(cause = %err, "cannot count history for /metrics"),
     }
     let stats = hub.inner.log.stats();
-    hub.inner.metrics.log_appends.absolute(stats.appended);
-    hub.inner.metrics.log_commits.absolute(stats.commits);
-    let template_cache_bytes = crate::topic::template_cache_bytes();
-    hub.inner
-        .metrics
+    let metrics = &hub.inner.metrics;
+    metrics.log_appends.absolute(stats.appended);
+    metrics.log_commits.absolute(stats.commits);
+    metrics
         .template_cache_bytes
-        .set(template_cache_bytes as f64);
+        .set(crate::topic::template_cache_bytes() as f64);
+    metrics.history_bytes.set(hub.inner.log.bytes() as f64);
+    let ready = hub.inner.log.health().is_writable();
+    metrics.storage_ready.set(if ready { 1.0 } else { 0.0 });
+    metrics.log_write_errors.absolute(stats.write_errors);
+    metrics
+        .history_corrupt_records
+        .absolute(stats.corrupt_records);
     (
         [(
             header::CONTENT_TYPE,

@@ -228,7 +228,6 @@ fn parse_retry(value: &str) -> Result<u64, Refusal> {
 
 fn refusal(err: PublishError) -> Refusal {
     let status = match err {
-        PublishError::DuplicateId(_) => StatusCode::CONFLICT,
         PublishError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
         PublishError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,

@@ -4,9 +4,13 @@
 //! Tables:
 //! - `updates`: position → encoded record ([`super::record`]), which carries
 //!   the append time used for expiry;
-//! - `ids`: update id → position, for `Last-Event-ID` and duplicate checks;
+//! - `ids`: update id → the position of its latest occurrence, for
+//!   `Last-Event-ID`;
 //! - `meta`: `last_position` → the highest position ever given, so that
-//!   positions keep growing after a restart even when expiry emptied the log.
+//!   positions keep growing after a restart even when expiry emptied the
+//!   log; `retained_bytes` → the sum of the records' lengths, updated in the
+//!   transaction that adds or removes them, so that the bound on bytes needs
+//!   no scan.
 //!
 //! Appends travel over a channel to the writer thread. It blocks for the
 //! first request, then takes every request already queued (up to
@@ -21,24 +25,47 @@
 //! The channel is unbounded, but each request belongs to a caller that waits
 //! for its answer, so the queue never holds more than the number of appends
 //! in flight.
+//!
+//! # After an I/O error
+//!
+//! redb marks a `Database` whose file I/O failed once and refuses every
+//! later operation on it, reads included, with `PreviousIo` ("close and
+//! re-open the database"); the failed commit itself was rolled back or, if
+//! it failed after its data was durable, may be found by the next open. So
+//! the writer, after such an error, drops its `Database`, takes it from the
+//! readers too, and opens the file again — which repairs it — retrying with
+//! a doubling pause ([`REOPEN_FIRST`] to [`REOPEN_MAX`]) until it works.
+//! Appends that arrive meanwhile fail at once with the last error. Once
+//! reopened, the writer takes the last position and the byte total from the
+//! file again, so a batch that was answered with an error but did become
+//! durable is neither overwritten nor counted twice.
 
+use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
 use super::record;
-use super::{LogError, LogStats, Retention, StorageError, Stored, Update};
+use super::{LogError, LogHealth, LogStats, Retention, StorageError, Stored, Update};
 
 pub(super) const UPDATES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("updates");
-const IDS: TableDefinition<'_, &str, u64> = TableDefinition::new("ids");
-const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+pub(super) const IDS: TableDefinition<'_, &str, u64> = TableDefinition::new("ids");
+pub(super) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const LAST_POSITION: &str = "last_position";
+pub(super) const RETAINED_BYTES: &str = "retained_bytes";
+/// Where the writer tries a write of some size after a failure; empty or
+/// absent otherwise.
+const PROBE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("probe");
+/// The least and the most a probe writes. The least is a margin: a disk
+/// with less room than this is as good as full.
+const PROBE_SIZES: (usize, usize) = (256 * 1024, 4 * 1024 * 1024);
 
 /// The most appends one transaction takes: bounds the latency of the first
 /// caller of a batch and the size of one transaction.
@@ -47,6 +74,17 @@ const MAX_BATCH: usize = 4096;
 /// How often an idle writer looks for expired updates when retention has a
 /// maximum age. Updates outlive their age by at most this much.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The pause before the first attempt to reopen the file after a failure.
+const REOPEN_FIRST: Duration = Duration::from_millis(50);
+/// The longest pause between attempts to reopen: how long appends may keep
+/// failing after the disk has room again. Each attempt repairs the file,
+/// which reads all of it, so not much less.
+const REOPEN_MAX: Duration = Duration::from_secs(5);
+
+/// How long the writer must go without a failure for the pause between
+/// attempts to reopen to start again from [`REOPEN_FIRST`].
+const QUIET_BEFORE_RESET: Duration = Duration::from_secs(60);
 
 /// The wall clock in milliseconds since the Unix epoch: the append time must
 /// survive restarts, so a monotonic clock would not do. Tests substitute
@@ -63,19 +101,76 @@ pub(super) fn system_clock() -> Clock {
 
 pub(super) struct FileLog {
     path: PathBuf,
-    db: Arc<Database>,
+    shared: Arc<Shared>,
     requests: mpsc::Sender<Request>,
-    counters: Arc<Counters>,
     /// Follows the writer's announcements; closed when the writer stops.
     positions: watch::Receiver<u64>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// What the writer and the readers share.
+struct Shared {
+    /// The open file; `None` while the writer reopens it after a failure.
+    db: RwLock<Option<Arc<Database>>>,
+    /// The last failure, until a write succeeds again.
+    failure: Mutex<Option<(LogError, SystemTime)>>,
+    /// Set when the writer stops.
+    closed: AtomicBool,
+    /// Positions of the records reads found undecodable, so that each is
+    /// logged and counted once however often it is read.
+    corrupt: Mutex<HashSet<u64>>,
+    counters: Counters,
+}
+
 #[derive(Default)]
 struct Counters {
     last_position: AtomicU64,
+    bytes: AtomicU64,
     appended: AtomicU64,
     commits: AtomicU64,
+    write_errors: AtomicU64,
+    corrupt_records: AtomicU64,
+}
+
+impl Shared {
+    /// The file, for a read.
+    fn db(&self) -> Result<Arc<Database>, LogError> {
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        match &*db {
+            Some(db) => Ok(Arc::clone(db)),
+            None => Err(self.failure().map_or(LogError::Closed, |(error, _)| error)),
+        }
+    }
+
+    fn failure(&self) -> Option<(LogError, SystemTime)> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_failure(&self, failure: Option<(LogError, SystemTime)>) {
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = failure;
+    }
+
+    fn set_db(&self, db: Option<Arc<Database>>) {
+        *self.db.write().unwrap_or_else(PoisonError::into_inner) = db;
+    }
+
+    /// Notes an undecodable record: logged and counted the first time only.
+    fn corrupt(&self, position: u64, reason: &'static str) {
+        let first = self
+            .corrupt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(position);
+        if first {
+            self.counters
+                .corrupt_records
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(position, reason, "skipping an unreadable history record");
+        }
+    }
 }
 
 enum Request {
@@ -95,27 +190,36 @@ impl FileLog {
         clock: Clock,
     ) -> Result<FileLog, LogError> {
         let opening = path.clone();
-        let (db, last_position) =
-            blocking(move || initialise(&opening))
-                .await?
-                .map_err(|source| LogError::Open {
-                    path: path.clone(),
-                    source,
-                })?;
-        let db = Arc::new(db);
-        let counters = Arc::new(Counters::default());
-        counters
+        let opened = blocking(move || initialise(&opening)).await??;
+        let last_position = opened.last_position;
+        let db = Arc::new(opened.db);
+        let shared = Arc::new(Shared {
+            db: RwLock::new(Some(Arc::clone(&db))),
+            failure: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            corrupt: Mutex::new(HashSet::new()),
+            counters: Counters::default(),
+        });
+        shared
+            .counters
             .last_position
             .store(last_position, Ordering::Release);
+        shared.counters.bytes.store(opened.bytes, Ordering::Release);
         let (requests, queue) = mpsc::channel();
         let (announce, positions) = watch::channel(last_position);
         let writer = Writer {
+            path: path.clone(),
             announce,
-            db: Arc::clone(&db),
+            db: Some(db),
             retention,
             clock,
-            counters: Arc::clone(&counters),
+            shared: Arc::clone(&shared),
             last_position,
+            bytes: opened.bytes,
+            reopen_pause: REOPEN_FIRST,
+            next_reopen: Instant::now(),
+            probe_size: PROBE_SIZES.0,
+            last_failure: None,
         };
         let writer = std::thread::Builder::new()
             .name("tidings-log-writer".into())
@@ -124,12 +228,11 @@ impl FileLog {
                 path: path.clone(),
                 source: StorageError::new(error),
             })?;
-        tracing::debug!(path = %path.display(), last_position, "history file opened");
+        tracing::debug!(path = %path.display(), last_position, bytes = opened.bytes, "history file opened");
         Ok(FileLog {
             path,
-            db,
+            shared,
             requests,
-            counters,
             positions,
             writer: Mutex::new(Some(writer)),
         })
@@ -152,22 +255,28 @@ impl FileLog {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.read(move |db| {
+        self.read(move |db, shared| {
             let txn = db.begin_read().map_err(LogError::storage)?;
             let updates = txn.open_table(UPDATES).map_err(LogError::storage)?;
             let mut out = Vec::with_capacity(max.min(1024));
             for entry in updates
                 .range(after.saturating_add(1)..)
                 .map_err(LogError::storage)?
-                .take(max)
             {
                 let (position, bytes) = entry.map_err(LogError::storage)?;
                 let position = position.value();
-                let update = decode(position, bytes.value())?;
-                out.push(Stored {
-                    position,
-                    update: Arc::new(update),
-                });
+                // Skipped, not returned as an error: a reader that stopped
+                // at a bad record would stop there on every try.
+                match record::decode(bytes.value()) {
+                    Ok(update) => out.push(Stored {
+                        position,
+                        update: Arc::new(update),
+                    }),
+                    Err(reason) => shared.corrupt(position, reason),
+                }
+                if out.len() == max {
+                    break;
+                }
             }
             Ok(out)
         })
@@ -176,7 +285,7 @@ impl FileLog {
 
     pub(super) async fn position_of(&self, id: &str) -> Result<Option<u64>, LogError> {
         let id = id.to_owned();
-        self.read(move |db| {
+        self.read(move |db, _| {
             let txn = db.begin_read().map_err(LogError::storage)?;
             let ids = txn.open_table(IDS).map_err(LogError::storage)?;
             let position = ids.get(id.as_str()).map_err(LogError::storage)?;
@@ -186,33 +295,31 @@ impl FileLog {
     }
 
     pub(super) async fn id_before(&self, position: u64) -> Result<Option<String>, LogError> {
-        self.read(move |db| {
+        self.read(move |db, shared| {
             let txn = db.begin_read().map_err(LogError::storage)?;
             let updates = txn.open_table(UPDATES).map_err(LogError::storage)?;
-            let before = updates
-                .range(..position)
-                .map_err(LogError::storage)?
-                .next_back();
-            match before {
-                None => Ok(None),
-                Some(entry) => {
-                    let (position, bytes) = entry.map_err(LogError::storage)?;
-                    let position = position.value();
-                    let head = record::decode_head(bytes.value())
-                        .map_err(|reason| LogError::Corrupt { position, reason })?;
-                    Ok(Some(head.id))
+            for entry in updates.range(..position).map_err(LogError::storage)?.rev() {
+                let (position, bytes) = entry.map_err(LogError::storage)?;
+                match record::decode_head(bytes.value()) {
+                    Ok(head) => return Ok(Some(head.id)),
+                    Err(reason) => shared.corrupt(position.value(), reason),
                 }
             }
+            Ok(None)
         })
         .await
     }
 
     pub(super) fn last_position(&self) -> u64 {
-        self.counters.last_position.load(Ordering::Acquire)
+        self.shared.counters.last_position.load(Ordering::Acquire)
+    }
+
+    pub(super) fn bytes(&self) -> u64 {
+        self.shared.counters.bytes.load(Ordering::Acquire)
     }
 
     pub(super) async fn len(&self) -> Result<u64, LogError> {
-        self.read(|db| {
+        self.read(|db, _| {
             let txn = db.begin_read().map_err(LogError::storage)?;
             let updates = txn.open_table(UPDATES).map_err(LogError::storage)?;
             updates.len().map_err(LogError::storage)
@@ -225,9 +332,22 @@ impl FileLog {
     }
 
     pub(super) fn stats(&self) -> LogStats {
+        let counters = &self.shared.counters;
         LogStats {
-            appended: self.counters.appended.load(Ordering::Relaxed),
-            commits: self.counters.commits.load(Ordering::Relaxed),
+            appended: counters.appended.load(Ordering::Relaxed),
+            commits: counters.commits.load(Ordering::Relaxed),
+            write_errors: counters.write_errors.load(Ordering::Relaxed),
+            corrupt_records: counters.corrupt_records.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(super) fn health(&self) -> LogHealth {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return LogHealth::Closed;
+        }
+        match self.shared.failure() {
+            None => LogHealth::Writable,
+            Some((error, at)) => LogHealth::Failing { error, at },
         }
     }
 
@@ -242,10 +362,14 @@ impl FileLog {
     /// Runs a read on the blocking pool: redb reads may touch the disk.
     async fn read<T: Send + 'static>(
         &self,
-        read: impl FnOnce(&Database) -> Result<T, LogError> + Send + 'static,
+        read: impl FnOnce(&Database, &Shared) -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
-        let db = Arc::clone(&self.db);
-        blocking(move || read(&db)).await?
+        let shared = Arc::clone(&self.shared);
+        blocking(move || {
+            let db = shared.db()?;
+            read(&db, &shared)
+        })
+        .await?
     }
 }
 
@@ -265,6 +389,8 @@ impl Drop for FileLog {
                 tracing::error!("the history writer thread panicked");
             }
         }
+        // Readers may still hold the file for a moment; release ours.
+        self.shared.set_db(None);
     }
 }
 
@@ -281,15 +407,58 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Opens or creates the file, makes sure the tables exist and reads the last
-/// position.
-fn initialise(path: &Path) -> Result<(Database, u64), StorageError> {
+/// A file opened by [`initialise`].
+struct Opened {
+    db: Database,
+    last_position: u64,
+    bytes: u64,
+}
+
+/// Opens or creates the file (repairing it after a crash), makes sure the
+/// tables exist and reads the last position and the byte total.
+///
+/// redb refuses some damaged files with an error and meets others with a
+/// failed assertion (a file cut short, for one: "storage.raw_file_len() >=
+/// header.layout().len()"). Either way the file cannot be used as it is, and
+/// that is what the caller must hear, not a panic: the panic is caught here,
+/// on the thread that opens, before anything else could see a half-made
+/// `Database`.
+fn initialise(path: &Path) -> Result<Opened, LogError> {
+    let damaged = |reason: String| LogError::Damaged {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match catch_unwind(AssertUnwindSafe(|| open_tables(path))) {
+        Ok(Ok(opened)) => Ok(opened),
+        Ok(Err(error)) => match &*error.0 {
+            redb::Error::Corrupted(reason) => Err(damaged(reason.clone())),
+            _ => Err(LogError::Open {
+                path: path.to_path_buf(),
+                source: error,
+            }),
+        },
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the storage engine panicked".to_owned());
+            Err(damaged(format!(
+                "the storage engine cannot read it: {reason}"
+            )))
+        }
+    }
+}
+
+fn open_tables(path: &Path) -> Result<Opened, StorageError> {
     let db = Database::create(path).map_err(StorageError::new)?;
     let txn = db.begin_write().map_err(StorageError::new)?;
-    let last_position = {
+    // A probe left by a writer that stopped between its two transactions.
+    txn.delete_table(PROBE).map_err(StorageError::new)?;
+    let (last_position, bytes) = {
         let updates = txn.open_table(UPDATES).map_err(StorageError::new)?;
         txn.open_table(IDS).map_err(StorageError::new)?;
-        let meta = txn.open_table(META).map_err(StorageError::new)?;
+        let mut meta = txn.open_table(META).map_err(StorageError::new)?;
         let recorded = meta
             .get(LAST_POSITION)
             .map_err(StorageError::new)?
@@ -298,24 +467,52 @@ fn initialise(path: &Path) -> Result<(Database, u64), StorageError> {
             .last()
             .map_err(StorageError::new)?
             .map_or(0, |(p, _)| p.value());
-        recorded.max(newest)
+        let bytes = meta
+            .get(RETAINED_BYTES)
+            .map_err(StorageError::new)?
+            .map(|b| b.value());
+        let bytes = match bytes {
+            Some(bytes) => bytes,
+            None => {
+                // A file from before the total was kept: count it once.
+                let mut total = 0;
+                for entry in updates.iter().map_err(StorageError::new)? {
+                    total += entry.map_err(StorageError::new)?.1.value().len() as u64;
+                }
+                meta.insert(RETAINED_BYTES, total)
+                    .map_err(StorageError::new)?;
+                total
+            }
+        };
+        (recorded.max(newest), bytes)
     };
     txn.commit().map_err(StorageError::new)?;
-    Ok((db, last_position))
-}
-
-fn decode(position: u64, bytes: &[u8]) -> Result<Update, LogError> {
-    record::decode(bytes).map_err(|reason| LogError::Corrupt { position, reason })
+    Ok(Opened {
+        db,
+        last_position,
+        bytes,
+    })
 }
 
 struct Writer {
-    db: Arc<Database>,
+    path: PathBuf,
+    /// `None` after an I/O error, until the file is reopened.
+    db: Option<Arc<Database>>,
     retention: Retention,
     clock: Clock,
-    counters: Arc<Counters>,
+    shared: Arc<Shared>,
     /// Dropped with the writer, which tells watchers the log is closed.
     announce: watch::Sender<u64>,
     last_position: u64,
+    /// The retained bytes as last committed.
+    bytes: u64,
+    /// The pause before the next attempt to reopen, doubled by each failure.
+    reopen_pause: Duration,
+    next_reopen: Instant,
+    /// How many bytes the batch that failed last would have taken.
+    probe_size: usize,
+    /// When the last write failed, if one did.
+    last_failure: Option<Instant>,
 }
 
 type Pending = (Update, oneshot::Sender<Result<Stored, LogError>>);
@@ -324,20 +521,30 @@ impl Writer {
     fn run(mut self, queue: mpsc::Receiver<Request>) {
         self.expire();
         loop {
-            let first = if self.retention.max_age.is_some() {
-                match queue.recv_timeout(EXPIRY_INTERVAL) {
+            let wait = if self.db.is_none() {
+                Some(self.next_reopen.saturating_duration_since(Instant::now()))
+            } else if self.retention.max_age.is_some() {
+                Some(EXPIRY_INTERVAL)
+            } else {
+                None
+            };
+            let first = match wait {
+                Some(wait) => match queue.recv_timeout(wait) {
                     Ok(request) => request,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.expire();
+                        if self.db.is_none() {
+                            self.reopen();
+                        } else {
+                            self.expire();
+                        }
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match queue.recv() {
+                },
+                None => match queue.recv() {
                     Ok(request) => request,
                     Err(_) => break,
-                }
+                },
             };
             let mut batch = Vec::new();
             let mut close = None;
@@ -353,17 +560,22 @@ impl Writer {
                 }
             }
             if !batch.is_empty() {
+                if self.db.is_none() && Instant::now() >= self.next_reopen {
+                    self.reopen();
+                }
                 self.commit(batch);
             }
             if let Some(done) = close {
                 // Appends queued after the close are dropped with the queue;
                 // their callers get `Closed`.
                 drop(queue);
+                self.shared.closed.store(true, Ordering::Release);
                 let _ = done.send(());
                 tracing::debug!("history writer stopped");
                 return;
             }
         }
+        self.shared.closed.store(true, Ordering::Release);
         tracing::debug!("history writer stopped");
     }
 
@@ -373,21 +585,38 @@ impl Writer {
         let size = batch.len();
         let now = (self.clock)();
         let (updates, replies): (Vec<Update>, Vec<_>) = batch.into_iter().unzip();
-        match self.write(updates, now) {
-            Ok((outcomes, appended)) => {
-                self.counters.commits.fetch_add(1, Ordering::Relaxed);
-                self.counters
+        let batch_bytes: usize = updates
+            .iter()
+            .map(|update| record::encoded_len(update, now))
+            .sum();
+        let Some(db) = self.db.clone() else {
+            // Still reopening: fail at once rather than keep callers waiting
+            // for a disk that may not come back soon.
+            let error = self
+                .shared
+                .failure()
+                .map_or(LogError::Closed, |(error, _)| error);
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+            return;
+        };
+        match self.write(&db, updates, now) {
+            Ok(stored) => {
+                self.succeeded();
+                let counters = &self.shared.counters;
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                counters
                     .appended
-                    .fetch_add(appended, Ordering::Relaxed);
-                self.counters
+                    .fetch_add(stored.len() as u64, Ordering::Relaxed);
+                counters.bytes.store(self.bytes, Ordering::Release);
+                counters
                     .last_position
                     .store(self.last_position, Ordering::Release);
-                if appended > 0 {
-                    self.announce.send_replace(self.last_position);
-                }
-                for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                self.announce.send_replace(self.last_position);
+                for (stored, reply) in stored.into_iter().zip(replies) {
                     // A caller that went away still had its update written.
-                    let _ = reply.send(outcome);
+                    let _ = reply.send(Ok(stored));
                 }
             }
             Err(error) => {
@@ -395,59 +624,55 @@ impl Writer {
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
+                self.probe_size = batch_bytes.clamp(PROBE_SIZES.0, PROBE_SIZES.1);
+                self.failed(error);
             }
         }
     }
 
-    /// The transaction of one batch: each update is either a duplicate
-    /// (refused alone) or gets the next position; expired updates go in the
-    /// same transaction. Positions are committed to `self` only on success.
+    /// The transaction of one batch: each update gets the next position, and
+    /// its id now points at it; expired updates go in the same transaction.
+    /// Positions and bytes are committed to `self` only on success.
     fn write(
         &mut self,
+        db: &Database,
         updates: Vec<Update>,
         now: u64,
-    ) -> Result<(Vec<Result<Stored, LogError>>, u64), LogError> {
-        let mut txn = self.db.begin_write().map_err(LogError::storage)?;
+    ) -> Result<Vec<Stored>, LogError> {
+        let mut txn = db.begin_write().map_err(LogError::storage)?;
         txn.set_durability(Durability::Immediate);
         let mut next = self.last_position;
-        let mut outcomes = Vec::with_capacity(updates.len());
-        let mut appended = 0;
+        let mut bytes = self.bytes;
+        let mut stored = Vec::with_capacity(updates.len());
         {
             let mut positions = txn.open_table(UPDATES).map_err(LogError::storage)?;
             let mut ids = txn.open_table(IDS).map_err(LogError::storage)?;
             for update in updates {
-                // Ids inserted earlier in this batch are visible here too.
-                if ids
-                    .get(update.id.as_str())
-                    .map_err(LogError::storage)?
-                    .is_some()
-                {
-                    outcomes.push(Err(LogError::DuplicateId(update.id)));
-                    continue;
-                }
                 next += 1;
-                appended += 1;
+                let record = record::encode(&update, now);
+                bytes += record.len() as u64;
                 positions
-                    .insert(next, record::encode(&update, now).as_slice())
+                    .insert(next, record.as_slice())
                     .map_err(LogError::storage)?;
+                // A reused id now stands for this occurrence.
                 ids.insert(update.id.as_str(), next)
                     .map_err(LogError::storage)?;
-                outcomes.push(Ok(Stored {
+                stored.push(Stored {
                     position: next,
                     update: Arc::new(update),
-                }));
+                });
             }
-            if appended > 0 {
-                txn.open_table(META)
-                    .map_err(LogError::storage)?
-                    .insert(LAST_POSITION, next)
-                    .map_err(LogError::storage)?;
-            }
-            prune(&self.retention, &mut positions, &mut ids, now)?;
+            prune(&self.retention, &mut positions, &mut ids, now, &mut bytes)?;
+            let mut meta = txn.open_table(META).map_err(LogError::storage)?;
+            meta.insert(LAST_POSITION, next)
+                .map_err(LogError::storage)?;
+            meta.insert(RETAINED_BYTES, bytes)
+                .map_err(LogError::storage)?;
         }
         txn.commit().map_err(LogError::storage)?;
         self.last_position = next;
-        Ok((outcomes, appended))
+        self.bytes = bytes;
+        Ok(stored)
     }
 
     /// Removes expired updates while the writer is idle. Cheap when nothing
@@ -456,45 +681,189 @@ impl Writer {
         let Some(max_age) = self.retention.max_age else {
             return;
         };
+        let Some(db) = self.db.clone() else {
+            return;
+        };
         let now = (self.clock)();
-        match self.oldest_expired(now, max_age) {
+        match oldest_expired(&db, now, max_age) {
             Ok(false) => {}
             Ok(true) => {
+                let mut bytes = self.bytes;
                 let removed = (|| {
-                    let mut txn = self.db.begin_write().map_err(LogError::storage)?;
+                    let mut txn = db.begin_write().map_err(LogError::storage)?;
                     txn.set_durability(Durability::Immediate);
                     let removed = {
                         let mut positions = txn.open_table(UPDATES).map_err(LogError::storage)?;
                         let mut ids = txn.open_table(IDS).map_err(LogError::storage)?;
-                        prune(&self.retention, &mut positions, &mut ids, now)?
+                        let removed =
+                            prune(&self.retention, &mut positions, &mut ids, now, &mut bytes)?;
+                        txn.open_table(META)
+                            .map_err(LogError::storage)?
+                            .insert(RETAINED_BYTES, bytes)
+                            .map_err(LogError::storage)?;
+                        removed
                     };
                     txn.commit().map_err(LogError::storage)?;
                     Ok::<_, LogError>(removed)
                 })();
                 match removed {
                     Ok(removed) => {
-                        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                        self.bytes = bytes;
+                        self.shared.counters.bytes.store(bytes, Ordering::Release);
+                        self.shared.counters.commits.fetch_add(1, Ordering::Relaxed);
+                        self.succeeded();
                         tracing::debug!(removed, "expired history removed");
                     }
-                    Err(error) => tracing::error!(cause = %error, "history expiry failed"),
+                    Err(error) => {
+                        tracing::error!(cause = %error, "history expiry failed");
+                        self.failed(error);
+                    }
                 }
             }
-            Err(error) => tracing::error!(cause = %error, "history expiry check failed"),
+            Err(error) => {
+                tracing::error!(cause = %error, "history expiry check failed");
+                self.failed(error);
+            }
         }
     }
 
-    fn oldest_expired(&self, now: u64, max_age: Duration) -> Result<bool, LogError> {
-        let txn = self.db.begin_read().map_err(LogError::storage)?;
-        let positions = txn.open_table(UPDATES).map_err(LogError::storage)?;
-        let oldest = positions.first().map_err(LogError::storage)?;
-        Ok(match oldest {
-            None => false,
-            Some((_, bytes)) => match record::decode_head(bytes.value()) {
-                Ok(head) => expired(head.appended_at_ms, now, max_age),
-                Err(_) => true,
-            },
-        })
+    /// A write went through: the log is writable (again).
+    fn succeeded(&mut self) {
+        if self.shared.failure().is_some() {
+            tracing::info!("history storage writable again");
+            self.shared.set_failure(None);
+        }
     }
+
+    /// A write failed. After an I/O error redb refuses everything on this
+    /// `Database` (see the module's doc): let it go, so that [`Writer::reopen`]
+    /// can open the file anew once every reader has let go of it too.
+    fn failed(&mut self, error: LogError) {
+        self.shared
+            .counters
+            .write_errors
+            .fetch_add(1, Ordering::Relaxed);
+        let poisoned = match &error {
+            LogError::Storage(storage) => matches!(
+                &*storage.0,
+                redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::LockPoisoned(_)
+            ),
+            _ => false,
+        };
+        self.shared.set_failure(Some((error, SystemTime::now())));
+        if poisoned && self.db.is_some() {
+            self.db = None;
+            self.shared.set_db(None);
+            self.schedule_reopen();
+        }
+    }
+
+    /// The next attempt to reopen waits twice as long as the last one did, up
+    /// to [`REOPEN_MAX`]. The pause starts short again only after a minute
+    /// without failures: a disk with a few pages free lets the odd write
+    /// through, and must not make the writer reopen (and repair) the file
+    /// every few milliseconds.
+    fn schedule_reopen(&mut self) {
+        let now = Instant::now();
+        if self
+            .last_failure
+            .is_none_or(|at| now.duration_since(at) > QUIET_BEFORE_RESET)
+        {
+            self.reopen_pause = REOPEN_FIRST;
+        }
+        self.last_failure = Some(now);
+        self.next_reopen = now + self.reopen_pause;
+        self.reopen_pause = (self.reopen_pause * 2).min(REOPEN_MAX);
+    }
+
+    /// One attempt to open the file again after an I/O error, and to write
+    /// to it: opening alone proves nothing about a full disk (it may need no
+    /// write at all). The log is writable again once that write went through.
+    fn reopen(&mut self) {
+        match initialise(&self.path) {
+            Ok(opened) => {
+                if opened.last_position < self.last_position {
+                    // Cannot happen with a disk that honours fsync: an
+                    // acknowledged update is gone. Positions still only grow.
+                    tracing::error!(
+                        file = opened.last_position,
+                        acknowledged = self.last_position,
+                        "the reopened history file lacks acknowledged updates"
+                    );
+                }
+                // A batch answered with an error may have become durable all
+                // the same: take the file's word for what it holds.
+                self.last_position = self.last_position.max(opened.last_position);
+                self.bytes = opened.bytes;
+                let db = Arc::new(opened.db);
+                self.shared.set_db(Some(Arc::clone(&db)));
+                self.db = Some(db);
+                let counters = &self.shared.counters;
+                counters.bytes.store(self.bytes, Ordering::Release);
+                counters
+                    .last_position
+                    .store(self.last_position, Ordering::Release);
+                self.announce.send_if_modified(|last| {
+                    let grew = self.last_position > *last;
+                    *last = (*last).max(self.last_position);
+                    grew
+                });
+                tracing::debug!(path = %self.path.display(), "history file reopened after a storage failure");
+                match self.probe() {
+                    Ok(()) => {
+                        self.shared.counters.commits.fetch_add(1, Ordering::Relaxed);
+                        self.succeeded();
+                    }
+                    Err(error) => {
+                        tracing::warn!(cause = %error, retry_in = ?self.reopen_pause, "the history file cannot be written yet");
+                        self.failed(error);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(cause = %error, retry_in = ?self.reopen_pause, "cannot reopen the history file yet");
+                self.shared
+                    .counters
+                    .write_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                self.shared.set_failure(Some((error, SystemTime::now())));
+                self.schedule_reopen();
+            }
+        }
+    }
+
+    /// Writes as many bytes as the batch that failed, durably, then removes
+    /// them: a write small enough to fit in the file's free pages would say
+    /// "writable" on a disk that still has no room for the next batch.
+    fn probe(&self) -> Result<(), LogError> {
+        let Some(db) = &self.db else {
+            return Err(LogError::Closed);
+        };
+        let mut txn = db.begin_write().map_err(LogError::storage)?;
+        txn.set_durability(Durability::Immediate);
+        txn.open_table(PROBE)
+            .map_err(LogError::storage)?
+            .insert("probe", vec![0; self.probe_size].as_slice())
+            .map_err(LogError::storage)?;
+        txn.commit().map_err(LogError::storage)?;
+        let mut txn = db.begin_write().map_err(LogError::storage)?;
+        txn.set_durability(Durability::Immediate);
+        txn.delete_table(PROBE).map_err(LogError::storage)?;
+        txn.commit().map_err(LogError::storage)
+    }
+}
+
+fn oldest_expired(db: &Database, now: u64, max_age: Duration) -> Result<bool, LogError> {
+    let txn = db.begin_read().map_err(LogError::storage)?;
+    let positions = txn.open_table(UPDATES).map_err(LogError::storage)?;
+    let oldest = positions.first().map_err(LogError::storage)?;
+    Ok(match oldest {
+        None => false,
+        Some((_, bytes)) => match record::decode_head(bytes.value()) {
+            Ok(head) => expired(head.appended_at_ms, now, max_age),
+            Err(_) => true,
+        },
+    })
 }
 
 fn expired(appended_at_ms: u64, now: u64, max_age: Duration) -> bool {
@@ -502,44 +871,58 @@ fn expired(appended_at_ms: u64, now: u64, max_age: Duration) -> bool {
     now.saturating_sub(appended_at_ms) >= max_age_ms
 }
 
-/// Removes the oldest updates beyond the retention limits from both tables;
-/// returns how many went. An undecodable oldest record is removed too (with
-/// a warning) rather than blocking expiry forever.
+/// Removes the oldest updates beyond the retention limits from both tables,
+/// taking their lengths off `bytes`; returns how many went. An undecodable
+/// oldest record is removed too (with a warning) rather than blocking expiry
+/// forever. An id's entry goes only with the occurrence it points at: the
+/// latest occurrence of a reused id keeps it.
 fn prune(
     retention: &Retention,
     positions: &mut redb::Table<'_, u64, &[u8]>,
     ids: &mut redb::Table<'_, &str, u64>,
     now: u64,
+    bytes: &mut u64,
 ) -> Result<u64, LogError> {
     let max_updates = retention.max_updates.unwrap_or(u64::MAX);
+    let max_bytes = retention.max_bytes.unwrap_or(u64::MAX);
     let mut len = positions.len().map_err(LogError::storage)?;
     let mut removed = 0;
     loop {
-        let (position, id) = {
-            let Some((position, bytes)) = positions.first().map_err(LogError::storage)? else {
+        let (position, size, id) = {
+            let Some((position, record)) = positions.first().map_err(LogError::storage)? else {
                 break;
             };
             let position = position.value();
-            match record::decode_head(bytes.value()) {
+            let size = record.value().len() as u64;
+            match record::decode_head(record.value()) {
                 Ok(head) => {
                     let too_old = retention
                         .max_age
                         .is_some_and(|age| expired(head.appended_at_ms, now, age));
-                    if !too_old && len <= max_updates {
+                    // The newest stays whatever its size.
+                    let too_big = *bytes > max_bytes && len > 1;
+                    if !too_old && !too_big && len <= max_updates {
                         break;
                     }
-                    (position, Some(head.id))
+                    (position, size, Some(head.id))
                 }
                 Err(reason) => {
                     tracing::warn!(position, reason, "removing an unreadable history record");
-                    (position, None)
+                    (position, size, None)
                 }
             }
         };
         positions.remove(position).map_err(LogError::storage)?;
         if let Some(id) = id {
-            ids.remove(id.as_str()).map_err(LogError::storage)?;
+            let latest = ids
+                .get(id.as_str())
+                .map_err(LogError::storage)?
+                .map(|p| p.value());
+            if latest == Some(position) {
+                ids.remove(id.as_str()).map_err(LogError::storage)?;
+            }
         }
+        *bytes = bytes.saturating_sub(size);
         len -= 1;
         removed += 1;
     }

@@ -6,11 +6,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{LogError, LogStats, Retention, Stored, Update};
+use super::{LogError, LogHealth, LogStats, Retention, Stored, Update, record};
 
 pub(super) struct MemoryLog {
     retention: Retention,
@@ -20,7 +21,10 @@ pub(super) struct MemoryLog {
 struct State {
     /// Ascending, contiguous positions.
     entries: VecDeque<Entry>,
+    /// Each id's latest position.
     ids: HashMap<String, u64>,
+    /// The sum of the entries' sizes.
+    bytes: u64,
     last_position: u64,
     appended: u64,
     closed: bool,
@@ -32,6 +36,9 @@ struct Entry {
     stored: Stored,
     // tokio's clock, so that tests of expiry can run on paused time.
     appended_at: Instant,
+    /// What the update would take in the history file, so that both
+    /// backends count bytes alike.
+    size: u64,
 }
 
 impl MemoryLog {
@@ -41,6 +48,7 @@ impl MemoryLog {
             state: Mutex::new(State {
                 entries: VecDeque::new(),
                 ids: HashMap::new(),
+                bytes: 0,
                 last_position: 0,
                 appended: 0,
                 closed: false,
@@ -66,12 +74,14 @@ impl MemoryLog {
         if state.closed {
             return Err(LogError::Closed);
         }
-        if state.ids.contains_key(&update.id) {
-            return Err(LogError::DuplicateId(update.id));
-        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let size = record::encoded_len(&update, now_ms) as u64;
         state.last_position += 1;
         state.appended += 1;
         let position = state.last_position;
+        // A reused id now stands for this occurrence.
         state.ids.insert(update.id.clone(), position);
         let stored = Stored {
             position,
@@ -80,7 +90,9 @@ impl MemoryLog {
         state.entries.push_back(Entry {
             stored: stored.clone(),
             appended_at: Instant::now(),
+            size,
         });
+        state.bytes += size;
         state.prune(&self.retention, Instant::now());
         if let Some(announce) = &state.announce {
             announce.send_replace(position);
@@ -125,6 +137,10 @@ impl MemoryLog {
         self.state().entries.len() as u64
     }
 
+    pub(super) fn bytes(&self) -> u64 {
+        self.state().bytes
+    }
+
     pub(super) fn stats(&self) -> LogStats {
         let state = self
             .state
@@ -132,7 +148,19 @@ impl MemoryLog {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         LogStats {
             appended: state.appended,
-            commits: 0,
+            ..LogStats::default()
+        }
+    }
+
+    pub(super) fn health(&self) -> LogHealth {
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.closed {
+            LogHealth::Closed
+        } else {
+            LogHealth::Writable
         }
     }
 
@@ -157,15 +185,23 @@ impl State {
         let max_updates = retention
             .max_updates
             .map_or(usize::MAX, |max| usize::try_from(max).unwrap_or(usize::MAX));
+        let max_bytes = retention.max_bytes.unwrap_or(u64::MAX);
         while let Some(oldest) = self.entries.front() {
             let expired = retention
                 .max_age
                 .is_some_and(|age| now.saturating_duration_since(oldest.appended_at) >= age);
-            if !expired && self.entries.len() <= max_updates {
+            // The newest stays whatever its size.
+            let too_big = self.bytes > max_bytes && self.entries.len() > 1;
+            if !expired && !too_big && self.entries.len() <= max_updates {
                 break;
             }
             if let Some(entry) = self.entries.pop_front() {
-                self.ids.remove(&entry.stored.update.id);
+                self.bytes -= entry.size;
+                let id = &entry.stored.update.id;
+                // A later occurrence of a reused id keeps its entry.
+                if self.ids.get(id) == Some(&entry.stored.position) {
+                    self.ids.remove(id);
+                }
             }
         }
     }

@@ -15,8 +15,13 @@
 //!   `fsync`, then answers each caller. Under load many appends share one
 //!   `fsync`; alone, an append costs one.
 //!
-//! Both keep only the history that [`Retention`] allows (a number of updates
-//! and an age); older updates, and their ids, are forgotten.
+//! Both keep only the history that [`Retention`] allows (a number of updates,
+//! a number of bytes and an age); older updates, and their ids, are
+//! forgotten.
+//!
+//! Ids need not be unique: as in Mercure, a publisher may reuse one. The id
+//! then stands for its latest occurrence, which is where a subscriber that
+//! names it resumes.
 //!
 //! # Durability of the file log
 //!
@@ -27,11 +32,28 @@
 //! [`Log::open`] repairs the file (about a second for 100,000 updates of
 //! 1 KiB); after a clean [`Log::close`] it opens at once.
 //!
-//! The file holds three tables: position → update, id → position, and the
-//! last position ever given (so that positions keep growing even after
-//! expiry emptied the log). Updates are stored in a compact binary layout of
+//! # Storage faults and damage
+//!
+//! A write that fails (a full disk, an I/O error) answers the appends of its
+//! batch with [`LogError::Storage`]: never "appended" for an update that was
+//! not committed. The storage engine refuses every later operation on a file
+//! whose I/O failed, so the writer then reopens the file, again and again
+//! with a growing pause (up to 5 s), until it succeeds — once the disk has
+//! room again, appends succeed without a restart. Meanwhile appends fail at
+//! once, and [`Log::health`] says why.
+//!
+//! A file that cannot be opened or repaired gives [`LogError::Damaged`],
+//! which says what to do, rather than a panic. A record that cannot be
+//! decoded (its checksum does not match, or it does not parse) is skipped by
+//! reads, logged once and counted in [`LogStats::corrupt_records`]: a replay
+//! goes on past it.
+//!
+//! The file holds three tables: position → update, id → position, and meta
+//! (the last position ever given, so that positions keep growing even after
+//! expiry emptied the log, and the bytes the records take, so that the bound
+//! on bytes needs no scan). Updates are stored in a compact binary layout of
 //! our own, versioned by its first byte: varint lengths, no escaping, the
-//! append time first so that expiry reads no payload.
+//! append time first so that expiry reads no payload, a CRC-32 last.
 //!
 //! ```
 //! use tidings_hub::log::{Cursor, Log, Retention, Update};
@@ -58,7 +80,7 @@ mod record;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// One update as a publisher sent it, as the log stores it.
 ///
@@ -66,11 +88,12 @@ use std::time::Duration;
 /// [Mercure protocol](https://datatracker.ietf.org/doc/html/draft-dunglas-mercure#section-5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
-    /// The update's id, unique within the retained history.
+    /// The update's id.
     ///
     /// The hub uses the publisher's id when one was given and
     /// [`Update::generate_id`] otherwise. An empty id given to
-    /// [`Log::append`] is replaced by a generated one.
+    /// [`Log::append`] is replaced by a generated one. An id may be reused:
+    /// [`Log::position_of`] then finds its latest occurrence.
     pub id: String,
     /// The topics the update is about: the first is the canonical topic, the
     /// others are alternates. A subscriber of any of them receives the update.
@@ -150,12 +173,15 @@ impl Cursor {
 /// How much history the log keeps. Whichever limit is reached first applies;
 /// `None` means no limit of that kind.
 ///
-/// The default keeps the last 100,000 updates, for at most 24 hours. A day
-/// lets a client that was away overnight or over a long flight resume
-/// without losing anything, which is what history is for; longer than that,
-/// an application should reload its state anyway. The count bounds the disk
-/// (at a typical 1 KiB per update, about 100 MiB) and the size of a replay
-/// when a client asks for `earliest`.
+/// The default keeps the last 100,000 updates, at most 64 MiB of them, for
+/// at most 24 hours. A day lets a client that was away overnight or over a
+/// long flight resume without losing anything, which is what history is
+/// for; longer than that, an application should reload its state anyway.
+/// The count bounds the size of a replay when a client asks for `earliest`;
+/// the bytes bound the disk whatever the size of the updates, and 64 MiB fits
+/// a small disk (at a typical 1 KiB per update, they bind before the count).
+/// The file itself takes somewhat more than the bytes counted: the index of
+/// ids, and the free pages the storage engine keeps.
 ///
 /// ```
 /// use std::time::Duration;
@@ -163,6 +189,7 @@ impl Cursor {
 ///
 /// let default = Retention::default();
 /// assert_eq!(default.max_updates, Some(100_000));
+/// assert_eq!(default.max_bytes, Some(64 * 1024 * 1024));
 /// assert_eq!(default.max_age, Some(Duration::from_secs(24 * 60 * 60)));
 /// let small = Retention { max_updates: Some(1_000), ..Retention::default() };
 /// # let _ = small;
@@ -171,24 +198,35 @@ impl Cursor {
 pub struct Retention {
     /// Keep at most this many updates; the oldest go first.
     pub max_updates: Option<u64>,
+    /// Keep at most this many bytes of stored updates (each counted as its
+    /// record in the history file: its id, topics, type and data plus a few
+    /// bytes); the oldest go first. An update alone larger than this is
+    /// still kept (the publish body limit bounds it) and evicts all the
+    /// others.
+    pub max_bytes: Option<u64>,
     /// Forget updates older than this (measured from when they were appended).
     pub max_age: Option<Duration>,
 }
+
+/// The default of [`Retention::max_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for Retention {
     fn default() -> Self {
         Retention {
             max_updates: Some(100_000),
+            max_bytes: Some(DEFAULT_MAX_BYTES),
             max_age: Some(Duration::from_secs(24 * 60 * 60)),
         }
     }
 }
 
 impl Retention {
-    /// Keep everything: no limit by count or by age. Use it only with a log
-    /// that something else bounds.
+    /// Keep everything: no limit by count, bytes or age. Use it only with a
+    /// log that something else bounds.
     pub const UNLIMITED: Retention = Retention {
         max_updates: None,
+        max_bytes: None,
         max_age: None,
     };
 }
@@ -197,20 +235,49 @@ impl Retention {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LogStats {
-    /// Updates appended (duplicates and failures not counted).
+    /// Updates appended (failures not counted).
     pub appended: u64,
     /// Durable write transactions, each one `fsync`: fewer than `appended`
     /// when appends were group-committed. Always 0 for the in-memory log.
     pub commits: u64,
+    /// Writes to the history file that failed: commits, expiries and the
+    /// attempts to reopen the file after a failure. Always 0 for the
+    /// in-memory log.
+    pub write_errors: u64,
+    /// Distinct records that reads found undecodable and skipped. Always 0
+    /// for the in-memory log.
+    pub corrupt_records: u64,
+}
+
+/// Whether the log can take appends; see [`Log::health`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum LogHealth {
+    /// Appends are accepted.
+    Writable,
+    /// The last write failed, and appends fail until the writer has reopened
+    /// the file (it keeps trying by itself).
+    Failing {
+        /// Why the last write, or the last attempt to reopen, failed.
+        error: LogError,
+        /// When.
+        at: SystemTime,
+    },
+    /// The log was closed.
+    Closed,
+}
+
+impl LogHealth {
+    /// Whether appends are accepted.
+    pub fn is_writable(&self) -> bool {
+        matches!(self, LogHealth::Writable)
+    }
 }
 
 /// Why a log operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum LogError {
-    /// An update with this id is already in the retained history.
-    #[error("an update with id {0:?} is already in the history")]
-    DuplicateId(String),
     /// The history file could not be opened or created.
     #[error("cannot open the history file {}: {source}", path.display())]
     Open {
@@ -220,11 +287,24 @@ pub enum LogError {
         #[source]
         source: StorageError,
     },
+    /// The history file is damaged in a way the storage engine cannot
+    /// repair (cut short, overwritten, not a history file).
+    #[error(
+        "history file {} is damaged ({reason}): move it away to start with an empty history, or restore a backup",
+        path.display()
+    )]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What the storage engine found.
+        reason: String,
+    },
     /// Reading or writing the history file failed.
     #[error("history storage failed: {0}")]
     Storage(#[source] StorageError),
     /// A record in the history file cannot be decoded: the file was damaged
-    /// or written by an incompatible version.
+    /// or written by an incompatible version. Reads skip such records; this
+    /// is for a caller that asks for one by itself.
     #[error("the history record at position {position} is unreadable: {reason}")]
     Corrupt {
         /// The record's position.
@@ -312,7 +392,7 @@ impl Log {
     /// use tidings_hub::log::{Cursor, Log, Retention, Update};
     ///
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-    /// let log = Log::memory(Retention { max_updates: Some(2), max_age: None });
+    /// let log = Log::memory(Retention { max_updates: Some(2), ..Retention::UNLIMITED });
     /// for n in 1..=3 {
     ///     log.append(Update::new(format!("id-{n}"), "/t", "x")).await?;
     /// }
@@ -368,10 +448,13 @@ impl Log {
     ///
     /// # Errors
     ///
-    /// [`LogError::DuplicateId`] if an update with the same id is in the
-    /// retained history; [`LogError::Closed`] after [`Log::close`];
-    /// [`LogError::Storage`] if the file could not be written (the update is
-    /// then not in the log).
+    /// [`LogError::Closed`] after [`Log::close`]; [`LogError::Storage`] if
+    /// the file could not be written, or cannot be until the writer has
+    /// reopened it after a failure (see [`Log::health`]). An update that got
+    /// an error is not in the log, save when the storage failed after making
+    /// it durable (a failed `fsync` of the file's header, say): it may then
+    /// be found in the history later. An update is never answered `Ok`
+    /// without being durable.
     ///
     /// # Cancel safety
     ///
@@ -393,7 +476,8 @@ impl Log {
     /// Up to `max` updates after `after`, in ascending position.
     ///
     /// Empty when nothing follows (including a cursor past the end). A cursor
-    /// before the oldest retained update reads from the oldest.
+    /// before the oldest retained update reads from the oldest. Records that
+    /// cannot be decoded are skipped (see [`LogStats::corrupt_records`]).
     pub async fn read_after(&self, after: Cursor, max: usize) -> Result<Vec<Stored>, LogError> {
         match &self.backend {
             Backend::Memory(log) => Ok(log.read_after(after.after(), max)),
@@ -401,8 +485,8 @@ impl Log {
         }
     }
 
-    /// The position of the update with this id, or `None` when no update in
-    /// the retained history has it (unknown, or expired).
+    /// The position of the latest update with this id, or `None` when no
+    /// update in the retained history has it (unknown, or expired).
     pub async fn position_of(&self, id: &str) -> Result<Option<u64>, LogError> {
         match &self.backend {
             Backend::Memory(log) => Ok(log.position_of(id)),
@@ -411,7 +495,8 @@ impl Log {
     }
 
     /// The id of the retained update just before `position` (the one with the
-    /// greatest position less than it), or `None` when there is none.
+    /// greatest position less than it, skipping undecodable records), or
+    /// `None` when there is none.
     ///
     /// This is what a hub answers in the `Last-Event-ID` response header: the
     /// id of the event before the first one it replays.
@@ -456,6 +541,24 @@ impl Log {
         match &self.backend {
             Backend::Memory(log) => Ok(log.len()),
             Backend::File(log) => log.len().await,
+        }
+    }
+
+    /// How many bytes the retained updates take, as [`Retention::max_bytes`]
+    /// counts them. Kept as a running total: costs no read.
+    pub fn bytes(&self) -> u64 {
+        match &self.backend {
+            Backend::Memory(log) => log.bytes(),
+            Backend::File(log) => log.bytes(),
+        }
+    }
+
+    /// Whether appends are accepted now, and if not, why: the last storage
+    /// error and its time. The in-memory log is always writable until closed.
+    pub fn health(&self) -> LogHealth {
+        match &self.backend {
+            Backend::Memory(log) => log.health(),
+            Backend::File(log) => log.health(),
         }
     }
 

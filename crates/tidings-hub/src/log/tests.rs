@@ -184,27 +184,36 @@ async fn ids_map_to_positions_and_back() {
 }
 
 #[tokio::test]
-async fn a_duplicate_id_is_refused_without_using_a_position() {
+async fn a_reused_id_is_accepted_and_stands_for_its_latest_occurrence() {
     for Fixture { name, log, .. } in fixtures(Retention::default()).await {
         log.append(update("a")).await.unwrap();
+        log.append(update("b")).await.unwrap();
         let mut again = update("a");
         again.data = "other".into();
-        match log.append(again).await {
-            Err(LogError::DuplicateId(id)) => assert_eq!(id, "a", "{name}"),
-            other => panic!("{name}: expected a duplicate, got {other:?}"),
-        }
-        assert_eq!(log.append(update("b")).await.unwrap().position, 2, "{name}");
-        let all = log.read_after(Cursor::Earliest, 10).await.unwrap();
+        assert_eq!(log.append(again).await.unwrap().position, 3, "{name}");
+        log.append(update("c")).await.unwrap();
+        assert_eq!(log.position_of("a").await.unwrap(), Some(3), "{name}");
+        // Resuming from the reused id resumes after its latest occurrence.
+        let seen = log.position_of("a").await.unwrap().unwrap();
         assert_eq!(
-            all[0].update.data, "data of a",
-            "{name}: the first one stays"
+            ids(&log, Cursor::Position(seen)).await,
+            pairs(&[(4, "c")]),
+            "{name}"
         );
-        assert_eq!(log.stats().appended, 2, "{name}");
+        // Both occurrences are in the history, each with its own data.
+        let all = log.read_after(Cursor::Earliest, 10).await.unwrap();
+        let data: Vec<_> = all.iter().map(|s| s.update.data.as_str()).collect();
+        assert_eq!(
+            data,
+            ["data of a", "data of b", "other", "data of c"],
+            "{name}"
+        );
+        assert_eq!(log.stats().appended, 4, "{name}");
     }
 }
 
 #[tokio::test]
-async fn simultaneous_duplicates_let_exactly_the_first_through() {
+async fn simultaneous_appends_of_one_id_all_get_positions() {
     for Fixture { name, log, .. } in fixtures(Retention::default()).await {
         // Queued together, these usually reach the file writer as one batch;
         // the outcome must not depend on whether they do.
@@ -213,10 +222,114 @@ async fn simultaneous_duplicates_let_exactly_the_first_through() {
             log.append(update("same")),
             log.append(update("other")),
         );
-        assert_eq!(a.unwrap().position, 1, "{name}");
-        assert!(matches!(b, Err(LogError::DuplicateId(_))), "{name}: {b:?}");
-        assert_eq!(c.unwrap().position, 2, "{name}");
+        let mut positions = [a.unwrap(), b.unwrap(), c.unwrap()].map(|s| s.position);
+        positions.sort_unstable();
+        assert_eq!(positions, [1, 2, 3], "{name}");
+        let latest = ids(&log, Cursor::Earliest)
+            .await
+            .into_iter()
+            .filter(|(_, id)| id == "same")
+            .map(|(p, _)| p)
+            .max();
+        assert_eq!(log.position_of("same").await.unwrap(), latest, "{name}");
     }
+}
+
+#[tokio::test]
+async fn pruning_an_old_occurrence_keeps_the_id_of_the_newer_one() {
+    let retention = Retention {
+        max_updates: Some(2),
+        ..Retention::UNLIMITED
+    };
+    for Fixture { name, log, .. } in fixtures(retention).await {
+        log.append(update("a")).await.unwrap();
+        log.append(update("a")).await.unwrap();
+        // Position 1 goes: "a" still names position 2.
+        log.append(update("b")).await.unwrap();
+        assert_eq!(log.position_of("a").await.unwrap(), Some(2), "{name}");
+        // Position 2 goes: now "a" is forgotten.
+        log.append(update("c")).await.unwrap();
+        assert_eq!(log.position_of("a").await.unwrap(), None, "{name}");
+        assert_eq!(log.position_of("b").await.unwrap(), Some(3), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn retention_by_bytes_keeps_the_newest_that_fit() {
+    // Each update of this size takes a little over 100 bytes.
+    let sized = |id: &str| Update::new(id, "/t", "x".repeat(100));
+    let one = record::encoded_len(&sized("a"), 1_000_000) as u64;
+    let retention = Retention {
+        max_bytes: Some(3 * one + one / 2),
+        ..Retention::UNLIMITED
+    };
+    for Fixture { name, log, .. } in fixtures(retention).await {
+        assert_eq!(log.bytes(), 0, "{name}");
+        for id in ["a", "b", "c"] {
+            log.append(sized(id)).await.unwrap();
+        }
+        // The memory log measures with the wall clock, the file's with the
+        // test's: their varint may differ by a few bytes.
+        let three = log.bytes();
+        assert!(three.abs_diff(3 * one) <= 9, "{name}: {three}");
+        for id in ["d", "e"] {
+            log.append(sized(id)).await.unwrap();
+        }
+        assert_eq!(
+            ids(&log, Cursor::Earliest).await,
+            pairs(&[(3, "c"), (4, "d"), (5, "e")]),
+            "{name}"
+        );
+        assert_eq!(log.bytes(), three, "{name}");
+        assert_eq!(log.position_of("b").await.unwrap(), None, "{name}");
+
+        // One update larger than the bound is kept, alone.
+        let big = Update::new("big", "/t", "y".repeat(1000));
+        log.append(big).await.unwrap();
+        assert_eq!(
+            ids(&log, Cursor::Earliest).await,
+            pairs(&[(6, "big")]),
+            "{name}"
+        );
+        assert!(log.bytes() > 1000, "{name}: {}", log.bytes());
+        log.append(sized("f")).await.unwrap();
+        assert_eq!(
+            ids(&log, Cursor::Earliest).await,
+            pairs(&[(7, "f")]),
+            "{name}"
+        );
+        assert!(log.bytes() <= one + 9, "{name}: {}", log.bytes());
+    }
+}
+
+#[tokio::test]
+async fn the_byte_total_survives_a_reopen_and_follows_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let clock = Arc::new(AtomicU64::new(1_000_000));
+    let retention = Retention {
+        max_age: Some(Duration::from_secs(60)),
+        ..Retention::UNLIMITED
+    };
+    let log = open_with_clock(&path, retention, &clock).await.unwrap();
+    let a = update("a");
+    let size = record::encoded_len(&a, 1_000_000) as u64;
+    log.append(a).await.unwrap();
+    clock.fetch_add(30_000, Ordering::SeqCst);
+    let b = update("b");
+    let size_b = record::encoded_len(&b, 1_030_000) as u64;
+    log.append(b).await.unwrap();
+    assert_eq!(log.bytes(), size + size_b);
+    log.close().await;
+
+    let log = open_with_clock(&path, retention, &clock).await.unwrap();
+    assert_eq!(log.bytes(), size + size_b);
+    clock.fetch_add(30_000, Ordering::SeqCst);
+    // "a" expires with the next commit, "c" comes in.
+    let c = update("c");
+    let size_c = record::encoded_len(&c, 1_060_000) as u64;
+    log.append(c).await.unwrap();
+    assert_eq!(log.bytes(), size_b + size_c);
 }
 
 #[tokio::test]
@@ -243,6 +356,7 @@ async fn retention_by_count_keeps_the_newest() {
     let retention = Retention {
         max_updates: Some(3),
         max_age: None,
+        ..Retention::UNLIMITED
     };
     for Fixture { name, log, .. } in fixtures(retention).await {
         for id in ["a", "b", "c", "d", "e"] {
@@ -269,6 +383,7 @@ async fn retention_of_zero_keeps_nothing_but_counts_on() {
     let retention = Retention {
         max_updates: Some(0),
         max_age: None,
+        ..Retention::UNLIMITED
     };
     for Fixture { name, log, .. } in fixtures(retention).await {
         assert_eq!(log.append(update("a")).await.unwrap().position, 1, "{name}");
@@ -283,6 +398,7 @@ async fn memory_retention_by_age_forgets_old_updates() {
     let log = Log::memory(Retention {
         max_updates: None,
         max_age: Some(Duration::from_secs(60)),
+        ..Retention::UNLIMITED
     });
     log.append(update("old")).await.unwrap();
     tokio::time::advance(Duration::from_secs(30)).await;
@@ -301,6 +417,7 @@ async fn file_retention_by_age_prunes_on_append() {
     let retention = Retention {
         max_updates: None,
         max_age: Some(Duration::from_secs(60)),
+        ..Retention::UNLIMITED
     };
     let fixture = fixtures(retention).await.pop().unwrap();
     let (log, clock) = (&fixture.log, &fixture.clock);
@@ -321,6 +438,7 @@ async fn an_idle_file_log_still_expires() {
     let retention = Retention {
         max_updates: None,
         max_age: Some(Duration::from_secs(60)),
+        ..Retention::UNLIMITED
     };
     let fixture = fixtures(retention).await.pop().unwrap();
     let log = &fixture.log;
@@ -399,19 +517,17 @@ async fn reopening_continues_positions_and_keeps_history() {
     let log = Log::open(&path, Retention::default()).await.unwrap();
     assert_eq!(log.last_position(), 2);
     assert_eq!(log.position_of("b").await.unwrap(), Some(2));
-    assert!(matches!(
-        log.append(update("a")).await,
-        Err(LogError::DuplicateId(_))
-    ));
-    assert_eq!(log.append(update("c")).await.unwrap().position, 3);
+    assert_eq!(log.append(update("a")).await.unwrap().position, 3);
+    assert_eq!(log.append(update("c")).await.unwrap().position, 4);
     assert_eq!(
         ids(&log, Cursor::Earliest).await,
-        pairs(&[(1, "a"), (2, "b"), (3, "c")])
+        pairs(&[(1, "a"), (2, "b"), (3, "a"), (4, "c")])
     );
     drop(log); // dropping the last clone also releases the file
 
     let log = Log::open(&path, Retention::default()).await.unwrap();
-    assert_eq!(log.last_position(), 3);
+    assert_eq!(log.last_position(), 4);
+    assert_eq!(log.position_of("a").await.unwrap(), Some(3));
 }
 
 #[tokio::test]
@@ -422,6 +538,7 @@ async fn positions_keep_growing_after_everything_expired() {
     let retention = Retention {
         max_updates: None,
         max_age: Some(Duration::from_secs(1)),
+        ..Retention::UNLIMITED
     };
     let log = open_with_clock(&path, retention, &clock).await.unwrap();
     log.append(update("a")).await.unwrap();
@@ -454,7 +571,10 @@ async fn a_file_that_is_not_a_log_is_refused_with_its_path() {
     )
     .unwrap();
     let error = Log::open(&path, Retention::default()).await.unwrap_err();
-    assert!(matches!(error, LogError::Open { .. }), "{error:?}");
+    assert!(
+        matches!(error, LogError::Open { .. } | LogError::Damaged { .. }),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("notes.txt"), "{error}");
     let missing = dir.path().join("no/such/dir/log.db");
     let error = Log::open(&missing, Retention::default()).await.unwrap_err();
@@ -462,7 +582,7 @@ async fn a_file_that_is_not_a_log_is_refused_with_its_path() {
 }
 
 #[tokio::test]
-async fn an_unreadable_record_is_reported_not_misread() {
+async fn an_unparsable_record_is_skipped_logged_once_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.db");
     let log = Log::open(&path, Retention::default()).await.unwrap();
@@ -478,20 +598,136 @@ async fn an_unreadable_record_is_reported_not_misread() {
         txn.commit().unwrap();
     }
     let log = Log::open(&path, Retention::default()).await.unwrap();
-    assert_eq!(ids(&log, Cursor::Position(2)).await.len(), 0);
-    assert_eq!(log.position_of("a").await.unwrap(), Some(1));
-    let error = log.read_after(Cursor::Earliest, 10).await.unwrap_err();
-    assert!(
-        matches!(error, LogError::Corrupt { position: 2, .. }),
-        "{error:?}"
+    assert_eq!(log.append(update("c")).await.unwrap().position, 3);
+    assert_eq!(ids(&log, Cursor::Position(1)).await, pairs(&[(3, "c")]));
+    for _ in 0..3 {
+        assert_eq!(
+            ids(&log, Cursor::Earliest).await,
+            pairs(&[(1, "a"), (3, "c")])
+        );
+    }
+    // Skipped records do not count against `max`.
+    let one = log.read_after(Cursor::Position(1), 1).await.unwrap();
+    assert_eq!(one[0].position, 3);
+    assert_eq!(log.id_before(3).await.unwrap().as_deref(), Some("a"));
+    assert_eq!(
+        log.stats().corrupt_records,
+        1,
+        "counted once, read many times"
     );
-    assert!(error.to_string().contains("position 2"), "{error}");
-    let error = log.id_before(3).await.unwrap_err();
-    assert!(
-        matches!(error, LogError::Corrupt { position: 2, .. }),
-        "{error:?}"
+}
+
+/// Flips one byte in every copy of `needle` in the file (redb's copy on
+/// write may leave stale copies of a page), as a failing disk would.
+fn damage(path: &Path, needle: &[u8]) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mut found = 0;
+    let mut at = 0;
+    while let Some(offset) = bytes[at..].windows(needle.len()).position(|w| w == needle) {
+        let offset = at + offset;
+        bytes[offset + needle.len() - 1] ^= 0x01;
+        found += 1;
+        at = offset + needle.len();
+    }
+    assert!(found > 0, "{needle:?} not in the file");
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test]
+async fn a_changed_record_is_detected_and_replay_goes_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let log = Log::open(&path, Retention::default()).await.unwrap();
+    for id in ["a", "b", "c"] {
+        log.append(Update::new(id, "/t", format!("payload-of-{id}")))
+            .await
+            .unwrap();
+    }
+    log.close().await;
+    damage(&path, b"payload-of-b");
+
+    let log = Log::open(&path, Retention::default()).await.unwrap();
+    assert_eq!(
+        ids(&log, Cursor::Earliest).await,
+        pairs(&[(1, "a"), (3, "c")])
     );
-    assert_eq!(log.id_before(2).await.unwrap().as_deref(), Some("a"));
+    assert_eq!(log.id_before(3).await.unwrap().as_deref(), Some("a"));
+    assert_eq!(log.stats().corrupt_records, 1);
+    // The log goes on.
+    assert_eq!(log.append(update("d")).await.unwrap().position, 4);
+}
+
+#[tokio::test]
+async fn a_truncated_file_gives_an_error_that_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let log = Log::open(&path, Retention::default()).await.unwrap();
+    for n in 0..500 {
+        log.append(Update::new(format!("u{n}"), "/t", "x".repeat(200)))
+            .await
+            .unwrap();
+    }
+    log.close().await;
+    let len = std::fs::metadata(&path).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(len / 2).unwrap();
+    drop(file);
+
+    let error = Log::open(&path, Retention::default()).await.unwrap_err();
+    assert!(matches!(error, LogError::Damaged { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("move it away"), "{message}");
+    // Nothing holds the file: once moved away, a new history starts.
+    std::fs::rename(&path, dir.path().join("log.db.damaged")).unwrap();
+    let log = Log::open(&path, Retention::default()).await.unwrap();
+    assert_eq!(log.last_position(), 0);
+}
+
+#[tokio::test]
+async fn records_of_format_version_1_are_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    Log::open(&path, Retention::default())
+        .await
+        .unwrap()
+        .close()
+        .await;
+    {
+        // As an older hub wrote them: version 1 records, no byte total.
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut updates = txn.open_table(file::UPDATES).unwrap();
+            for (position, id) in [(1u64, "old-1"), (2, "old-2")] {
+                let mut record = record::encode(&update(id), 1_000);
+                record.truncate(record.len() - 4);
+                record[0] = 1;
+                updates.insert(position, record.as_slice()).unwrap();
+            }
+            let mut ids = txn.open_table(file::IDS).unwrap();
+            ids.insert("old-1", 1).unwrap();
+            ids.insert("old-2", 2).unwrap();
+            txn.open_table(file::META)
+                .unwrap()
+                .remove(file::RETAINED_BYTES)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let log = Log::open(&path, Retention::UNLIMITED).await.unwrap();
+    assert_eq!(log.last_position(), 2);
+    let old = log.read_after(Cursor::Earliest, 10).await.unwrap();
+    assert_eq!(*old[1].update, update("old-2"));
+    // The byte total was counted once at open.
+    let expected = 2 * (record::encoded_len(&update("old-1"), 1_000) as u64 - 4);
+    assert_eq!(log.bytes(), expected);
+    log.append(update("new")).await.unwrap();
+    assert_eq!(
+        ids(&log, Cursor::Position(1)).await,
+        pairs(&[(2, "old-2"), (3, "new")])
+    );
+    assert_eq!(log.stats().corrupt_records, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,17 +769,21 @@ async fn a_watch_wakes_on_appends_and_ends_on_close() {
         assert_eq!(waiting.await.unwrap(), Some(1), "{name}");
         // Already past: answers at once.
         assert_eq!(watch.wait_past(0).await, Some(1), "{name}");
-        // A refused duplicate does not wake anyone.
-        let _ = log.append(update("a")).await;
         let waiting = tokio::spawn({
             let mut watch = watch.clone();
             async move { watch.wait_past(1).await }
         });
         log.append(update("b")).await.unwrap();
         assert_eq!(waiting.await.unwrap(), Some(2), "{name}");
+        assert!(log.health().is_writable(), "{name}");
         let waiting = tokio::spawn(async move { watch.wait_past(2).await });
         log.clone().close().await;
         assert_eq!(waiting.await.unwrap(), None, "{name}");
+        assert!(
+            matches!(log.health(), LogHealth::Closed),
+            "{name}: {:?}",
+            log.health()
+        );
         assert_eq!(
             log.watch().wait_past(2).await,
             None,

@@ -180,3 +180,33 @@ async fn utf8_ids_round_trip_through_last_event_id() {
     let mut stream = crate::support::Stream::new(response);
     assert_eq!(stream.expect().await.id, second.as_str());
 }
+
+#[tokio::test]
+async fn a_reused_id_is_accepted_and_resuming_from_it_starts_after_its_latest_occurrence() {
+    let t = TestHub::with(|b| b.subscriptions(false)).await;
+    let mut live = t.subscribe("topic=a").await;
+    assert_eq!(
+        t.publish(&[("topic", "a"), ("id", "same"), ("data", "1")])
+            .await,
+        "same"
+    );
+    t.publish(&[("topic", "a"), ("id", "other"), ("data", "2")])
+        .await;
+    // Mercure accepts a reused id: 200, stored and delivered again.
+    assert_eq!(
+        t.publish(&[("topic", "a"), ("id", "same"), ("data", "3")])
+            .await,
+        "same"
+    );
+    let after = t.publish(&[("topic", "a"), ("data", "4")]).await;
+    for data in ["1", "2", "3", "4"] {
+        assert_eq!(live.expect().await.data, data);
+    }
+    let mut resumed = t.subscribe_with("topic=a", None, Some("same")).await;
+    assert_eq!(resumed.header("last-event-id").as_deref(), Some("same"));
+    let event = resumed.expect().await;
+    assert_eq!(
+        (event.id.as_ref(), event.data.as_ref()),
+        (after.as_str(), "4")
+    );
+}

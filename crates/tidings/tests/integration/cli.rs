@@ -96,6 +96,7 @@ fn check_validates_without_starting_and_applies_precedence() {
         ("--heartbeat", "soon"),
         ("--addr", "localhost"),
         ("--history-max-age", "3 weeks"),
+        ("--history-max-bytes", "5 parsecs"),
     ] {
         let bad = run(&["serve", "--check", flag, value]);
         assert!(!bad.status.success(), "{flag} {value} accepted");
@@ -425,6 +426,7 @@ async fn serve_refuses_a_missing_key_file_instead_of_starting() {
         "tidings: --jwt-key: cannot read the key file /nonexistent-dir/tidings_jwt_key: No such file or directory (os error 2)"
     );
     assert!(!text(&output.stdout).contains("listening"));
+}
 
 #[tokio::test]
 async fn selector_limits_come_from_flags_and_the_file() {
