@@ -290,6 +290,8 @@ pub(crate) struct FileConfig {
     pub(crate) heartbeat: Option<String>,
     pub(crate) no_subscriptions: Option<bool>,
     pub(crate) queue_size: Option<usize>,
+    pub(crate) max_body_size: Option<ByteSize>,
+    pub(crate) max_topics: Option<usize>,
     pub(crate) max_selector_length: Option<usize>,
     pub(crate) max_template_prefix: Option<u16>,
     pub(crate) max_template_bytes: Option<usize>,

@@ -13,7 +13,8 @@ use tidings_hub::auth::{KeyConfig, MercureClaims, SigningKey, generate_secret, m
 use tidings_hub::log::Retention;
 use tidings_hub::topic::{DEFAULT_TEMPLATE_CACHE_BYTES, SelectorLimits};
 use tidings_hub::{
-    AddrRange, DEFAULT_HEARTBEAT, DEFAULT_QUEUE_CAPACITY, Hub, HubBuilder, ServerLimits,
+    AddrRange, DEFAULT_HEARTBEAT, DEFAULT_MAX_BODY, DEFAULT_MAX_TOPICS, DEFAULT_QUEUE_CAPACITY,
+    Hub, HubBuilder, ServerLimits,
 };
 
 use crate::config::{ByteSize, FileConfig, key_rule, parse_duration, verifying_key};
@@ -99,6 +100,13 @@ pub(crate) struct Args {
     /// [default: 1024].
     #[arg(long, env = "TIDINGS_QUEUE_SIZE", value_name = "N")]
     queue_size: Option<usize>,
+    /// The largest publish request body, e.g. `1MiB` or a number of bytes (larger: 413)
+    /// [default: 1MiB].
+    #[arg(long, env = "TIDINGS_MAX_BODY_SIZE", value_name = "SIZE")]
+    max_body_size: Option<String>,
+    /// The most topics in one update or one subscription (more: 400) [default: 100].
+    #[arg(long, env = "TIDINGS_MAX_TOPICS", value_name = "N")]
+    max_topics: Option<usize>,
     /// The longest topic selector a subscriber may send, in bytes [default: 1024].
     #[arg(long, env = "TIDINGS_MAX_SELECTOR_LENGTH", value_name = "BYTES")]
     max_selector_length: Option<usize>,
@@ -235,6 +243,8 @@ struct Settings {
     heartbeat: Option<Duration>,
     subscriptions: bool,
     queue_size: usize,
+    max_body_size: usize,
+    max_topics: usize,
     selector_limits: SelectorLimits,
     template_cache_size: usize,
     /// Whether to run the demo publisher for the Ping page.
@@ -347,6 +357,30 @@ impl Settings {
         if queue_size == 0 {
             anyhow::bail!("--queue-size must be at least 1");
         }
+        let max_body_size = match args
+            .max_body_size
+            .map(ByteSize::Text)
+            .or(file.max_body_size)
+        {
+            Some(size) => {
+                let bytes = size
+                    .bytes()
+                    .map_err(anyhow::Error::msg)
+                    .context("--max-body-size")?;
+                usize::try_from(bytes)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .context("--max-body-size must be at least 1 byte")?
+            }
+            None => DEFAULT_MAX_BODY,
+        };
+        let max_topics = args
+            .max_topics
+            .or(file.max_topics)
+            .unwrap_or(DEFAULT_MAX_TOPICS);
+        if max_topics == 0 {
+            anyhow::bail!("--max-topics must be at least 1");
+        }
         let mut selector_limits = SelectorLimits::default();
         let at_least_one = |value: Option<usize>, flag: &str| match value {
             Some(0) => anyhow::bail!("{flag} must be at least 1"),
@@ -397,6 +431,8 @@ impl Settings {
                 heartbeat,
                 subscriptions: !(args.no_subscriptions || file.no_subscriptions.unwrap_or(false)),
                 queue_size,
+                max_body_size,
+                max_topics,
                 selector_limits,
                 template_cache_size,
                 demo: !(args.no_demo || file.no_demo.unwrap_or(false)),
@@ -416,6 +452,8 @@ impl Settings {
             .subscriptions(self.subscriptions)
             .pages(true)
             .queue_capacity(self.queue_size)
+            .max_body_size(self.max_body_size)
+            .max_topics(self.max_topics)
             .server_limits(self.server.clone())
             .selector_limits(self.selector_limits.clone());
         if let Some(db) = &self.db {

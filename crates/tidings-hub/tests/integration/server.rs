@@ -445,3 +445,48 @@ async fn h2c_streams_work_and_end_at_shutdown() {
         .unwrap()
         .unwrap();
 }
+
+/// One TCP connection may carry only so many event streams over HTTP/2: the client is
+/// told in SETTINGS and the streams past the limit wait for one to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_streams_per_connection_are_capped() {
+    let mut limits = ServerLimits::default();
+    limits.h2_max_concurrent_streams = 3;
+    let (t, _addr, _server) = start(limits, |b| b.subscriptions(false)).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut tasks: Vec<_> = (0..5)
+        .map(|n| {
+            let request = h2.get(format!("{}?topic=h2-{n}", t.url()));
+            Some(tokio::spawn(async move { request.send().await.unwrap() }))
+        })
+        .collect();
+    eventually("three streams", PATIENCE, || t.hub.connections() == 3).await;
+    // The other two wait on the client: no fourth stream reaches the hub.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(t.hub.connections(), 3);
+    assert_eq!(metric(&t.hub, "tidings_tcp_connections"), 1.0);
+    let finished = |tasks: &[Option<JoinHandle<reqwest::Response>>]| {
+        tasks
+            .iter()
+            .flatten()
+            .filter(|task| task.is_finished())
+            .count()
+    };
+    eventually("three responses", PATIENCE, || finished(&tasks) == 3).await;
+    // One stream ends: one that waited takes its place.
+    let first = tasks
+        .iter_mut()
+        .find(|task| task.as_ref().is_some_and(|t| t.is_finished()))
+        .and_then(Option::take)
+        .unwrap();
+    drop(first.await.unwrap());
+    eventually("a waiting stream opened", PATIENCE, || {
+        finished(&tasks) == 3
+    })
+    .await;
+    eventually("three streams again", PATIENCE, || t.hub.connections() == 3).await;
+    assert_eq!(metric(&t.hub, "tidings_tcp_connections"), 1.0);
+}

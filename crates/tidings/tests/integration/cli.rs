@@ -479,3 +479,50 @@ async fn selector_limits_come_from_flags_and_the_file() {
         assert!(text(&bad.stderr).contains(flag), "{}", text(&bad.stderr));
     }
 }
+
+#[tokio::test]
+async fn body_and_topic_limits_come_from_flags_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tidings.toml");
+    std::fs::write(&config, "max_body_size = \"64B\"\n").unwrap();
+    let server = Server::start(
+        &[
+            "--no-history",
+            "--no-demo",
+            "--jwt-key",
+            KEY,
+            "--config",
+            config.to_str().unwrap(),
+            "--max-topics",
+            "2",
+        ],
+        None,
+    );
+    let client = reqwest::Client::new();
+    let response = client
+        .get(&server.url)
+        .query(&[("topic", "a"), ("topic", "b"), ("topic", "c")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "too many topics: at most 2 per subscription\n"
+    );
+    let publisher = run(&["token", "--jwt-key", KEY, "--publish", "*"]);
+    let publisher = text(&publisher.stdout).trim().to_owned();
+    let response = client
+        .post(&server.url)
+        .bearer_auth(&publisher)
+        .form(&[("topic", "a"), ("data", &"x".repeat(100))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    for (flag, value) in [("--max-topics", "0"), ("--max-body-size", "lots")] {
+        let bad = run(&["serve", "--check", flag, value]);
+        assert!(!bad.status.success(), "{flag} {value} accepted");
+        assert!(text(&bad.stderr).contains(flag), "{}", text(&bad.stderr));
+    }
+}
