@@ -347,7 +347,7 @@ impl Hub {
     }
 
     /// The hub's HTTP routes, to serve or to mount in an existing axum app:
-    /// `/.well-known/mercure` (subscribe, publish), the subscriptions API, `/healthz`
+    /// `/.well-known/mercure` (subscribe, publish), the subscriptions API, `/healthz`, `/readyz`
     /// and `/metrics`, and the browser pages when [`HubBuilder::pages`] is on.
     pub fn router(&self) -> Router {
         crate::http::router(self.clone())
