@@ -8,27 +8,40 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use tidings_hub::auth::{KeyConfig, SigningKey};
 
-/// Parses a duration such as `15s`, `500ms`, `10m`, `24h`, `7d`; a bare number is seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
+/// Splits a value such as `15s` or `64MiB` into its leading number and the unit after it
+/// (trimmed); `what` and `expected` make the error.
+fn number_and_unit<'a>(
+    text: &'a str,
+    what: &str,
+    expected: &str,
+) -> Result<(u64, &'a str), String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     if number.is_empty() {
-        return Err(format!(
-            "invalid duration {text:?}: expected a number and a unit (ms, s, m, h, d), as in 15s"
-        ));
+        return Err(format!("invalid {what} {text:?}: expected {expected}"));
     }
-    let n: u64 = number
+    let n = number
         .parse()
-        .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
+        .map_err(|_| format!("invalid {what} {text:?}: number too large"))?;
+    Ok((n, unit.trim()))
+}
+
+/// Parses a duration such as `15s`, `500ms`, `10m`, `24h`, `7d`; a bare number is seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (n, unit) = number_and_unit(
+        text,
+        "duration",
+        "a number and a unit (ms, s, m, h, d), as in 15s",
+    )?;
     let seconds = |factor: u64| {
         n.checked_mul(factor)
             .map(Duration::from_secs)
             .ok_or_else(|| format!("invalid duration {text:?}: too long"))
     };
-    match unit.trim() {
+    match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "" | "s" => seconds(1),
         "m" | "min" => seconds(60),
@@ -45,19 +58,12 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 /// `T`/`TB`; `B` alone is bytes); case does not matter.
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    if number.is_empty() {
-        return Err(format!(
-            "invalid size {text:?}: expected a number of bytes, or a number and a unit as in 64MiB"
-        ));
-    }
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}: number too large"))?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (n, unit) = number_and_unit(
+        text,
+        "size",
+        "a number of bytes, or a number and a unit as in 64MiB",
+    )?;
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1000,
         "m" | "mb" => 1000 * 1000,

@@ -26,7 +26,7 @@ async fn subscription_churn_leaves_history_and_disk_untouched() {
     .await;
     let first = t.publish(&[("topic", "real"), ("data", "0")]).await;
     let size_before = std::fs::metadata(&path).unwrap().len();
-    let appends_before = t.metrics().await;
+    let appends_before = t.metric("tidings_log_appends_total").await;
 
     let watcher_token = token(&[], &[ALL_SUBSCRIPTIONS]);
     let mut watcher = t
@@ -70,15 +70,8 @@ async fn subscription_churn_leaves_history_and_disk_untouched() {
     for id in &missed {
         assert_eq!(&resumed.expect().await.id, id);
     }
-    let metrics = t.metrics().await;
-    let appended = |text: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix("tidings_log_appends_total "))
-            .map(|n| n.parse::<f64>().unwrap())
-            .unwrap_or(0.0)
-    };
     assert_eq!(
-        appended(&metrics) - appended(&appends_before),
+        t.metric("tidings_log_appends_total").await - appends_before,
         missed.len() as f64,
         "only the real updates were appended"
     );
@@ -246,9 +239,9 @@ async fn live_updates_and_the_demo_never_touch_history() {
             break;
         }
     }
-    let metrics = t.metrics().await;
-    assert!(
-        metrics.contains("tidings_history_updates 0"),
-        "history is not empty:\n{metrics}"
+    assert_eq!(
+        t.metric("tidings_history_updates").await,
+        0.0,
+        "history is not empty"
     );
 }

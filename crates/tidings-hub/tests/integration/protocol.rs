@@ -429,15 +429,7 @@ async fn health_and_metrics() {
     let mut stream = t.subscribe("topic=a").await;
     t.publish(&[("topic", "a"), ("data", "x")]).await;
     stream.expect().await;
-    let metrics = t
-        .client
-        .get(format!("{}/metrics", t.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = t.metrics().await;
     for line in [
         "tidings_connections 1",
         "tidings_subscriptions 1",

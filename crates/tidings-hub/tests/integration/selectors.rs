@@ -7,27 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::support::{PATIENCE, TestHub, topics_query};
 
-/// The `tidings_template_cache_bytes` gauge, read from `/metrics`.
-async fn template_cache_bytes(t: &TestHub) -> u64 {
-    let body = t
-        .client
-        .get(format!("{}/metrics", t.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let line = body
-        .lines()
-        .find(|l| l.starts_with("tidings_template_cache_bytes "))
-        .unwrap_or_else(|| panic!("no cache gauge in {body}"));
-    line["tidings_template_cache_bytes ".len()..]
-        .trim()
-        .parse::<f64>()
-        .unwrap() as u64
-}
-
 async fn refusal(t: &TestHub, query: &str) -> (u16, String) {
     let response = t.request(query, None, None).await;
     let status = response.status().as_u16();
@@ -161,7 +140,7 @@ async fn legitimate_subscribers_are_served_while_hostile_clients_hammer() {
     assert_eq!(event.data, "hello");
 
     for _ in 0..5 {
-        let bytes = template_cache_bytes(&t).await;
+        let bytes = t.metric("tidings_template_cache_bytes").await as u64;
         assert!(bytes as usize <= CACHE_BOUND, "{bytes} > {CACHE_BOUND}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -169,7 +148,7 @@ async fn legitimate_subscribers_are_served_while_hostile_clients_hammer() {
     for task in hostile {
         task.await.unwrap();
     }
-    let bytes = template_cache_bytes(&t).await;
+    let bytes = t.metric("tidings_template_cache_bytes").await as u64;
     assert!(bytes as usize <= CACHE_BOUND, "{bytes} > {CACHE_BOUND}");
     assert!(bytes > 0, "the cache holds what it can");
     // Rounds of 8 new templates of about 58 kB each: more than the bound went

@@ -77,26 +77,6 @@ async fn readyz(t: &TestHub) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
-/// A metric's value from `/metrics` (its handler sets the storage gauges).
-async fn metric(t: &TestHub, name: &str) -> f64 {
-    let served = t
-        .client
-        .get(format!("{}/metrics", t.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    served
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{served}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_full_disk_fails_publishes_then_the_hub_recovers_without_restart() {
     let tmpfs = match Tmpfs::mount("4m") {
@@ -147,7 +127,7 @@ async fn a_full_disk_fails_publishes_then_the_hub_recovers_without_restart() {
     assert_eq!(status, 503, "{body}");
     assert!(body.starts_with("storage cannot write: "), "{body}");
     assert_eq!(body.trim_end().lines().count(), 1, "{body}");
-    assert!(metric(&t, "tidings_log_write_errors_total").await >= 1.0);
+    assert!(t.metric("tidings_log_write_errors_total").await >= 1.0);
     // The writer keeps reopening the file, yet does not stay ready on this disk: the
     // write it tries after reopening needs more room than the file has free. A publish
     // the hub accepts meanwhile must be durable (checked at the end).
@@ -161,7 +141,7 @@ async fn a_full_disk_fails_publishes_then_the_hub_recovers_without_restart() {
         } else {
             assert!(status.is_server_error(), "{status}: {body}");
         }
-        if round >= 10 && status != 200 && metric(&t, "tidings_storage_ready").await == 0.0 {
+        if round >= 10 && status != 200 && t.metric("tidings_storage_ready").await == 0.0 {
             break;
         }
         assert!(Instant::now() < give_up, "ready on a full disk");
@@ -183,7 +163,7 @@ async fn a_full_disk_fails_publishes_then_the_hub_recovers_without_restart() {
     for _ in 0..10 {
         acked.push(t.publish(&form).await);
     }
-    assert_eq!(metric(&t, "tidings_storage_ready").await, 1.0);
+    assert_eq!(t.metric("tidings_storage_ready").await, 1.0);
 
     // A subscriber that saw only the first update resumes: every acknowledged update
     // comes, once. (An update answered with an error may be there too, if the error
@@ -215,7 +195,7 @@ async fn a_full_disk_fails_publishes_then_the_hub_recovers_without_restart() {
 async fn readyz_is_ready_until_shutdown() {
     let t = TestHub::start().await;
     assert_eq!(readyz(&t).await, (200, "ready\n".to_owned()));
-    assert_eq!(metric(&t, "tidings_storage_ready").await, 1.0);
+    assert_eq!(t.metric("tidings_storage_ready").await, 1.0);
     t.hub.shutdown();
     // The listener may close before it answers: either way, never "ready".
     if let Ok(response) = t.client.get(format!("{}/readyz", t.base)).send().await {
@@ -294,10 +274,7 @@ async fn a_changed_record_is_skipped_by_replay_and_counted() {
     for stream in &mut streams {
         assert_eq!(stream.expect().await.id, live.as_str());
     }
-    assert_eq!(
-        metric(&t, "tidings_history_corrupt_records_total").await,
-        1.0
-    );
+    assert_eq!(t.metric("tidings_history_corrupt_records_total").await, 1.0);
 }
 
 /// The log alone, appended to from many tasks while the disk fills and empties: every

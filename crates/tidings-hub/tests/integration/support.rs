@@ -80,6 +80,19 @@ impl TestHub {
         response.text().await.unwrap()
     }
 
+    /// One series' value from `/metrics` (whose handler also refreshes the gauges that
+    /// are computed when asked, such as history and cache sizes).
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
+        let metrics = self.metrics().await;
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{series} not in /metrics:\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// POSTs a publish form with the all-topics publisher token.
     pub(crate) async fn post(&self, form: &[(&str, &str)]) -> reqwest::Response {
         self.post_as(&self.publisher, form).await
