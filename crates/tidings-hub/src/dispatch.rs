@@ -223,15 +223,17 @@ mod tests {
     use crate::topic::Selector;
 
     fn subscriber(fanout: &Fanout) -> crate::fanout::Live {
-        fanout.register(Arc::new(Registration {
-            info: Arc::new(SubscriberInfo {
-                id: "urn:uuid:s".into(),
-                topics: vec!["t".into()],
-                payload: None,
-            }),
-            selectors: vec![Selector::new("t")],
-            private: None,
-        }))
+        fanout
+            .register(Arc::new(Registration {
+                info: Arc::new(SubscriberInfo {
+                    id: "urn:uuid:s".into(),
+                    topics: vec!["t".into()],
+                    payload: None,
+                }),
+                selectors: vec![Selector::new("t")],
+                private: None,
+            }))
+            .unwrap()
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::http::SUBSCRIPTIONS_PATH;
 use crate::log::{Stored, Update};
 use crate::metrics::Metrics;
 use crate::topic::{Selector, SelectorSet};
@@ -41,6 +42,9 @@ pub(crate) const LIVE_ONLY: u64 = 0;
 /// over what it holds once per this many new topics; tracking recency would cost on
 /// every update instead).
 const TEMPLATE_CACHE_TOPICS: usize = 16_384;
+/// The same cache's bound on template ids held in all (8 MiB of them), so that many
+/// templates matching many topics cannot grow it either.
+const TEMPLATE_CACHE_IDS: usize = 1 << 20;
 
 /// A subscriber as the subscriptions API and the subscription events show it.
 #[derive(Debug)]
@@ -121,6 +125,12 @@ struct Registry {
     groups: BTreeMap<u64, TemplateGroup>,
     /// Topic → the templates that match it.
     topic_templates: HashMap<Arc<str>, TopicEntry>,
+    /// How many template ids `topic_templates` holds in all (bounded, like its topics).
+    cached_ids: usize,
+    /// The subscribers that may receive subscription events: a token with
+    /// `mercure.subscribe` and a selector that can match a subscription topic. Those
+    /// events are private, so nobody else is ever a target of one.
+    watchers: HashSet<u64>,
     /// The position of the last update handed to the registry.
     dispatched: u64,
     /// The id of that update, for the subscriptions API's `lastEventID`.
@@ -135,8 +145,11 @@ impl Registry {
             Some(entry) if entry.tried_below == self.next_template => return,
             Some(entry) => entry.tried_below,
             None => {
-                if self.topic_templates.len() >= TEMPLATE_CACHE_TOPICS {
+                if self.topic_templates.len() >= TEMPLATE_CACHE_TOPICS
+                    || self.cached_ids >= TEMPLATE_CACHE_IDS
+                {
                     self.topic_templates.clear();
+                    self.cached_ids = 0;
                     for group in self.groups.values_mut() {
                         group.cached_under.clear();
                     }
@@ -162,6 +175,7 @@ impl Registry {
                 ids: Vec::new(),
                 tried_below: 0,
             });
+        self.cached_ids += matching.len();
         entry.ids.extend(matching);
         entry.tried_below = self.next_template;
     }
@@ -202,7 +216,9 @@ impl Registry {
         if let Some(group) = self.groups.remove(&id) {
             for topic in &group.cached_under {
                 if let Some(entry) = self.topic_templates.get_mut(topic) {
+                    let before = entry.ids.len();
                     entry.ids.retain(|&other| other != id);
+                    self.cached_ids -= before - entry.ids.len();
                 }
             }
         }
@@ -230,8 +246,21 @@ impl Registry {
         targets
     }
 
+    /// How many template groups registering these selectors would add.
+    fn new_templates(&self, selectors: &[Selector]) -> usize {
+        let mut new: Vec<&str> = selectors
+            .iter()
+            .filter(|s| s.is_template() && !self.template_ids.contains_key(s.as_str()))
+            .map(Selector::as_str)
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        new.len()
+    }
+
     fn remove(&mut self, key: u64) -> Option<Subscriber> {
         let subscriber = self.subscribers.remove(&key)?;
+        self.watchers.remove(&key);
         for selector in subscriber.registration.selectors.iter() {
             if selector.is_wildcard() {
                 self.wildcard.remove(&key);
@@ -250,6 +279,30 @@ impl Registry {
     }
 }
 
+/// Whether a selector can match a subscription topic
+/// (`/.well-known/mercure/subscriptions/…`): a conservative test, the event's own
+/// match decides.
+fn may_select_subscription_events(selector: &Selector) -> bool {
+    let text = selector.as_str();
+    if selector.is_wildcard() || text.starts_with(SUBSCRIPTIONS_PATH) {
+        return true;
+    }
+    selector.is_template() && SUBSCRIPTIONS_PATH.starts_with(&text[..text.find('{').unwrap_or(0)])
+}
+
+/// Why a subscriber was not registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refused {
+    /// The hub has as many subscribers as it accepts.
+    #[error("too many subscribers: this hub accepts at most {0} at once")]
+    Subscribers(usize),
+    /// Its templates would take the hub past its number of distinct live templates.
+    #[error(
+        "too many distinct topic templates in use: this hub matches at most {0} at once; use a template that is already in use or an exact topic"
+    )]
+    Templates(usize),
+}
+
 /// The live side of a new subscriber.
 pub(crate) struct Live {
     /// Its key in the registry.
@@ -265,6 +318,8 @@ pub(crate) struct Live {
 pub(crate) struct Fanout {
     registry: Mutex<Registry>,
     queue_capacity: usize,
+    max_subscribers: usize,
+    max_templates: usize,
     metrics: Metrics,
 }
 
@@ -276,8 +331,18 @@ impl Fanout {
                 ..Registry::default()
             }),
             queue_capacity: queue_capacity.max(1),
+            max_subscribers: usize::MAX,
+            max_templates: usize::MAX,
             metrics,
         }
+    }
+
+    /// Caps the subscribers registered at once and the distinct templates they use
+    /// (every new topic is matched against each distinct template, under the lock).
+    pub(crate) fn with_limits(mut self, max_subscribers: usize, max_templates: usize) -> Self {
+        self.max_subscribers = max_subscribers;
+        self.max_templates = max_templates;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -286,10 +351,17 @@ impl Fanout {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a subscriber for live updates.
-    pub(crate) fn register(&self, registration: Arc<Registration>) -> Live {
-        let (tx, rx) = mpsc::channel(self.queue_capacity);
+    /// Registers a subscriber for live updates, unless a cap says no.
+    pub(crate) fn register(&self, registration: Arc<Registration>) -> Result<Live, Refused> {
         let mut registry = self.lock();
+        if registry.subscribers.len() >= self.max_subscribers {
+            return Err(Refused::Subscribers(self.max_subscribers));
+        }
+        let new_templates = registry.new_templates(&registration.selectors);
+        if new_templates > 0 && registry.groups.len() + new_templates > self.max_templates {
+            return Err(Refused::Templates(self.max_templates));
+        }
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
         let key = registry.next_key;
         registry.next_key += 1;
         for selector in registration.selectors.iter() {
@@ -305,6 +377,14 @@ impl Fanout {
                 registry.add_template(selector, key);
             }
         }
+        if registration.private.is_some()
+            && registration
+                .selectors
+                .iter()
+                .any(may_select_subscription_events)
+        {
+            registry.watchers.insert(key);
+        }
         registry.subscribers.insert(
             key,
             Subscriber {
@@ -313,11 +393,11 @@ impl Fanout {
             },
         );
         self.metrics.connections.increment(1.0);
-        Live {
+        Ok(Live {
             key,
             queue: rx,
             dispatched: registry.dispatched,
-        }
+        })
     }
 
     /// Removes a subscriber; its stream ends once it has written what it was queued.
@@ -346,9 +426,32 @@ impl Fanout {
     /// subscribers it concerns, queued as [`LIVE_ONLY`]. It is encoded only if one
     /// of them may receive it, and without an `id`, so that a client's last event ID
     /// keeps naming the last update of the log.
+    ///
+    /// A private update (every subscription event) is matched against the watchers
+    /// only, not through the topic indexes: subscription topics are new every time, and
+    /// connect-and-close churn must cost neither a pass over every `*` subscriber nor a
+    /// place in the template cache.
     pub(crate) fn notify(&self, update: &Update) {
         let mut registry = self.lock();
-        let targets = registry.targets(update);
+        let targets = if update.private {
+            if registry.watchers.is_empty() {
+                return;
+            }
+            let registry = &*registry;
+            registry
+                .watchers
+                .iter()
+                .copied()
+                .filter(|key| {
+                    registry
+                        .subscribers
+                        .get(key)
+                        .is_some_and(|s| s.registration.selects(update))
+                })
+                .collect()
+        } else {
+            registry.targets(update)
+        };
         let mut encoded = None;
         self.deliver(&mut registry, targets, update, LIVE_ONLY, || {
             encoded
@@ -464,10 +567,12 @@ mod tests {
     #[test]
     fn routes_by_exact_wildcard_and_template_once_each() {
         let fanout = Fanout::new(16, Metrics::new(), 0);
-        let mut exact = fanout.register(registration(&["/a/1"], None));
-        let mut all = fanout.register(registration(&["*", "/a/1", "/a/{x}"], None));
-        let mut template = fanout.register(registration(&["/a/{x}"], None));
-        let mut other = fanout.register(registration(&["/b/1"], None));
+        let mut exact = fanout.register(registration(&["/a/1"], None)).unwrap();
+        let mut all = fanout
+            .register(registration(&["*", "/a/1", "/a/{x}"], None))
+            .unwrap();
+        let mut template = fanout.register(registration(&["/a/{x}"], None)).unwrap();
+        let mut other = fanout.register(registration(&["/b/1"], None)).unwrap();
         send(&fanout, 1, &["/a/1", "/a/2"], false);
         send(&fanout, 2, &["/a/2"], false);
         send(&fanout, 3, &["/c"], false);
@@ -480,9 +585,9 @@ mod tests {
     #[test]
     fn template_cache_follows_subscribers() {
         let fanout = Fanout::new(16, Metrics::new(), 0);
-        let mut early = fanout.register(registration(&["/a/{x}"], None));
+        let mut early = fanout.register(registration(&["/a/{x}"], None)).unwrap();
         send(&fanout, 1, &["/a/1"], false); // caches /a/1 → [early]
-        let mut late = fanout.register(registration(&["/{p}/1"], None));
+        let mut late = fanout.register(registration(&["/{p}/1"], None)).unwrap();
         send(&fanout, 2, &["/a/1"], false);
         assert_eq!(received(&mut early), [1, 2]);
         assert_eq!(
@@ -500,9 +605,13 @@ mod tests {
     #[test]
     fn private_updates_need_a_matching_claim() {
         let fanout = Fanout::new(16, Metrics::new(), 0);
-        let mut anonymous = fanout.register(registration(&["*"], None));
-        let mut unrelated = fanout.register(registration(&["*"], Some(&["/b/{x}"])));
-        let mut allowed = fanout.register(registration(&["/a/1"], Some(&["/a/{x}"])));
+        let mut anonymous = fanout.register(registration(&["*"], None)).unwrap();
+        let mut unrelated = fanout
+            .register(registration(&["*"], Some(&["/b/{x}"])))
+            .unwrap();
+        let mut allowed = fanout
+            .register(registration(&["/a/1"], Some(&["/a/{x}"])))
+            .unwrap();
         send(&fanout, 1, &["/a/1"], true);
         send(&fanout, 2, &["/a/1"], false);
         assert_eq!(received(&mut anonymous), [2]);
@@ -514,7 +623,7 @@ mod tests {
     fn full_queue_disconnects_the_subscriber_after_what_it_holds() {
         let metrics = Metrics::new();
         let fanout = Fanout::new(2, metrics.clone(), 0);
-        let mut slow = fanout.register(registration(&["t"], None));
+        let mut slow = fanout.register(registration(&["t"], None)).unwrap();
         for position in 1..=5 {
             send(&fanout, position, &["t"], false);
         }
@@ -534,9 +643,21 @@ mod tests {
     #[test]
     fn registration_reports_what_was_dispatched_before_it() {
         let fanout = Fanout::new(4, Metrics::new(), 7);
-        assert_eq!(fanout.register(registration(&["t"], None)).dispatched, 7);
+        assert_eq!(
+            fanout
+                .register(registration(&["t"], None))
+                .unwrap()
+                .dispatched,
+            7
+        );
         send(&fanout, 8, &["t"], false);
-        assert_eq!(fanout.register(registration(&["t"], None)).dispatched, 8);
+        assert_eq!(
+            fanout
+                .register(registration(&["t"], None))
+                .unwrap()
+                .dispatched,
+            8
+        );
         assert_eq!(fanout.last_event_id().as_deref(), Some("id-8"));
     }
 
@@ -590,7 +711,7 @@ mod tests {
             };
             let selectors = [template.as_str(), "/m/0/0"];
             let registration = registration(&selectors, None);
-            let live = fanout.register(Arc::clone(&registration));
+            let live = fanout.register(Arc::clone(&registration)).unwrap();
             subscribers.push((registration, live));
         }
         let mut position = 0;
@@ -638,11 +759,11 @@ mod tests {
     #[test]
     fn a_subscriber_of_a_known_template_touches_no_cached_topic() {
         let fanout = Fanout::new(16, Metrics::new(), 0);
-        let mut first = fanout.register(registration(&["/k/{id}"], None));
+        let mut first = fanout.register(registration(&["/k/{id}"], None)).unwrap();
         send(&fanout, 1, &["/k/1"], false);
         send(&fanout, 2, &["/k/2"], false);
         let before = fanout.lock().topic_templates.clone();
-        let mut second = fanout.register(registration(&["/k/{id}"], None));
+        let mut second = fanout.register(registration(&["/k/{id}"], None)).unwrap();
         assert_eq!(fanout.lock().topic_templates, before);
         fanout.unregister(first.key);
         assert_eq!(fanout.lock().topic_templates, before, "the template stays");
@@ -658,12 +779,14 @@ mod tests {
     #[test]
     fn a_new_template_touches_no_cached_topic_until_the_topic_comes_again() {
         let fanout = Fanout::new(16, Metrics::new(), 0);
-        let _early = fanout.register(registration(&["/n/{id}"], None));
+        let _early = fanout.register(registration(&["/n/{id}"], None)).unwrap();
         for position in 1..=3 {
             send(&fanout, position, &[&format!("/n/{position}")], false);
         }
         let before = fanout.lock().topic_templates.clone();
-        let mut late = fanout.register(registration(&["/{section}/2"], None));
+        let mut late = fanout
+            .register(registration(&["/{section}/2"], None))
+            .unwrap();
         assert_eq!(fanout.lock().topic_templates, before);
         send(&fanout, 4, &["/n/2"], false);
         assert_eq!(received(&mut late), [4]);
@@ -679,7 +802,7 @@ mod tests {
     #[test]
     fn the_topic_cache_is_cleared_when_full_and_rebuilt() {
         let fanout = Fanout::new(4, Metrics::new(), 0);
-        let mut subscriber = fanout.register(registration(&["/c/{id}"], None));
+        let mut subscriber = fanout.register(registration(&["/c/{id}"], None)).unwrap();
         for position in 1..=(TEMPLATE_CACHE_TOPICS as u64 + 10) {
             send(&fanout, position, &[&format!("/c/{position}")], false);
             assert_eq!(received(&mut subscriber), [position]);
@@ -728,7 +851,7 @@ mod tests {
                         Op::Register(templates) => {
                             let selectors: Vec<&str> = templates.iter().map(|&i| TEMPLATES[i]).collect();
                             let registration = registration(&selectors, None);
-                            let l = fanout.register(Arc::clone(&registration));
+                            let l = fanout.register(Arc::clone(&registration)).unwrap();
                             live.push((registration, l));
                         }
                         Op::Unregister(i) if !live.is_empty() => {

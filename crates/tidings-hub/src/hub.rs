@@ -25,6 +25,11 @@ pub const DEFAULT_MAX_TOPICS: usize = 100;
 /// Default capacity of a subscriber's queue, in updates: a subscriber that falls this
 /// far behind is disconnected (it resumes from history when it reconnects).
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// Default cap on the subscribers (event streams) of one hub at once.
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 65_536;
+/// Default cap on the distinct URI templates the live subscribers of one hub use: every
+/// new topic is matched once against each, so this bounds the cost of a new topic.
+pub const DEFAULT_MAX_LIVE_TEMPLATES: usize = 4_096;
 
 /// Why an update was refused; nothing was stored or sent.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +82,8 @@ pub(crate) struct Config {
     pub(crate) max_body: usize,
     pub(crate) max_topics: usize,
     pub(crate) queue_capacity: usize,
+    pub(crate) max_subscribers: usize,
+    pub(crate) max_live_templates: usize,
     pub(crate) subscriptions: bool,
     pub(crate) pages: bool,
     pub(crate) server: crate::server::ServerLimits,
@@ -211,6 +218,21 @@ impl HubBuilder {
         self
     }
 
+    /// The most subscribers (event streams) at once; one more is refused with 503
+    /// (default: [`DEFAULT_MAX_SUBSCRIBERS`]).
+    pub fn max_subscribers(mut self, subscribers: usize) -> Self {
+        self.config.max_subscribers = subscribers.max(1);
+        self
+    }
+
+    /// The most distinct URI templates the live subscribers may use at once; a
+    /// subscription that would add one more is refused with 503 (templates already in use
+    /// are always accepted; default: [`DEFAULT_MAX_LIVE_TEMPLATES`]).
+    pub fn max_live_templates(mut self, templates: usize) -> Self {
+        self.config.max_live_templates = templates;
+        self
+    }
+
     /// Whether subscription events are published and the subscriptions API is served
     /// (default: yes).
     pub fn subscriptions(mut self, enabled: bool) -> Self {
@@ -250,11 +272,10 @@ impl HubBuilder {
         });
         let metrics = Metrics::new();
         let dispatched = log.last_position();
-        let fanout = Arc::new(Fanout::new(
-            self.config.queue_capacity,
-            metrics.clone(),
-            dispatched,
-        ));
+        let fanout = Arc::new(
+            Fanout::new(self.config.queue_capacity, metrics.clone(), dispatched)
+                .with_limits(self.config.max_subscribers, self.config.max_live_templates),
+        );
         fanout.set_last_event_id(log.last_id().await?);
         metrics.history_size.set(log.len().await? as f64);
         let dispatch = dispatch::start(Arc::clone(&log), Arc::clone(&fanout), dispatched);
@@ -338,6 +359,8 @@ impl Hub {
                 max_body: DEFAULT_MAX_BODY,
                 max_topics: DEFAULT_MAX_TOPICS,
                 queue_capacity: DEFAULT_QUEUE_CAPACITY,
+                max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
+                max_live_templates: DEFAULT_MAX_LIVE_TEMPLATES,
                 subscriptions: true,
                 pages: false,
                 server: crate::server::ServerLimits::default(),
@@ -471,24 +494,26 @@ impl Hub {
     /// Runs in a task of its own: once the log has the update it stores it even if the
     /// caller goes away (a publisher that disconnects), and then it must be sent too.
     pub(crate) async fn append(&self, update: Update) -> Result<Stored, PublishError> {
-        if self.inner.closing.is_cancelled() {
-            return Err(PublishError::ShuttingDown);
-        }
         let inner = Arc::clone(&self.inner);
         let task = self.inner.appends.spawn(async move {
-            let stored = inner.log.append(update).await?;
+            // Checked inside the tracked task: `close` cancels before it waits for the
+            // tracker, so a task that passes this check is one `close` waits for.
+            if inner.closing.is_cancelled() {
+                return Err(PublishError::ShuttingDown);
+            }
+            let stored = inner.log.append(update).await.map_err(|err| match err {
+                LogError::Closed => PublishError::ShuttingDown,
+                other => PublishError::Log(other),
+            })?;
             inner.metrics.publishes.increment(1);
             // Waits while the dispatch task is behind: publishers slow down rather than
             // the queue growing. It stops only by failing (logged, and reported by the
             // health check) or at close, after every append was handed over.
             let _ = inner.dispatch.send(stored.clone()).await;
-            Ok::<_, LogError>(stored)
+            Ok(stored)
         });
         match task.await {
-            Ok(result) => result.map_err(|err| match err {
-                LogError::Closed => PublishError::ShuttingDown,
-                other => PublishError::Log(other),
-            }),
+            Ok(result) => result,
             Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
             Err(_) => Err(PublishError::ShuttingDown),
         }

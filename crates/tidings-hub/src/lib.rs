@@ -48,8 +48,8 @@ pub mod web;
 
 pub use http::{HUB_PATH, SUBSCRIPTIONS_PATH};
 pub use hub::{
-    DEFAULT_HEARTBEAT, DEFAULT_MAX_BODY, DEFAULT_MAX_TOPICS, DEFAULT_QUEUE_CAPACITY, Hub,
-    HubBuilder, HubError, PublishError,
+    DEFAULT_HEARTBEAT, DEFAULT_MAX_BODY, DEFAULT_MAX_LIVE_TEMPLATES, DEFAULT_MAX_SUBSCRIBERS,
+    DEFAULT_MAX_TOPICS, DEFAULT_QUEUE_CAPACITY, Hub, HubBuilder, HubError, PublishError,
 };
 pub use server::{
     AddrRange, AddrRangeError, ClientAddr, DEFAULT_H2_MAX_CONCURRENT_STREAMS,

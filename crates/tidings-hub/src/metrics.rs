@@ -35,6 +35,8 @@ pub(crate) struct Metrics {
     pub(crate) storage_ready: Gauge,
     pub(crate) log_write_errors: Counter,
     pub(crate) history_corrupt_records: Counter,
+    pub(crate) subscription_refusals_subscribers: Counter,
+    pub(crate) subscription_refusals_templates: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -129,6 +131,8 @@ impl Metrics {
                 "tidings_history_corrupt_records_total",
                 "History records found undecodable and skipped by replays.",
             ),
+            subscription_refusals_subscribers: subscription_refusals(&recorder, "max_subscribers"),
+            subscription_refusals_templates: subscription_refusals(&recorder, "max_templates"),
             handle: recorder.handle(),
         }
     }
@@ -145,6 +149,16 @@ fn refusals(recorder: &PrometheusRecorder, reason: &'static str) -> Counter {
         recorder,
         "tidings_connection_refusals_total",
         "Connections (and, through a trusted proxy, requests) refused with 503 over a cap, by cap.",
+        ("reason", reason),
+    )
+}
+
+/// `tidings_subscription_refusals_total{reason}`.
+fn subscription_refusals(recorder: &PrometheusRecorder, reason: &'static str) -> Counter {
+    labelled(
+        recorder,
+        "tidings_subscription_refusals_total",
+        "Subscriptions refused with 503 over a hub-wide cap (subscribers, distinct live templates).",
         ("reason", reason),
     )
 }

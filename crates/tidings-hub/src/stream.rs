@@ -26,7 +26,7 @@ use tokio::time::{Instant, Interval, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::event::{self, HEARTBEAT};
-use crate::fanout::{LIVE_ONLY, Queued, Registration, SubscriberInfo};
+use crate::fanout::{LIVE_ONLY, Queued, Refused, Registration, SubscriberInfo};
 use crate::hub::Hub;
 use crate::log::{Cursor, LogError};
 use crate::subscription;
@@ -67,15 +67,36 @@ pub(crate) struct Opened {
     pub(crate) last_event_id: Option<String>,
 }
 
+/// Why a stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    /// A hub-wide cap.
+    #[error("{0}")]
+    Refused(#[from] Refused),
+    /// History could not be read to find where replay starts.
+    #[error("cannot read history: {0}")]
+    History(#[from] LogError),
+}
+
 /// Registers the subscriber, finds where its replay starts, and returns its stream.
-pub(crate) async fn open(hub: &Hub, request: Request) -> Result<Opened, LogError> {
+pub(crate) async fn open(hub: &Hub, request: Request) -> Result<Opened, OpenError> {
     let info = Arc::new(request.info);
     let registration = Arc::new(Registration {
         info: Arc::clone(&info),
         selectors: request.selectors,
         private: request.private,
     });
-    let live = hub.inner.fanout.register(Arc::clone(&registration));
+    let live = match hub.inner.fanout.register(Arc::clone(&registration)) {
+        Ok(live) => live,
+        Err(refused) => {
+            let metrics = &hub.inner.metrics;
+            match refused {
+                Refused::Subscribers(_) => metrics.subscription_refusals_subscribers.increment(1),
+                Refused::Templates(_) => metrics.subscription_refusals_templates.increment(1),
+            }
+            return Err(refused.into());
+        }
+    };
     let guard = Subscription {
         hub: hub.clone(),
         key: live.key,
@@ -115,6 +136,7 @@ pub(crate) async fn open(hub: &Hub, request: Request) -> Result<Opened, LogError
         interval
     });
     let connection = Connection {
+        failed: false,
         replay: replay.map(|cursor| Replay {
             cursor,
             until: live.dispatched,
@@ -205,6 +227,8 @@ struct Replay {
 
 struct Connection {
     replay: Option<Replay>,
+    /// Replay failed: the stream ends without sending anything more.
+    failed: bool,
     /// The position of the last update written (or skipped as not for this subscriber).
     sent: u64,
     queue: mpsc::Receiver<Queued>,
@@ -231,6 +255,11 @@ impl Connection {
             if let Some(chunk) = self.replay_chunk().await {
                 return Some(chunk);
             }
+        }
+        if self.failed {
+            // Not one live update before the missed history: the client would move its
+            // last event ID past the gap and never get it.
+            return None;
         }
         loop {
             let first = tokio::select! {
@@ -276,7 +305,7 @@ impl Connection {
     }
 
     /// The history for this subscriber in one batch read from the log: `None` if
-    /// there is none in it (or replay is over, or failed and the queue was closed).
+    /// there is none in it (or replay is over, or failed: then `failed` is set).
     async fn replay_chunk(&mut self) -> Option<Bytes> {
         let replay = self.replay.as_mut()?;
         let hub = &self.guard.hub;
@@ -287,7 +316,7 @@ impl Connection {
                 // the stream so that it reconnects and tries again.
                 tracing::error!(cause = %err, "cannot read history for replay");
                 self.replay = None;
-                self.queue.close();
+                self.failed = true;
                 return None;
             }
         };

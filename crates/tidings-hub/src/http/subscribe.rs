@@ -83,10 +83,11 @@ async fn open(hub: Hub, headers: &HeaderMap, uri: &Uri) -> Result<Response, Refu
         last_event_id: requested_last_id,
     };
     let opened = stream::open(&hub, request).await.map_err(|err| {
-        Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot read history: {err}"),
-        )
+        let status = match err {
+            stream::OpenError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
+            stream::OpenError::History(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Refusal::new(status, err.to_string())
     })?;
     let body = Body::from_stream(opened.body.map(Ok::<_, Infallible>));
     let mut response = Response::new(body);

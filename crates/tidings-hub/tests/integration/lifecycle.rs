@@ -2,6 +2,9 @@
 //! never history, private ids are not disclosed through `Last-Event-ID`, and
 //! `Hub::close` loses no accepted publish.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tidings_hub::log::{Cursor, Log, Retention, Update};
 use tidings_hub::{Hub, PublishError};
 
@@ -157,8 +160,9 @@ async fn a_private_id_is_unknown_to_whoever_may_not_see_it() {
 }
 
 /// `Hub::close` waits for every accepted publish to be stored, refuses later ones, and
-/// releases the file so that it opens again with exactly the accepted ones.
-#[tokio::test]
+/// releases the file so that it opens again with exactly the accepted ones — with
+/// publishers racing it on other threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_loses_no_accepted_publish() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("history.db");
@@ -169,29 +173,47 @@ async fn close_loses_no_accepted_publish() {
         .build()
         .await
         .unwrap();
-    let publishes: Vec<_> = (0..200)
-        .map(|n| {
+    // Eight publishers, each publishing until the hub refuses.
+    let count = Arc::new(AtomicUsize::new(0));
+    let publishers: Vec<_> = (0..8)
+        .map(|p| {
             let hub = hub.clone();
-            tokio::spawn(async move { hub.publish(Update::new("", "t", n.to_string())).await })
+            let count = Arc::clone(&count);
+            tokio::spawn(async move {
+                let mut accepted = Vec::new();
+                for n in 0.. {
+                    match hub.publish(Update::new("", "t", format!("{p}-{n}"))).await {
+                        Ok(id) => {
+                            accepted.push(id);
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(PublishError::ShuttingDown) => return accepted,
+                        Err(other) => panic!("publish failed: {other}"),
+                    }
+                }
+                accepted
+            })
         })
         .collect();
-    tokio::task::yield_now().await;
+    // Let them get going, then close under their feet.
+    tokio::time::timeout(PATIENCE, async {
+        while count.load(Ordering::Relaxed) < 20 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("publishes were accepted");
     tokio::time::timeout(PATIENCE, hub.close())
         .await
         .expect("close finished");
-    let mut accepted = Vec::new();
-    for publish in publishes {
-        match publish.await.unwrap() {
-            Ok(id) => accepted.push(id),
-            Err(PublishError::ShuttingDown) => {}
-            Err(other) => panic!("publish failed: {other}"),
-        }
+    let mut expected = Vec::new();
+    for publisher in publishers {
+        expected.extend(publisher.await.unwrap());
     }
     assert!(matches!(
         hub.publish(Update::new("", "t", "late")).await,
         Err(PublishError::ShuttingDown)
     ));
-    let mut expected = accepted;
     expected.sort();
     assert!(
         !expected.is_empty(),
@@ -203,17 +225,26 @@ async fn close_loses_no_accepted_publish() {
         loop {
             match Log::open(&path, Retention::default()).await {
                 Ok(log) => break log,
-                // The last clone of the hub may still be dropping in a server task.
+                // The last clone of the hub may still be dropping in another task.
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
             }
         }
     })
     .await
     .expect("the file opens again");
-    let stored = log.read_after(Cursor::Earliest, 1000).await.unwrap();
-    let mut stored: Vec<String> = stored.iter().map(|s| s.update.id.clone()).collect();
+    let mut stored = Vec::new();
+    let mut cursor = Cursor::Earliest;
+    loop {
+        let batch = log.read_after(cursor, 1000).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        cursor = Cursor::Position(last.position);
+        stored.extend(batch.iter().map(|s| s.update.id.clone()));
+    }
     stored.sort();
-    assert_eq!(stored, expected);
+    assert_eq!(
+        stored, expected,
+        "stored updates differ from the accepted ones"
+    );
 }
 
 /// The demo publisher and `Hub::publish_live` reach live subscribers and leave the
@@ -244,4 +275,58 @@ async fn live_updates_and_the_demo_never_touch_history() {
         0.0,
         "history is not empty"
     );
+}
+
+/// Hub-wide caps: subscribers at once, and distinct templates in use (each new topic is
+/// matched against every one). Over a cap: 503 with the reason; a template already in
+/// use is always accepted; a freed place is taken again.
+#[tokio::test]
+async fn subscribers_and_distinct_templates_are_capped() {
+    let t = TestHub::with(|b| {
+        b.subscriptions(false)
+            .max_subscribers(3)
+            .max_live_templates(2)
+    })
+    .await;
+    let first = t.subscribe(&topics_query(&["/a/{x}"])).await;
+    let second = t.subscribe(&topics_query(&["/b/{x}", "/a/{x}"])).await;
+    let refused = t.request(&topics_query(&["/c/{x}"]), None, None).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        refused.text().await.unwrap(),
+        "too many distinct topic templates in use: this hub matches at most 2 at once; use a template that is already in use or an exact topic\n"
+    );
+    let third = t.subscribe(&topics_query(&["/b/{x}"])).await;
+    let refused = t.request(&topics_query(&["exact"]), None, None).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        refused.text().await.unwrap(),
+        "too many subscribers: this hub accepts at most 3 at once\n"
+    );
+    assert_eq!(
+        t.metric("tidings_subscription_refusals_total{reason=\"max_templates\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        t.metric("tidings_subscription_refusals_total{reason=\"max_subscribers\"}")
+            .await,
+        1.0
+    );
+    // Places freed: a subscriber goes, and with the last of `/a/{x}` its template.
+    drop(first);
+    drop(second);
+    let mut c = None;
+    for _ in 0..100 {
+        let response = t.request(&topics_query(&["/c/{x}"]), None, None).await;
+        if response.status() == 200 {
+            c = Some(crate::support::Stream::new(response));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut c = c.expect("the freed places are taken again");
+    let id = t.publish(&[("topic", "/c/1"), ("data", "x")]).await;
+    assert_eq!(c.expect().await.id, id);
+    drop(third);
 }
