@@ -115,7 +115,7 @@ macro_rules! key_rule {
          existing file, or when it looks like a path: it starts with `/`, `./`, `../` or `~/`, \
          or it contains a `/` and no whitespace (`secrets/key`); a PEM key (`-----BEGIN`), a \
          JWK set (`{`) and a base64 text of 43 characters or more (as `openssl rand -base64 \
-         32` prints) are never paths. A file that cannot be read is an error, never a \
+         32` prints) that does not start like a path are never paths. A file that cannot be read is an error, never a \
          secret. Any other value is the key itself. An HMAC secret must be at least 32 bytes \
          (256 bits) unless --allow-weak-key is given. To pass a secret that would look like \
          a path, put it in a file and give `@FILE`."
@@ -155,11 +155,13 @@ fn looks_like_pem(value: &str) -> bool {
 
 /// Whether a value that is not a PEM key nor a JWK set reads as a path.
 fn looks_like_path(value: &str) -> bool {
+    // A value that starts like a path is one, always: a missing secrets file must be an
+    // error, never a secret made of its path, however the path is spelt.
     let prefixed = ["/", "./", "../", "~/"]
         .iter()
         .any(|prefix| value.starts_with(prefix));
     let bare = value.contains('/') && !value.chars().any(char::is_whitespace);
-    (prefixed || bare) && !looks_like_base64_secret(value)
+    prefixed || (bare && !looks_like_base64_secret(value))
 }
 
 /// A standard-alphabet base64 text long enough to hold 32 bytes: a secret made by
@@ -173,8 +175,8 @@ fn looks_like_base64_secret(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
-/// The text of a key given on the command line: the contents of the file it names (one
-/// trailing line break dropped), or else the value itself (an inline PEM key, JWK set or
+/// The text of a key given on the command line: the contents of the file it names (its
+/// trailing line breaks dropped), or else the value itself (an inline PEM key, JWK set or
 /// HMAC secret). A file that cannot be read is an error naming the path and the
 /// operating system's reason: the path itself never becomes a secret.
 fn key_text(value: &str, what: &str) -> anyhow::Result<String> {
@@ -298,6 +300,8 @@ pub(crate) struct FileConfig {
     pub(crate) queue_size: Option<usize>,
     pub(crate) max_body_size: Option<ByteSize>,
     pub(crate) max_topics: Option<usize>,
+    pub(crate) max_subscribers: Option<usize>,
+    pub(crate) max_live_templates: Option<usize>,
     pub(crate) max_selector_length: Option<usize>,
     pub(crate) max_template_prefix: Option<u16>,
     pub(crate) max_template_bytes: Option<usize>,
@@ -378,9 +382,15 @@ mod tests {
                 "q2Jd/8sK+3kZpW0vXr7yTn5mLc1hBf9gAe4uIo6jQs8=",
                 Inline("q2Jd/8sK+3kZpW0vXr7yTn5mLc1hBf9gAe4uIo6jQs8="),
             ),
+            // One that starts like a path is read as one (put such a secret in a file).
             (
                 "/2Jd/8sK+3kZpW0vXr7yTn5mLc1hBf9gAe4uIo6jQs8",
-                Inline("/2Jd/8sK+3kZpW0vXr7yTn5mLc1hBf9gAe4uIo6jQs8"),
+                File("/2Jd/8sK+3kZpW0vXr7yTn5mLc1hBf9gAe4uIo6jQs8"),
+            ),
+            // A long secrets path made of base64 characters is a path, never a secret.
+            (
+                "/run/secrets/tidingsPublisherJwtKeyProduction",
+                File("/run/secrets/tidingsPublisherJwtKeyProduction"),
             ),
         ] {
             assert_eq!(key_source(value), source, "{value:?}");

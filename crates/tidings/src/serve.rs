@@ -13,8 +13,9 @@ use tidings_hub::auth::{KeyConfig, MercureClaims, SigningKey, generate_secret, m
 use tidings_hub::log::Retention;
 use tidings_hub::topic::{DEFAULT_TEMPLATE_CACHE_BYTES, SelectorLimits};
 use tidings_hub::{
-    AddrRange, DEFAULT_HEARTBEAT, DEFAULT_MAX_BODY, DEFAULT_MAX_TOPICS, DEFAULT_QUEUE_CAPACITY,
-    Hub, HubBuilder, ServerLimits,
+    AddrRange, DEFAULT_HEARTBEAT, DEFAULT_MAX_BODY, DEFAULT_MAX_LIVE_TEMPLATES,
+    DEFAULT_MAX_SUBSCRIBERS, DEFAULT_MAX_TOPICS, DEFAULT_QUEUE_CAPACITY, Hub, HubBuilder,
+    ServerLimits,
 };
 
 use crate::config::{ByteSize, FileConfig, key_rule, parse_duration, verifying_key};
@@ -107,6 +108,13 @@ pub(crate) struct Args {
     /// The most topics in one update or one subscription (more: 400) [default: 100].
     #[arg(long, env = "TIDINGS_MAX_TOPICS", value_name = "N")]
     max_topics: Option<usize>,
+    /// The most subscribers (event streams) at once (more: 503) [default: 65536].
+    #[arg(long, env = "TIDINGS_MAX_SUBSCRIBERS", value_name = "N")]
+    max_subscribers: Option<usize>,
+    /// The most distinct URI templates live subscribers may use at once (a subscription
+    /// adding one more: 503) [default: 4096].
+    #[arg(long, env = "TIDINGS_MAX_LIVE_TEMPLATES", value_name = "N")]
+    max_live_templates: Option<usize>,
     /// The longest topic selector a subscriber may send, in bytes [default: 1024].
     #[arg(long, env = "TIDINGS_MAX_SELECTOR_LENGTH", value_name = "BYTES")]
     max_selector_length: Option<usize>,
@@ -245,6 +253,8 @@ struct Settings {
     queue_size: usize,
     max_body_size: usize,
     max_topics: usize,
+    max_subscribers: usize,
+    max_live_templates: usize,
     selector_limits: SelectorLimits,
     template_cache_size: usize,
     /// Whether to run the demo publisher for the Ping page.
@@ -381,6 +391,17 @@ impl Settings {
         if max_topics == 0 {
             anyhow::bail!("--max-topics must be at least 1");
         }
+        let max_subscribers = args
+            .max_subscribers
+            .or(file.max_subscribers)
+            .unwrap_or(DEFAULT_MAX_SUBSCRIBERS);
+        if max_subscribers == 0 {
+            anyhow::bail!("--max-subscribers must be at least 1");
+        }
+        let max_live_templates = args
+            .max_live_templates
+            .or(file.max_live_templates)
+            .unwrap_or(DEFAULT_MAX_LIVE_TEMPLATES);
         let mut selector_limits = SelectorLimits::default();
         let at_least_one = |value: Option<usize>, flag: &str| match value {
             Some(0) => anyhow::bail!("{flag} must be at least 1"),
@@ -433,6 +454,8 @@ impl Settings {
                 queue_size,
                 max_body_size,
                 max_topics,
+                max_subscribers,
+                max_live_templates,
                 selector_limits,
                 template_cache_size,
                 demo: !(args.no_demo || file.no_demo.unwrap_or(false)),
@@ -454,6 +477,8 @@ impl Settings {
             .queue_capacity(self.queue_size)
             .max_body_size(self.max_body_size)
             .max_topics(self.max_topics)
+            .max_subscribers(self.max_subscribers)
+            .max_live_templates(self.max_live_templates)
             .server_limits(self.server.clone())
             .selector_limits(self.selector_limits.clone());
         if let Some(db) = &self.db {
