@@ -109,7 +109,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use regex_automata::hybrid;
@@ -262,6 +262,12 @@ pub enum SelectorError {
         /// The limit.
         limit: usize,
     },
+    /// So many subscriptions are waiting to compile new templates that this one is
+    /// turned away (a temporary condition: 503 over HTTP).
+    #[error(
+        "too many subscriptions are compiling new topic templates; retry in a moment (templates already in use need no compiling)"
+    )]
+    Busy,
 }
 
 /// One topic selector, compiled once.
@@ -1283,13 +1289,25 @@ pub(crate) async fn compile_subscription(
         let to_compile: Vec<String> = missing.iter().map(|&i| sources[i].clone()).collect();
         let budget = limits.max_subscription_bytes - bytes;
         let limits = limits.clone();
+        // The queue for a permit is bounded: past it, turn away at once rather than make
+        // every later subscription, legitimate ones too, wait behind hostile ones.
+        if COMPILE_WAITING.fetch_add(1, Ordering::AcqRel) >= COMPILE_QUEUE {
+            COMPILE_WAITING.fetch_sub(1, Ordering::AcqRel);
+            return Err(SelectorError::Busy);
+        }
+        let waiting = Waiting;
         let permit = compile_semaphore()
             .acquire_owned()
             .await
             .expect("the compile semaphore is never closed");
+        drop(waiting);
+        // A client that goes away while its templates compile stops the compiling
+        // between two templates.
+        let abandoned = Abandoned(Arc::new(AtomicBool::new(false)));
+        let flag = Arc::clone(&abandoned.0);
         let compiled = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            compile_all(&to_compile, &limits, budget)
+            compile_all(&to_compile, &limits, budget, &flag)
         })
         .await
         .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))?;
@@ -1300,17 +1318,45 @@ pub(crate) async fn compile_subscription(
     Ok(selectors.into_iter().flatten().collect())
 }
 
+/// Subscriptions that may wait for a compile permit at once.
+const COMPILE_QUEUE: usize = 64;
+/// Subscriptions waiting for a compile permit now.
+static COMPILE_WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a subscription out of [`COMPILE_WAITING`] however its wait ends.
+struct Waiting;
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        COMPILE_WAITING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Set when the subscription that asked for a compile is dropped.
+struct Abandoned(Arc<AtomicBool>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Compiles templates one after the other, stopping as soon as they take more
-/// than `budget` bytes together.
+/// than `budget` bytes together, or when the subscription was `abandoned`.
 fn compile_all(
     sources: &[String],
     limits: &SelectorLimits,
     budget: usize,
+    abandoned: &AtomicBool,
 ) -> Result<Vec<Selector>, SelectorError> {
     let mut bytes = 0usize;
     let mut counted = HashSet::new();
     let mut selectors = Vec::with_capacity(sources.len());
     for source in sources {
+        if abandoned.load(Ordering::Relaxed) {
+            // Nobody is waiting for the result.
+            return Err(SelectorError::Busy);
+        }
         let selector = Selector::parse(source, limits)?;
         if counted.insert(source.as_str()) {
             bytes += selector.compiled_bytes();

@@ -17,6 +17,7 @@ use crate::fanout::SubscriberInfo;
 use crate::hub::Hub;
 use crate::log::Update;
 use crate::stream;
+use crate::topic::SelectorError;
 
 pub(crate) async fn subscribe(State(hub): State<Hub>, headers: HeaderMap, uri: Uri) -> Response {
     match open(hub, &headers, &uri).await {
@@ -68,7 +69,11 @@ async fn open(hub: Hub, headers: &HeaderMap, uri: &Uri) -> Result<Response, Refu
         .await
         .map_err(|err| {
             hub.inner.metrics.selector_refusals.increment(1);
-            Refusal::bad_request(err.to_string())
+            let status = match err {
+                SelectorError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            Refusal::new(status, err.to_string())
         })?;
     let request = stream::Request {
         info: SubscriberInfo {
