@@ -10,7 +10,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::auth::{Claims, TokenSource};
 use crate::hub::Hub;
 
-mod publish;
+pub(crate) mod publish;
 mod subscribe;
 mod subscriptions;
 

@@ -1,0 +1,8 @@
+//! A publish request's form body: parsed and validated as the hub does, refusals are
+//! one-line 400s, and an accepted update reaches a subscriber's decoder intact. The
+//! invariants are in `tidings_hub::fuzzing::publish_form`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| tidings_hub::fuzzing::publish_form(data));
