@@ -36,6 +36,9 @@ pub mod auth;
 mod dispatch;
 mod event;
 mod fanout;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod hub;
 pub mod log;

@@ -11,7 +11,7 @@ use crate::auth::{Claims, TokenSource};
 use crate::hub::Hub;
 use crate::log::{LogError, LogHealth};
 
-mod publish;
+pub(crate) mod publish;
 mod subscribe;
 mod subscriptions;
 

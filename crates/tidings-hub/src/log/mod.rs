@@ -75,7 +75,7 @@
 
 mod file;
 mod memory;
-mod record;
+pub(crate) mod record;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

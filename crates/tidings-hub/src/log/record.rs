@@ -41,7 +41,7 @@ const PRIVATE: u8 = 1;
 const HAS_TYPE: u8 = 1 << 1;
 const HAS_RETRY: u8 = 1 << 2;
 
-pub(super) fn encode(update: &Update, appended_at_ms: u64) -> Vec<u8> {
+pub(crate) fn encode(update: &Update, appended_at_ms: u64) -> Vec<u8> {
     let len = 16
         + update.id.len()
         + update.data.len()
@@ -157,7 +157,7 @@ fn head(input: &mut Input<'_>) -> Result<Head, &'static str> {
 }
 
 /// Reads a whole record, checking all of it.
-pub(super) fn decode(bytes: &[u8]) -> Result<Update, &'static str> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Update, &'static str> {
     let mut input = body(bytes)?;
     let Head {
         id, flags, retry, ..
