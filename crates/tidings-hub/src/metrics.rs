@@ -35,6 +35,8 @@ pub(crate) struct Metrics {
     pub(crate) storage_ready: Gauge,
     pub(crate) log_write_errors: Counter,
     pub(crate) history_corrupt_records: Counter,
+    pub(crate) refusals_requests_per_ip: Counter,
+    pub(crate) invalid_forwarded_for: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -129,6 +131,11 @@ impl Metrics {
                 "tidings_history_corrupt_records_total",
                 "History records found undecodable and skipped by replays.",
             ),
+            refusals_requests_per_ip: refusals(&recorder, "max_requests_per_ip"),
+            invalid_forwarded_for: counter(
+                "tidings_invalid_forwarded_for_total",
+                "Requests from a trusted proxy refused with 400: the X-Forwarded-For entry naming the client was not an IP address.",
+            ),
             handle: recorder.handle(),
         }
     }
@@ -144,7 +151,7 @@ fn refusals(recorder: &PrometheusRecorder, reason: &'static str) -> Counter {
     labelled(
         recorder,
         "tidings_connection_refusals_total",
-        "Connections (and, through a trusted proxy, requests) refused with 503 over a cap, by cap.",
+        "Connections, and requests in flight, refused with 503 over a cap, by cap.",
         ("reason", reason),
     )
 }
