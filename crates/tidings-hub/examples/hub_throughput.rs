@@ -27,6 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Every subscriber connects from 127.0.0.1: no cap per client address.
     let mut limits = tidings_hub::ServerLimits::default();
     limits.max_connections_per_ip = 0;
+    limits.max_requests_per_ip = 0;
     let mut builder = Hub::builder()
         .jwt_key(KeyConfig::hmac(KEY))
         .server_limits(limits)

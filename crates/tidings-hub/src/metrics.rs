@@ -37,6 +37,8 @@ pub(crate) struct Metrics {
     pub(crate) history_corrupt_records: Counter,
     pub(crate) subscription_refusals_subscribers: Counter,
     pub(crate) subscription_refusals_templates: Counter,
+    pub(crate) refusals_requests_per_ip: Counter,
+    pub(crate) invalid_forwarded_for: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,6 +135,11 @@ impl Metrics {
             ),
             subscription_refusals_subscribers: subscription_refusals(&recorder, "max_subscribers"),
             subscription_refusals_templates: subscription_refusals(&recorder, "max_templates"),
+            refusals_requests_per_ip: refusals(&recorder, "max_requests_per_ip"),
+            invalid_forwarded_for: counter(
+                "tidings_invalid_forwarded_for_total",
+                "Requests from a trusted proxy refused with 400: the X-Forwarded-For entry naming the client was not an IP address.",
+            ),
             handle: recorder.handle(),
         }
     }
@@ -148,7 +155,7 @@ fn refusals(recorder: &PrometheusRecorder, reason: &'static str) -> Counter {
     labelled(
         recorder,
         "tidings_connection_refusals_total",
-        "Connections (and, through a trusted proxy, requests) refused with 503 over a cap, by cap.",
+        "Connections, and requests in flight, refused with 503 over a cap, by cap.",
         ("reason", reason),
     )
 }

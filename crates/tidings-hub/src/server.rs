@@ -29,7 +29,11 @@
 //!   stream, which unregisters itself when dropped) is freed at once;
 //! - a place in the caps on connections, in total and per client address. A refused
 //!   connection gets a one-line `503` and is closed, from a task of its own, so that the
-//!   accept loop never waits on a peer.
+//!   accept loop never waits on a peer;
+//! - for each request, a place in the cap on requests in flight per client address (the
+//!   forwarded one through a trusted proxy), held until its response body is dropped: one
+//!   connection carries many HTTP/2 streams, so a cap on sockets alone would not bound a
+//!   client. A request over it gets a one-line `503`; its connection stays open.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -61,6 +65,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::http::Refusal;
 use crate::hub::Hub;
@@ -76,6 +81,8 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// The default of [`ServerLimits::max_connections_per_ip`].
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// The default of [`ServerLimits::max_requests_per_ip`].
+pub const DEFAULT_MAX_REQUESTS_PER_IP: usize = 256;
 /// The default of [`ServerLimits::max_connections`] where the open-file limit cannot be
 /// read.
 pub const FALLBACK_MAX_CONNECTIONS: usize = 10_000;
@@ -93,12 +100,18 @@ const REFUSAL_DEADLINE: Duration = Duration::from_secs(2);
 /// A refused peer's request bytes read and dropped before closing, so that the close is
 /// a FIN after our answer rather than a reset that could destroy it.
 const REFUSAL_DRAIN: usize = 16 * 1024;
+/// The most bytes of an invalid `X-Forwarded-For` entry quoted in the `400`.
+const QUOTED_ENTRY: usize = 64;
 /// The pause after an accept error that is not about one connection (out of file
 /// descriptors, most often): accepting again at once would spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(500);
 
-/// The limits of the server loop of [`Hub::serve`](crate::Hub::serve). A zero duration
-/// turns that timeout off; a zero count turns that cap off.
+/// The limits of the server loop of [`Hub::serve`](crate::Hub::serve).
+///
+/// Zero means "off" for every timeout and cap here: a zero timeout never fires, a zero
+/// cap never refuses. The one duration that is not a timeout is
+/// [`shutdown_grace`](Self::shutdown_grace): zero gives no grace, and the connections
+/// still open at shutdown are dropped at once.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerLimits {
@@ -113,28 +126,38 @@ pub struct ServerLimits {
     /// How long a socket may refuse to take any more bytes before its connection is
     /// closed, and whatever it holds (an event stream) is freed. Default: 30 s.
     pub write_timeout: Duration,
-    /// The most concurrent HTTP/2 streams on one connection. Default: 100.
+    /// The most concurrent HTTP/2 streams on one connection, announced in SETTINGS;
+    /// `0` for no limit (requests in flight per address are still capped, by
+    /// [`max_requests_per_ip`](Self::max_requests_per_ip)). Default: 100.
     pub h2_max_concurrent_streams: u32,
     /// The interval of HTTP/2 keep-alive pings on a connection that is otherwise silent;
-    /// `None` sends none. Default: 20 s.
+    /// `None` or zero sends none. Default: 20 s.
     pub h2_keep_alive_interval: Option<Duration>,
     /// How long an HTTP/2 keep-alive ping may go unanswered before the connection is
-    /// closed. Default: 20 s.
+    /// closed; zero turns the timeout off, and with it the pings (a ping that may go
+    /// unanswered for ever checks nothing). Default: 20 s.
     pub h2_keep_alive_timeout: Duration,
     /// The most TCP connections open at once. Default: the process's limit on open files
     /// less a reserve of 256 (half the limit where it is below 512), or 10,000 where the
     /// limit cannot be read or is unlimited.
     pub max_connections: usize,
-    /// The most connections open at once from one client address; `0` for no limit. A
-    /// connection from a trusted proxy is not counted here: its requests are, per the
-    /// address that the proxy forwards. Default: 256.
+    /// The most TCP connections open at once from one peer address; `0` for no limit.
+    /// Connections from a trusted proxy are not counted here. Default: 256.
     pub max_connections_per_ip: usize,
+    /// The most requests in flight at once from one client address, whatever the
+    /// connections they come over (HTTP/2 carries many on one); `0` for no limit. The
+    /// client is the peer, or through a trusted proxy the address it forwards. A request
+    /// counts until its response body is dropped, so an open event stream counts for as
+    /// long as it is open. Default: 256.
+    pub max_requests_per_ip: usize,
     /// The proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed: the
     /// client of a request through one is the rightmost forwarded address that is not a
-    /// trusted proxy. Default: none.
+    /// trusted proxy (the proxy itself where there is none). A request whose deciding
+    /// entry is not an IP address is refused with `400`. Default: none.
     pub trusted_proxies: Vec<AddrRange>,
     /// On shutdown, how long open connections have to finish (event streams end
-    /// themselves at once) before the server drops them and returns. Default: 10 s.
+    /// themselves at once) before the server drops them and returns; zero drops them at
+    /// once. Default: 10 s.
     pub shutdown_grace: Duration,
 }
 
@@ -149,6 +172,7 @@ impl Default for ServerLimits {
             h2_keep_alive_timeout: Duration::from_secs(20),
             max_connections: default_max_connections(),
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_requests_per_ip: DEFAULT_MAX_REQUESTS_PER_IP,
             trusted_proxies: Vec::new(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
@@ -282,29 +306,36 @@ impl std::fmt::Display for AddrRange {
 }
 
 /// The client of a request from a trusted proxy: the rightmost `X-Forwarded-For`
-/// address that is not a trusted proxy. `None` when there is none, or an entry that
-/// must be read cannot be (the request then counts against the proxy's own address).
-fn forwarded_client(headers: &HeaderMap, trusted: &[AddrRange]) -> Option<IpAddr> {
-    let values: Vec<&str> = headers
+/// address that is not a trusted proxy, `None` when every entry is one (or there are
+/// none). The header's raw bytes are read from the right, entry by entry, only as far as
+/// the client: what a client wrote to the left of it is never looked at, so whatever it
+/// holds cannot move the request to another address. An entry that must be read and is
+/// not an address is the error: the request cannot be charged to anyone with certainty.
+fn forwarded_client<'h>(
+    headers: &'h HeaderMap,
+    trusted: &[AddrRange],
+) -> Result<Option<IpAddr>, &'h [u8]> {
+    let entries = headers
         .get_all("x-forwarded-for")
         .iter()
-        .map(|value| value.to_str().ok())
-        .collect::<Option<_>>()?;
-    for entry in values.iter().rev().flat_map(|value| value.rsplit(',')) {
-        let entry = entry.trim();
+        .rev()
+        .flat_map(|value| value.as_bytes().rsplit(|&b| b == b','));
+    for entry in entries {
+        let entry = entry.trim_ascii();
         if entry.is_empty() {
             continue;
         }
-        let ip = forwarded_ip(entry)?;
+        let ip = forwarded_ip(entry).ok_or(entry)?;
         if !trusted.iter().any(|range| range.contains(ip)) {
-            return Some(ip);
+            return Ok(Some(ip));
         }
     }
-    None
+    Ok(None)
 }
 
 /// One `X-Forwarded-For` entry: an address, perhaps with a port, IPv6 perhaps bracketed.
-fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+fn forwarded_ip(entry: &[u8]) -> Option<IpAddr> {
+    let entry = std::str::from_utf8(entry).ok()?;
     let ip = entry
         .parse::<IpAddr>()
         .ok()
@@ -319,28 +350,45 @@ fn forwarded_ip(entry: &str) -> Option<IpAddr> {
     Some(ip.to_canonical())
 }
 
+/// The one-line reason of the `400` for an invalid `X-Forwarded-For` entry, quoting
+/// (escaped, and cut short) the entry.
+fn invalid_forwarded(entry: &[u8]) -> String {
+    let quoted = entry[..entry.len().min(QUOTED_ENTRY)].escape_ascii();
+    let cut = if entry.len() > QUOTED_ENTRY {
+        "..."
+    } else {
+        ""
+    };
+    format!("invalid X-Forwarded-For from a trusted proxy: \"{quoted}{cut}\" is not an IP address")
+}
+
 /// What the accept loop and every connection share.
 struct Shared {
     header_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     max_connections: usize,
-    max_per_ip: usize,
     trusted_proxies: Vec<AddrRange>,
     metrics: Metrics,
     /// Open connections, refusals not included. Only the accept loop adds to it.
     open: AtomicUsize,
-    /// Connections from each client address, plus requests in flight through trusted
-    /// proxies on behalf of each forwarded address.
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Connections from each peer address (trusted proxies not counted).
+    connections_per_ip: Arc<PerAddr>,
+    /// Requests in flight from each client address (forwarded, through a proxy).
+    requests_per_ip: Arc<PerAddr>,
     refusals: Arc<Semaphore>,
     builder: auto::Builder<StreamExecutor>,
 }
 
 impl Shared {
-    fn new(limits: &ServerLimits, metrics: Metrics, abandon: CancellationToken) -> Self {
+    fn new(limits: &ServerLimits, metrics: Metrics, streams: StreamExecutor) -> Self {
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
-        let mut builder = auto::Builder::new(StreamExecutor { abandon });
+        // A ping without a deadline checks nothing: a zero timeout sends none.
+        let pings = limits
+            .h2_keep_alive_interval
+            .and_then(nonzero)
+            .filter(|_| !limits.h2_keep_alive_timeout.is_zero());
+        let mut builder = auto::Builder::new(streams);
         builder
             .http1()
             .timer(TokioTimer::new())
@@ -352,19 +400,21 @@ impl Shared {
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_concurrent_streams(limits.h2_max_concurrent_streams)
-            .keep_alive_interval(limits.h2_keep_alive_interval.filter(|d| !d.is_zero()))
+            .max_concurrent_streams(
+                (limits.h2_max_concurrent_streams != 0).then_some(limits.h2_max_concurrent_streams),
+            )
+            .keep_alive_interval(pings)
             .keep_alive_timeout(limits.h2_keep_alive_timeout);
         Self {
             header_timeout: nonzero(limits.header_read_timeout),
             idle_timeout: nonzero(limits.keep_alive_idle_timeout),
             write_timeout: nonzero(limits.write_timeout),
             max_connections: limits.max_connections,
-            max_per_ip: limits.max_connections_per_ip,
             trusted_proxies: limits.trusted_proxies.clone(),
             metrics,
             open: AtomicUsize::new(0),
-            per_ip: Mutex::new(HashMap::new()),
+            connections_per_ip: Arc::new(PerAddr::new(limits.max_connections_per_ip)),
+            requests_per_ip: Arc::new(PerAddr::new(limits.max_requests_per_ip)),
             refusals: Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT)),
             builder,
         }
@@ -374,35 +424,59 @@ impl Shared {
         self.trusted_proxies.iter().any(|range| range.contains(ip))
     }
 
-    /// A place for `ip` under the per-address cap, or `None` if it has none left.
-    fn claim_ip(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        if self.max_per_ip == 0 {
+    fn connections_refusal(&self, ip: IpAddr) -> String {
+        format!(
+            "too many connections from {ip}: at most {} per client address",
+            self.connections_per_ip.max
+        )
+    }
+
+    fn requests_refusal(&self, ip: IpAddr) -> String {
+        format!(
+            "too many requests in flight from {ip}: at most {} per client address",
+            self.requests_per_ip.max
+        )
+    }
+}
+
+/// The places taken under one per-address cap, by address.
+struct PerAddr {
+    /// The cap; `0` for none.
+    max: usize,
+    /// A std mutex: held for one map update, never across an await.
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerAddr {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for `ip`, or `None` if it has none left.
+    fn claim(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        if self.max == 0 {
             return Some(IpSlot(None));
         }
-        // A std mutex: held for one map update, never across an await.
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = per_ip.entry(ip).or_insert(0);
-        if *count >= self.max_per_ip {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.max {
             return None;
         }
         *count += 1;
         Some(IpSlot(Some((Arc::clone(self), ip))))
     }
-
-    fn per_ip_refusal(&self, ip: IpAddr) -> String {
-        format!(
-            "too many connections from {ip}: at most {} per client address",
-            self.max_per_ip
-        )
-    }
 }
 
 /// Runs hyper's HTTP/2 stream tasks (each stream's handler and body are spawned apart
 /// from their connection) until they end or the server gives up on them at the end of
-/// the shutdown grace period, so that none outlives [`serve`].
+/// the shutdown grace period; [`serve`] waits for them, so that none outlives it.
 #[derive(Clone)]
 struct StreamExecutor {
     abandon: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl<F> hyper::rt::Executor<F> for StreamExecutor
@@ -412,7 +486,7 @@ where
 {
     fn execute(&self, stream: F) {
         let abandon = self.abandon.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             tokio::select! {
                 biased;
                 () = abandon.cancelled() => {}
@@ -422,17 +496,17 @@ where
     }
 }
 
-/// One place under the per-address cap, given back when dropped.
-struct IpSlot(Option<(Arc<Shared>, IpAddr)>);
+/// One place under a per-address cap, given back when dropped.
+struct IpSlot(Option<(Arc<PerAddr>, IpAddr)>);
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        if let Some((shared, ip)) = self.0.take() {
-            let mut per_ip = shared.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(count) = per_ip.get_mut(&ip) {
+        if let Some((caps, ip)) = self.0.take() {
+            let mut counts = caps.counts.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = counts.get_mut(&ip) {
                 *count -= 1;
                 if *count == 0 {
-                    per_ip.remove(&ip);
+                    counts.remove(&ip);
                 }
             }
         }
@@ -459,16 +533,24 @@ impl Drop for OpenSlot {
 
 /// Serves `hub` on `listener` until `shutdown` completes or the hub is shut down; then
 /// stops accepting, ends the event streams, lets connections finish for the grace
-/// period, drops the rest and returns.
+/// period, drops the rest, waits for their tasks (HTTP/2 stream tasks too) to end and
+/// returns.
 pub(crate) async fn serve<F>(hub: Hub, listener: TcpListener, shutdown: F) -> io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let limits = hub.inner.config.server.clone();
-    let abandon = CancellationToken::new();
-    // Whenever serve returns, HTTP/2 streams still running are dropped too.
-    let _abandon = abandon.clone().drop_guard();
-    let shared = Arc::new(Shared::new(&limits, hub.inner.metrics.clone(), abandon));
+    let streams = StreamExecutor {
+        abandon: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+    };
+    // However serve ends (dropped too), HTTP/2 streams still running are dropped.
+    let _abandon = streams.abandon.clone().drop_guard();
+    let shared = Arc::new(Shared::new(
+        &limits,
+        hub.inner.metrics.clone(),
+        streams.clone(),
+    ));
     let router = hub.router();
     let token = hub.inner.shutdown.clone();
     // Tells every connection to finish what it is doing and close.
@@ -526,6 +608,11 @@ where
         );
         connections.shutdown().await;
     }
+    // The connections are gone: what is left of their HTTP/2 streams can write nothing.
+    // Each task ends at its next poll once told to.
+    streams.abandon.cancel();
+    streams.tasks.close();
+    streams.tasks.wait().await;
     Ok(())
 }
 
@@ -560,11 +647,11 @@ fn admit(
     let ip_slot = if via_proxy {
         None
     } else {
-        match shared.claim_ip(peer.ip()) {
+        match shared.connections_per_ip.claim(peer.ip()) {
             Some(slot) => Some(slot),
             None => {
                 shared.metrics.refusals_per_ip.increment(1);
-                let reason = shared.per_ip_refusal(peer.ip());
+                let reason = shared.connections_refusal(peer.ip());
                 refuse(shared, stream, peer, reason);
                 return;
             }
@@ -583,7 +670,10 @@ fn admit(
     };
     connections.spawn(async move {
         connection.run(stream).await;
-        drop((open, ip_slot));
+        // The address's place first: once the gauge says the connection is gone, its
+        // place is free too.
+        drop(ip_slot);
+        drop(open);
     });
 }
 
@@ -814,8 +904,8 @@ impl Activity {
     }
 }
 
-/// A request in flight: counted in its connection's [`Phase`] (and, through a trusted
-/// proxy, against its client's address) until its response body is dropped.
+/// A request in flight: counted in its connection's [`Phase`] and against its client's
+/// address until its response body is dropped.
 struct InFlight {
     activity: Arc<Activity>,
     _client: Option<IpSlot>,
@@ -856,23 +946,37 @@ impl tower::Service<Request<Incoming>> for ConnectionService {
             activity: Arc::clone(&self.activity),
             _client: None,
         };
+        let refuse = |refusal: Refusal, in_flight: InFlight| -> Self::Future {
+            let response = refusal.into_response();
+            Box::pin(async move { Ok(track(response, in_flight)) })
+        };
         let client = if self.via_proxy {
-            forwarded_client(request.headers(), &self.shared.trusted_proxies)
-                .unwrap_or(self.peer.ip())
+            match forwarded_client(request.headers(), &self.shared.trusted_proxies) {
+                Ok(forwarded) => forwarded.unwrap_or(self.peer.ip()),
+                Err(entry) => {
+                    self.shared.metrics.invalid_forwarded_for.increment(1);
+                    let reason = invalid_forwarded(entry);
+                    tracing::debug!(peer = %self.peer, "request refused: {reason}");
+                    return refuse(Refusal::bad_request(reason), in_flight);
+                }
+            }
         } else {
             self.peer.ip()
         };
-        if self.via_proxy {
-            match self.shared.claim_ip(client) {
-                Some(slot) => in_flight._client = Some(slot),
-                None => {
+        match self.shared.requests_per_ip.claim(client) {
+            Some(slot) => in_flight._client = Some(slot),
+            None => {
+                if self.via_proxy {
                     self.shared.metrics.refusals_forwarded.increment(1);
-                    let reason = self.shared.per_ip_refusal(client);
-                    tracing::debug!(peer = %self.peer, %client, "request refused: {reason}");
-                    let response =
-                        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
-                    return Box::pin(async move { Ok(track(response, in_flight)) });
+                } else {
+                    self.shared.metrics.refusals_requests_per_ip.increment(1);
                 }
+                let reason = self.shared.requests_refusal(client);
+                tracing::debug!(peer = %self.peer, %client, "request refused: {reason}");
+                return refuse(
+                    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason),
+                    in_flight,
+                );
             }
         }
         request.extensions_mut().insert(ConnectInfo(self.peer));
@@ -1148,44 +1252,67 @@ mod tests {
     fn forwarded_client_is_the_rightmost_untrusted_address() {
         let trusted: Vec<AddrRange> =
             vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
-        let headers = |values: &[&str]| {
+        let headers = |values: &[&[u8]]| {
             let mut map = HeaderMap::new();
             for value in values {
-                map.append("x-forwarded-for", value.parse().unwrap());
+                map.append(
+                    "x-forwarded-for",
+                    axum::http::HeaderValue::from_bytes(value).unwrap(),
+                );
             }
             map
         };
-        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
-        assert_eq!(
-            forwarded_client(&headers(&["203.0.113.7"]), &trusted),
-            ip("203.0.113.7")
-        );
+        let client =
+            |values: &[&[u8]]| forwarded_client(&headers(values), &trusted).map_err(<[u8]>::to_vec);
+        let ip = |s: &str| Ok(Some(s.parse::<IpAddr>().unwrap()));
+        assert_eq!(client(&[b"203.0.113.7"]), ip("203.0.113.7"));
         // A client may put anything on the left; the proxies append on the right.
         assert_eq!(
-            forwarded_client(&headers(&["6.6.6.6, 203.0.113.7, 10.0.0.2"]), &trusted),
+            client(&[b"6.6.6.6, 203.0.113.7, 10.0.0.2"]),
             ip("203.0.113.7")
         );
         assert_eq!(
-            forwarded_client(&headers(&["garbage, 198.51.100.1", "10.1.1.1"]), &trusted),
+            client(&[b"garbage, 198.51.100.1", b"10.1.1.1"]),
             ip("198.51.100.1")
         );
+        // Bytes that are not visible ASCII, left of the client, are never read.
         assert_eq!(
-            forwarded_client(&headers(&["[2001:db8::1]:443", "127.0.0.1:80"]), &trusted),
+            client(&[b"\xff\xfe bytes,, 198.51.100.2 ,10.0.0.3"]),
+            ip("198.51.100.2")
+        );
+        assert_eq!(
+            client(&[b"[2001:db8::1]:443", b"127.0.0.1:80"]),
             ip("2001:db8::1")
         );
+        assert_eq!(client(&[b"::ffff:192.0.2.1"]), ip("192.0.2.1"));
+        assert_eq!(client(&[b"10.0.0.1, 127.0.0.1"]), Ok(None));
+        assert_eq!(client(&[]), Ok(None));
+        // The entry that decides is not an address: an error, not the proxy's address.
         assert_eq!(
-            forwarded_client(&headers(&["::ffff:192.0.2.1"]), &trusted),
-            ip("192.0.2.1")
+            client(&[b"not an address"]),
+            Err(b"not an address".to_vec())
         );
         assert_eq!(
-            forwarded_client(&headers(&["10.0.0.1, 127.0.0.1"]), &trusted),
-            None
+            client(&[b"203.0.113.7\xff, 10.0.0.1"]),
+            Err(b"203.0.113.7\xff".to_vec())
         );
         assert_eq!(
-            forwarded_client(&headers(&["not an address"]), &trusted),
-            None
+            client(&[b"203.0.113.7", b"unknown"]),
+            Err(b"unknown".to_vec())
         );
-        assert_eq!(forwarded_client(&HeaderMap::new(), &trusted), None);
+    }
+
+    #[test]
+    fn the_invalid_entry_is_quoted_on_one_line_and_cut_short() {
+        assert_eq!(
+            invalid_forwarded(b"1.2.3.4\xff\"\n"),
+            r#"invalid X-Forwarded-For from a trusted proxy: "1.2.3.4\xff\"\n" is not an IP address"#
+        );
+        let long = invalid_forwarded(&[b'a'; 1000]);
+        assert!(
+            long.contains(&format!("\"{}...\"", "a".repeat(QUOTED_ENTRY))),
+            "{long}"
+        );
     }
 
     #[test]
@@ -1215,7 +1342,10 @@ mod tests {
         let shared = Arc::new(Shared::new(
             &limits,
             Metrics::new(),
-            CancellationToken::new(),
+            StreamExecutor {
+                abandon: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            },
         ));
         let router = Router::new().route(
             "/",

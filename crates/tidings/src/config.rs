@@ -313,6 +313,7 @@ pub(crate) struct FileConfig {
     pub(crate) keep_alive_timeout: Option<String>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_connections_per_ip: Option<usize>,
+    pub(crate) max_requests_per_ip: Option<usize>,
     pub(crate) trusted_proxies: Option<Vec<String>>,
     pub(crate) h2_max_streams: Option<u32>,
     pub(crate) shutdown_grace: Option<String>,

@@ -163,10 +163,15 @@ struct ServerFlags {
     /// limit less 256].
     #[arg(long, env = "TIDINGS_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
-    /// The most connections open at once from one client address (through a trusted
-    /// proxy: requests in flight per forwarded address); 0 for no limit [default: 256].
+    /// The most TCP connections open at once from one peer address (a trusted proxy's
+    /// are not counted); 0 for no limit [default: 256].
     #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     max_connections_per_ip: Option<usize>,
+    /// The most requests in flight (open event streams included) from one client
+    /// address, over all its connections (HTTP/2 carries many on one); through a trusted
+    /// proxy, per forwarded address; 0 for no limit [default: 256].
+    #[arg(long, env = "TIDINGS_MAX_REQUESTS_PER_IP", value_name = "N")]
+    max_requests_per_ip: Option<usize>,
     /// A proxy (address or CIDR range) whose X-Forwarded-For is believed (repeatable).
     #[arg(
         long = "trusted-proxy",
@@ -218,6 +223,9 @@ impl ServerFlags {
         }
         if let Some(n) = self.max_connections_per_ip.or(file.max_connections_per_ip) {
             limits.max_connections_per_ip = n;
+        }
+        if let Some(n) = self.max_requests_per_ip.or(file.max_requests_per_ip) {
+            limits.max_requests_per_ip = n;
         }
         if let Some(n) = self.h2_max_streams.or(file.h2_max_streams) {
             if n == 0 {

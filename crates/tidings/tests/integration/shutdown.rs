@@ -125,7 +125,7 @@ fn server_limits_from_flags_environment_and_file() {
     let config = dir.path().join("tidings.toml");
     std::fs::write(
         &config,
-        "no_history = true\nmax_connections = 500\nmax_connections_per_ip = 7\n\
+        "no_history = true\nmax_connections = 500\nmax_connections_per_ip = 7\nmax_requests_per_ip = 5\n\
          header_timeout = \"5s\"\nwrite_timeout = \"0\"\nkeep_alive_timeout = \"2m\"\n\
          trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nh2_max_streams = 10\nshutdown_grace = \"3s\"\n",
     )
