@@ -469,7 +469,7 @@ where
     // Whenever serve returns, HTTP/2 streams still running are dropped too.
     let _abandon = abandon.clone().drop_guard();
     let shared = Arc::new(Shared::new(&limits, hub.inner.metrics.clone(), abandon));
-    let router = hub.router();
+    let router = crate::http::app(hub.clone());
     let token = hub.inner.shutdown.clone();
     // Tells every connection to finish what it is doing and close.
     let closing = CancellationToken::new();
