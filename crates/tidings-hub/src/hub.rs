@@ -240,9 +240,10 @@ impl HubBuilder {
         self
     }
 
-    /// Whether [`Hub::router`] also serves the browser pages (the demo pages and the live
-    /// console, see [`crate::web`]) at `/` (default: no, so that an application that
-    /// mounts the hub keeps its own `/`; `tidings serve` turns them on).
+    /// Whether [`Hub::serve`] also serves the browser pages (the demo pages and the live
+    /// console, see [`crate::web`]) at `/` (default: no; `tidings serve` turns them on).
+    /// [`Hub::router`] never includes them: an app that mounts the hub adds them with
+    /// [`crate::web::routes`] if it wants them.
     pub fn pages(mut self, enabled: bool) -> Self {
         self.config.pages = enabled;
         self
@@ -322,7 +323,10 @@ pub(crate) struct Inner {
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// let server = tokio::spawn(hub.clone().serve(listener, std::future::pending()));
 ///
-/// let id = hub.publish(Update::new("", "https://example.com/books/1", "{\"title\":\"Dune\"}")).await?;
+/// let update = Update::builder("https://example.com/books/1")
+///     .data(r#"{"title":"Dune"}"#)
+///     .build();
+/// let id = hub.publish(update).await?;
 /// assert!(id.starts_with("urn:uuid:"));
 ///
 /// hub.shutdown();
@@ -369,11 +373,85 @@ impl Hub {
         }
     }
 
-    /// The hub's HTTP routes, to serve or to mount in an existing axum app:
-    /// `/.well-known/mercure` (subscribe, publish), the subscriptions API, `/healthz`, `/readyz`
-    /// and `/metrics`, and the browser pages when [`HubBuilder::pages`] is on.
+    /// The hub's protocol routes, to mount in an axum app: [`HUB_PATH`](crate::HUB_PATH)
+    /// (subscribe, publish) and, when [`HubBuilder::subscriptions`] is on, the
+    /// subscriptions API under [`SUBSCRIPTIONS_PATH`](crate::SUBSCRIPTIONS_PATH). Nothing
+    /// else, so that it merges beside an app's own routes; the health checks and metrics
+    /// are in [`Hub::ops_router`], the browser pages in [`crate::web::routes`].
+    ///
+    /// The router may be merged at the root or nested under a prefix
+    /// (`Router::nest("/events", hub.router())`): every response's
+    /// `Link: <…/.well-known/mercure>; rel="mercure"` names the hub under the prefix it is
+    /// mounted at.
+    ///
+    /// # Shutting down
+    ///
+    /// An event stream never ends by itself, so a server that waits for its connections
+    /// to close, as axum's `with_graceful_shutdown` does, waits forever while a
+    /// subscriber is connected, unless the hub ends its streams. Hand the server
+    /// [`Hub::shutdown_on`] of your shutdown signal: it completes with the signal and
+    /// ends every event stream at that moment, after which the connections close.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use axum::{Router, routing::get};
+    /// use tidings_hub::Hub;
+    ///
+    /// let hub = Hub::builder().build().await?;
+    /// let app = Router::new()
+    ///     .route("/healthz", get(|| async { "the app's own check" }))
+    ///     .nest("/events", hub.router());
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let (stop, ctrl_c) = tokio::sync::oneshot::channel::<()>();
+    /// # let ctrl_c = async { ctrl_c.await.ok(); };
+    /// # stop.send(()).unwrap();
+    /// // In a real program: `hub.shutdown_on(tokio::signal::ctrl_c())`.
+    /// axum::serve(listener, app)
+    ///     .with_graceful_shutdown(hub.shutdown_on(ctrl_c))
+    ///     .await?;
+    /// // Then store what is being published and release the history.
+    /// hub.close().await;
+    /// # Ok(()) }
+    /// ```
     pub fn router(&self) -> Router {
         crate::http::router(self.clone())
+    }
+
+    /// The hub's operations routes, for load balancers, orchestrators and monitoring:
+    /// `/healthz` (liveness: 503 once the hub is shutting down or its dispatch task has
+    /// failed), `/readyz` (readiness: 503 while the history cannot write) and `/metrics`
+    /// (Prometheus text). Apart from [`Hub::router`] so that an app with checks of its
+    /// own can leave them out, mount them elsewhere (`nest("/hub", hub.ops_router())`),
+    /// or serve them on another listener. [`Hub::serve`] serves both.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let hub = tidings_hub::Hub::builder().build().await?;
+    /// let app: axum::Router = axum::Router::new()
+    ///     .merge(hub.router())
+    ///     .nest("/internal", hub.ops_router());
+    /// # drop(app); Ok(()) }
+    /// ```
+    pub fn ops_router(&self) -> Router {
+        crate::http::ops_router(self.clone())
+    }
+
+    /// A future for a server's graceful shutdown (axum's `with_graceful_shutdown`) that
+    /// completes when `signal` does (its output is ignored) or when the hub is shut
+    /// down, and then ends every event stream, as [`Hub::shutdown`] does: without it a
+    /// server waits for open streams forever. See [`Hub::router`].
+    pub fn shutdown_on<F>(&self, signal: F) -> impl Future<Output = ()> + Send + 'static
+    where
+        F: Future + Send + 'static,
+    {
+        let token = self.inner.shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = signal => {}
+                () = token.cancelled() => {}
+            }
+            token.cancel();
+        }
     }
 
     /// Publishes an update from Rust: validated like an HTTP publish (without
@@ -395,7 +473,7 @@ impl Hub {
     /// use tidings_hub::{Hub, log::Update};
     ///
     /// let hub = Hub::builder().build().await?;
-    /// hub.publish_live(Update::new("", "/presence", "{\"online\":3}"))?;
+    /// hub.publish_live(Update::builder("/presence").data(r#"{"online":3}"#).build())?;
     /// # Ok(()) }
     /// ```
     pub fn publish_live(&self, update: Update) -> Result<(), PublishError> {
@@ -408,7 +486,9 @@ impl Hub {
     }
 
     /// Serves the hub on `listener` (HTTP/1.1 and h2c) until `shutdown` completes or
-    /// [`Hub::shutdown`] is called, under the hub's [`ServerLimits`](crate::ServerLimits).
+    /// [`Hub::shutdown`] is called, under the hub's [`ServerLimits`](crate::ServerLimits):
+    /// [`Hub::router`], [`Hub::ops_router`] and, when [`HubBuilder::pages`] is on, the
+    /// browser pages.
     /// Then it stops accepting, closes every event stream, gives the connections the
     /// grace period to finish, drops those left and returns: within the grace period,
     /// however the peers behave.

@@ -7,18 +7,39 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{Router, routing::get};
 //! use tidings_hub::{Hub, auth::KeyConfig, log::Update};
 //!
 //! let hub = Hub::builder()
 //!     .jwt_key(KeyConfig::hmac(b"a secret of at least 32 bytes!!!"))
 //!     .build()
 //!     .await?;
-//! // Mount it in an axum app…
-//! let app = axum::Router::new().merge(hub.router());
-//! # drop(app);
-//! // …and publish from Rust as well as over HTTP.
-//! let id = hub.publish(Update::new("", "https://example.com/books/1", "{}")).await?;
-//! # assert!(id.starts_with("urn:uuid:"));
+//! // Mount it in an axum app, at the root or under a prefix; its health checks and
+//! // metrics come apart, so they do not collide with the app's own.
+//! let app = Router::new()
+//!     .route("/healthz", get(|| async { "ok" }))
+//!     .nest("/events", hub.router())
+//!     .nest("/hub", hub.ops_router());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! // Event streams never end by themselves: `shutdown_on` ends them when the signal
+//! // comes, so that the graceful shutdown completes.
+//! # let (stop, ctrl_c) = tokio::sync::oneshot::channel::<()>();
+//! // In a real program: `hub.shutdown_on(tokio::signal::ctrl_c())`.
+//! let server = tokio::spawn(
+//!     axum::serve(listener, app)
+//!         .with_graceful_shutdown(hub.shutdown_on(ctrl_c))
+//!         .into_future(),
+//! );
+//!
+//! // Publish from Rust as well as over HTTP.
+//! let update = Update::builder("https://example.com/books/1")
+//!     .data(r#"{"title":"Dune"}"#)
+//!     .build();
+//! hub.publish(update).await?;
+//!
+//! # stop.send(()).unwrap();
+//! server.await??;
+//! hub.close().await; // stores what was accepted, releases the history
 //! # Ok(()) }
 //! ```
 //!
@@ -27,8 +48,9 @@
 //! - [`auth`]: JWT verification and the Mercure claims;
 //! - [`log`]: history, in memory or in a durable file;
 //! - the fan-out, which hands each update, encoded once, to the subscribers it concerns;
-//! - the HTTP layer: subscribe, publish, the subscriptions API, CORS, `/healthz`,
-//!   `/metrics`;
+//! - the HTTP layer: [`Hub::router`] (subscribe, publish, the subscriptions API, CORS,
+//!   the `Link` header) and [`Hub::ops_router`] (`/healthz`, `/readyz`, `/metrics`);
+//! - [`web`]: the browser pages (the demo and the live console);
 //! - the server loop of [`Hub::serve`]: timeouts, connection caps, trusted proxies and a
 //!   bounded shutdown ([`ServerLimits`]).
 
@@ -49,7 +71,7 @@ mod subscription;
 pub mod topic;
 pub mod web;
 
-pub use http::{HUB_PATH, SUBSCRIPTIONS_PATH};
+pub use http::{HEALTH_PATH, HUB_PATH, METRICS_PATH, READY_PATH, SUBSCRIPTIONS_PATH};
 pub use hub::{
     DEFAULT_HEARTBEAT, DEFAULT_MAX_BODY, DEFAULT_MAX_LIVE_TEMPLATES, DEFAULT_MAX_SUBSCRIBERS,
     DEFAULT_MAX_TOPICS, DEFAULT_QUEUE_CAPACITY, Hub, HubBuilder, HubError, PublishError,

@@ -551,7 +551,7 @@ where
         hub.inner.metrics.clone(),
         streams.clone(),
     ));
-    let router = hub.router();
+    let router = crate::http::app(hub.clone());
     let token = hub.inner.shutdown.clone();
     // Tells every connection to finish what it is doing and close.
     let closing = CancellationToken::new();

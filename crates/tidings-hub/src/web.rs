@@ -12,17 +12,21 @@
 //! | `/demo/digits`    | the stream the Digits page reads                                     |
 //!
 //! The pages talk to the hub at `.well-known/mercure`, relative to themselves, and
-//! advertise it with a `Link: </.well-known/mercure>; rel="mercure"` header.
+//! advertise it with a `Link: </.well-known/mercure>; rel="mercure"` header (under the
+//! prefix they are nested at, if any: mount them beside [`Hub::router`]).
 //!
-//! [`Hub::router`] includes these routes when the hub is built with
-//! [`HubBuilder::pages`](crate::HubBuilder::pages) on. An application can also mount them
-//! alone, on any router state:
+//! [`Hub::serve`] serves these routes when the hub is built with
+//! [`HubBuilder::pages`](crate::HubBuilder::pages) on; [`Hub::router`] never includes
+//! them. An application mounts them itself, on any router state:
 //!
 //! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tidings_hub::HubError> {
 //! use axum::Router;
 //!
-//! let app: Router<()> = Router::new().merge(tidings_hub::web::routes());
-//! # let _ = app;
+//! let hub = tidings_hub::Hub::builder().build().await?;
+//! let hub_and_pages = hub.router().merge(tidings_hub::web::routes());
+//! let app: Router<()> = Router::new().nest("/live", hub_and_pages);
+//! # let _ = app; Ok(()) }
 //! ```
 //!
 //! The demo publisher ([`spawn_demo`], or [`run_demo`] for any publish function) sends,
@@ -37,7 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Query, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -52,9 +56,6 @@ use crate::log::Update;
 
 /// The topic the demo publisher publishes on, and the Ping page subscribes to.
 pub const DEMO_TOPIC: &str = "/demo/ping";
-
-/// How the pages advertise the hub (Mercure discovery), relative to the host.
-const HUB_LINK: &str = "</.well-known/mercure>; rel=\"mercure\"";
 
 /// Pages may load only their own scripts and styles and talk only to their own origin:
 /// event data is rendered as text, and this keeps it so even if a page had a bug.
@@ -115,17 +116,20 @@ where
 {
     let mut router = Router::new();
     for &(path, page) in PAGES {
-        router = router.route(path, get(move || async move { page_response(page) }));
+        router = router.route(
+            path,
+            get(move |request: Request| async move { page_response(page, &request) }),
+        );
     }
     router
         .route("/assets/{file}", get(asset))
         .route("/demo/digits", get(digits))
 }
 
-fn page_response(page: &'static str) -> Response {
+fn page_response(page: &'static str, request: &Request) -> Response {
     let mut response = static_response(HTML, page);
     let headers = response.headers_mut();
-    headers.insert(header::LINK, HeaderValue::from_static(HUB_LINK));
+    headers.insert(header::LINK, crate::http::hub_link(request));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),

@@ -28,7 +28,7 @@ enum Command {
     /// Connect to an SSE stream and print its events (a curl for SSE).
     Listen(listen::Args),
     /// Run the hub (Mercure protocol) with durable history.
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// Publish one update to a hub and print its id.
     Publish(publish::Args),
     /// Mint a JWT for publishers and subscribers.
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Listen(args) => listen::run(args).await,
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Publish(args) => publish::run(args).await,
             Command::Token(args) => token::run(args),
         }

@@ -449,11 +449,10 @@ impl Settings {
                 publisher_key,
                 subscriber_key,
                 db,
-                retention: Retention {
-                    max_updates,
-                    max_bytes,
-                    max_age,
-                },
+                retention: Retention::UNLIMITED
+                    .with_max_updates(max_updates)
+                    .with_max_bytes(max_bytes)
+                    .with_max_age(max_age),
                 anonymous: !(args.no_anonymous || file.no_anonymous.unwrap_or(false)),
                 cors_origins,
                 publish_origins,

@@ -1,8 +1,10 @@
-//! The hub over HTTP: the axum router, CORS, the `Link` header, health and metrics.
+//! The hub over HTTP: the protocol's router (CORS, the `Link` header), the operations
+//! router (health, readiness, metrics), and what [`Hub::serve`] serves.
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{OriginalUri, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -19,14 +21,19 @@ mod subscriptions;
 pub const HUB_PATH: &str = "/.well-known/mercure";
 /// The path of the subscriptions API and of subscription topics.
 pub const SUBSCRIPTIONS_PATH: &str = "/.well-known/mercure/subscriptions";
+/// The path of the liveness check in [`Hub::ops_router`].
+pub const HEALTH_PATH: &str = "/healthz";
+/// The path of the readiness check in [`Hub::ops_router`].
+pub const READY_PATH: &str = "/readyz";
+/// The path of the Prometheus metrics in [`Hub::ops_router`].
+pub const METRICS_PATH: &str = "/metrics";
 
+/// The protocol routes: subscribe and publish, the subscriptions API, with CORS and the
+/// `Link` header.
 pub(crate) fn router(hub: Hub) -> Router {
     let cors = cors_layer(&hub.config().cors_origins);
-    let mut router = Router::new()
-        .route(HUB_PATH, get(subscribe::subscribe).post(publish::publish))
-        .route("/healthz", get(health))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics));
+    let mut router =
+        Router::new().route(HUB_PATH, get(subscribe::subscribe).post(publish::publish));
     if hub.config().subscriptions {
         router = router
             .route(SUBSCRIPTIONS_PATH, get(subscriptions::all))
@@ -39,29 +46,97 @@ pub(crate) fn router(hub: Hub) -> Router {
                 get(subscriptions::one),
             );
     }
-    let pages = hub.config().pages;
-    let mut router = router
-        .layer(axum::middleware::map_response(advertise_hub))
+    let router = router
+        .layer(axum::middleware::from_fn(advertise_hub))
         .with_state(hub);
-    if pages {
-        // Merged after the `Link` layer: the pages set their own.
-        router = router.merge(crate::web::routes());
-    }
     match cors {
         Some(cors) => router.layer(cors),
         None => router,
     }
 }
 
+/// The operations routes: liveness, readiness and metrics, for the machines that watch
+/// the hub rather than for its clients (no CORS, no `Link`).
+pub(crate) fn ops_router(hub: Hub) -> Router {
+    Router::new()
+        .route(HEALTH_PATH, get(health))
+        .route(READY_PATH, get(ready))
+        .route(METRICS_PATH, get(metrics))
+        .with_state(hub)
+}
+
+/// Everything [`Hub::serve`] serves: the protocol, the operations routes and, when they
+/// are on, the browser pages.
+pub(crate) fn app(hub: Hub) -> Router {
+    let pages = hub.config().pages;
+    let mut app = router(hub.clone()).merge(ops_router(hub));
+    if pages {
+        app = app.merge(crate::web::routes());
+    }
+    app
+}
+
 /// Every response says where the hub is, so that a page served next to it can be
-/// discovered like any Mercure publisher's.
-async fn advertise_hub(mut response: Response) -> Response {
-    response.headers_mut().append(
-        header::LINK,
-        HeaderValue::from_static("</.well-known/mercure>; rel=\"mercure\""),
-    );
+/// discovered like any Mercure publisher's: under the prefix the router is mounted at.
+async fn advertise_hub(request: Request, next: Next) -> Response {
+    let link = hub_link(&request);
+    let mut response = next.run(request).await;
+    response.headers_mut().append(header::LINK, link);
     response
 }
+
+/// The `Link` header that advertises the hub to a request the hub's routes (or the
+/// pages) got: `<{prefix}/.well-known/mercure>; rel="mercure"`, where the prefix is what
+/// an enclosing router (axum's `nest`) took off the path before handing it on, as the
+/// difference between the request's [`OriginalUri`] and its path.
+pub(crate) fn hub_link<B>(request: &axum::http::Request<B>) -> HeaderValue {
+    let path = request.uri().path();
+    let original = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or(path, |original| original.path());
+    let prefix = mount_prefix(original, path);
+    link_for(prefix)
+}
+
+/// The part of `original` before `path`, without a trailing `/`: `""` when the routes
+/// are not nested (or when the two do not line up, which no router does).
+fn mount_prefix<'a>(original: &'a str, path: &str) -> &'a str {
+    // Nested at `/events`, `/events` reaches the inner router as `/`.
+    original
+        .trim_end_matches('/')
+        .strip_suffix(path.trim_end_matches('/'))
+        .map_or("", |prefix| prefix.trim_end_matches('/'))
+}
+
+/// `<{prefix}/.well-known/mercure>; rel="mercure"`, the prefix escaped so that it can
+/// end neither the URI reference nor the header.
+fn link_for(prefix: &str) -> HeaderValue {
+    if prefix.is_empty() {
+        return HeaderValue::from_static(ROOT_LINK);
+    }
+    // A path from a parsed URI holds only visible ASCII; `<`, `>`, `"` and the like are
+    // escaped anyway, as a prefix with path parameters comes from the client.
+    const UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'<')
+        .add(b'>')
+        .add(b'\\')
+        .add(b'^')
+        .add(b'`')
+        .add(b'{')
+        .add(b'|')
+        .add(b'}')
+        .add(b',')
+        .add(b';');
+    let prefix = percent_encoding::utf8_percent_encode(prefix, UNSAFE);
+    HeaderValue::try_from(format!("<{prefix}{HUB_PATH}>; rel=\"mercure\""))
+        .unwrap_or_else(|_| HeaderValue::from_static(ROOT_LINK))
+}
+
+/// The `Link` of a hub at the root.
+const ROOT_LINK: &str = "</.well-known/mercure>; rel=\"mercure\"";
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
@@ -238,4 +313,63 @@ pub(crate) fn subscriber_claims(
         .auth
         .authenticate(crate::auth::Role::Subscriber, headers, query)
         .map_err(|err| Refusal::unauthorized(err.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link_of(original: &str, path: &str) -> String {
+        let mut request = axum::http::Request::get(path).body(()).unwrap();
+        request
+            .extensions_mut()
+            .insert(OriginalUri(original.parse().unwrap()));
+        hub_link(&request).to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn the_link_follows_the_prefix_the_routes_are_nested_under() {
+        for (original, path, expected) in [
+            (HUB_PATH, HUB_PATH, ""),
+            ("/events/.well-known/mercure", HUB_PATH, "/events"),
+            (
+                "/a/b/.well-known/mercure?topic=x",
+                "/.well-known/mercure?topic=x",
+                "/a/b",
+            ),
+            ("/live", "/", "/live"),
+            ("/live/", "/", "/live"),
+            ("/live/console", "/console", "/live"),
+            ("/", "/", ""),
+            // Paths that do not line up (no router does that): the root.
+            ("/other", "/console", ""),
+        ] {
+            assert_eq!(
+                link_of(original, path),
+                format!("<{expected}/.well-known/mercure>; rel=\"mercure\""),
+                "{original} seen as {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_an_original_uri_the_hub_is_at_the_root() {
+        let request = axum::http::Request::get(HUB_PATH).body(()).unwrap();
+        assert_eq!(hub_link(&request), ROOT_LINK);
+    }
+
+    #[test]
+    fn a_prefix_cannot_break_out_of_the_link() {
+        // A prefix with path parameters comes from the client; the URI parser lets these
+        // through.
+        let link = link_of("/t/a\"b{c}|d/.well-known/mercure", HUB_PATH);
+        assert_eq!(
+            link,
+            "</t/a%22b%7Bc%7D%7Cd/.well-known/mercure>; rel=\"mercure\""
+        );
+        assert_eq!(
+            link_for("/x>; rel=\"evil\", <y"),
+            "</x%3E%3B%20rel=%22evil%22%2C%20%3Cy/.well-known/mercure>; rel=\"mercure\""
+        );
+    }
 }

@@ -1,77 +1,43 @@
-//! History: the log of updates that subscribers resume from.
+//! History: what a subscriber that reconnects gets back.
 //!
-//! Every update a publisher sends is appended to the [`Log`], which gives it a
-//! *position*: a number that only ever grows, so "everything after this
-//! event" is a range query. A reconnecting subscriber names the last event it
-//! saw by its id (`Last-Event-ID`); [`Log::position_of`] turns that id into a
-//! position and [`Log::read_after`] replays what followed.
+//! The hub stores every update published over HTTP or with
+//! [`Hub::publish`](crate::Hub::publish) in its history, in memory or in a
+//! durable file ([`HubBuilder::history_file`](crate::HubBuilder::history_file)).
+//! A subscriber that reconnects with `Last-Event-ID` gets what it missed,
+//! once and in order, as long as the history still holds the update it names;
+//! [`Retention`] says how much is kept. A file history makes every update
+//! durable (`fsync`ed) before the publisher's request is answered, survives
+//! crashes, and recovers by itself from a full disk.
 //!
-//! Two backends sit behind the one [`Log`] type:
+//! What a user of the hub needs from here:
 //!
-//! - [`Log::memory`]: a bounded ring in memory, for tests and `--no-history`.
-//! - [`Log::open`]: an embedded [redb](https://docs.rs/redb) file, the default.
-//!   Appends are *group-committed*: one writer thread takes every append that
-//!   is waiting, writes them in one transaction and makes it durable with one
-//!   `fsync`, then answers each caller. Under load many appends share one
-//!   `fsync`; alone, an append costs one.
-//!
-//! Both keep only the history that [`Retention`] allows (a number of updates,
-//! a number of bytes and an age); older updates, and their ids, are
-//! forgotten.
-//!
-//! Ids need not be unique: as in Mercure, a publisher may reuse one. The id
-//! then stands for its latest occurrence, which is where a subscriber that
-//! names it resumes.
-//!
-//! # Durability of the file log
-//!
-//! [`Log::append`] returns only after the transaction holding the update was
-//! committed with redb's `Durability::Immediate`, which `fsync`s the file:
-//! an acknowledged update survives a crash of the process or of the machine
-//! (as far as the disk honours `fsync`). After a crash, the next
-//! [`Log::open`] repairs the file (about a second for 100,000 updates of
-//! 1 KiB); after a clean [`Log::close`] it opens at once.
-//!
-//! # Storage faults and damage
-//!
-//! A write that fails (a full disk, an I/O error) answers the appends of its
-//! batch with [`LogError::Storage`]: never "appended" for an update that was
-//! not committed. The storage engine refuses every later operation on a file
-//! whose I/O failed, so the writer then reopens the file, again and again
-//! with a growing pause (up to 5 s), until it succeeds — once the disk has
-//! room again, appends succeed without a restart. Meanwhile appends fail at
-//! once, and [`Log::health`] says why.
-//!
-//! A file that cannot be opened or repaired gives [`LogError::Damaged`],
-//! which says what to do, rather than a panic. A record that cannot be
-//! decoded (its checksum does not match, or it does not parse) is skipped by
-//! reads, logged once and counted in [`LogStats::corrupt_records`]: a replay
-//! goes on past it.
-//!
-//! The file holds three tables: position → update, id → position, and meta
-//! (the last position ever given, so that positions keep growing even after
-//! expiry emptied the log, and the bytes the records take, so that the bound
-//! on bytes needs no scan). Updates are stored in a compact binary layout of
-//! our own, versioned by its first byte: varint lengths, no escaping, the
-//! append time first so that expiry reads no payload, a CRC-32 last.
+//! - [`Update`]: an update to publish, made with [`Update::builder`];
+//! - [`Retention`]: how much history to keep, for
+//!   [`HubBuilder::retention`](crate::HubBuilder::retention);
+//! - [`LogError`]: why the history failed, inside
+//!   [`HubError`](crate::HubError) and [`PublishError`](crate::PublishError).
 //!
 //! ```
-//! use tidings_hub::log::{Cursor, Log, Retention, Update};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use tidings_hub::Hub;
+//! use tidings_hub::log::{Retention, Update};
 //!
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let log = Log::memory(Retention::default());
-//! let first = log.append(Update::new("urn:example:1", "/books/1", "{\"title\":\"Dune\"}")).await?;
-//! let second = log.append(Update::new("urn:example:2", "/books/2", "{}")).await?;
-//! assert!(first.position < second.position);
-//!
-//! // A subscriber that saw `urn:example:1` resumes after it.
-//! let seen = log.position_of("urn:example:1").await?.expect("still in history");
-//! let missed = log.read_after(Cursor::Position(seen), 100).await?;
-//! assert_eq!(missed.len(), 1);
-//! assert_eq!(missed[0].update.id, "urn:example:2");
-//! # Ok::<(), tidings_hub::log::LogError>(())
-//! # }).unwrap();
+//! let hub = Hub::builder()
+//!     .retention(Retention::default().with_max_age(Some(Duration::from_secs(3600))))
+//!     .build()
+//!     .await?;
+//! let update = Update::builder("https://example.com/books/1")
+//!     .data(r#"{"title":"Dune"}"#)
+//!     .event_type("book")
+//!     .build();
+//! hub.publish(update).await?;
+//! # Ok(()) }
 //! ```
+//!
+//! The log itself (`Log` and the types of its methods) is public only for
+//! the hub's own tests and benchmarks, and hidden from the documentation: it
+//! is not part of the API and may change in any release.
 
 mod file;
 mod memory;
@@ -82,18 +48,37 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// One update as a publisher sent it, as the log stores it.
+/// One update as a publisher sent it, as the history stores it.
+///
+/// Made with [`Update::builder`], which names each part:
+///
+/// ```
+/// use std::time::Duration;
+/// use tidings_hub::log::Update;
+///
+/// let update = Update::builder("https://example.com/books/1")
+///     .topic("https://example.com/authors/herbert") // an alternate topic
+///     .data(r#"{"title":"Dune"}"#)
+///     .id("urn:example:dune")
+///     .private(true)
+///     .event_type("book")
+///     .retry(Duration::from_secs(5))
+///     .build();
+/// assert_eq!(update.topics.len(), 2);
+/// assert_eq!(update.retry, Some(5_000));
+/// ```
 ///
 /// See the publish request of the
 /// [Mercure protocol](https://datatracker.ietf.org/doc/html/draft-dunglas-mercure#section-5).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Update {
     /// The update's id.
     ///
     /// The hub uses the publisher's id when one was given and
-    /// [`Update::generate_id`] otherwise. An empty id given to
-    /// [`Log::append`] is replaced by a generated one. An id may be reused:
-    /// [`Log::position_of`] then finds its latest occurrence.
+    /// [`Update::generate_id`] otherwise: an empty id is replaced by a
+    /// generated one. An id may be reused: a subscriber that names it then
+    /// resumes after its latest occurrence.
     pub id: String,
     /// The topics the update is about: the first is the canonical topic, the
     /// others are alternates. A subscriber of any of them receives the update.
@@ -109,8 +94,31 @@ pub struct Update {
 }
 
 impl Update {
+    /// A builder of a public update of `topic` (its canonical topic), with no
+    /// id (the hub generates one), empty data and no `type` or `retry`.
+    ///
+    /// ```
+    /// let update = tidings_hub::log::Update::builder("/books/1").build();
+    /// assert_eq!(update.topics, ["/books/1"]);
+    /// assert_eq!((update.id.as_str(), update.data.as_str()), ("", ""));
+    /// assert!(!update.private);
+    /// ```
+    pub fn builder(topic: impl Into<String>) -> UpdateBuilder {
+        UpdateBuilder {
+            update: Update {
+                id: String::new(),
+                topics: vec![topic.into()],
+                data: String::new(),
+                private: false,
+                event_type: None,
+                retry: None,
+            },
+        }
+    }
+
     /// A public update of one topic with the given id and data and no
-    /// `type` or `retry`.
+    /// `type` or `retry`. [`Update::builder`] says the same with names, which
+    /// three strings in a row do not.
     ///
     /// ```
     /// let update = tidings_hub::log::Update::new("urn:example:1", "/books/1", "{}");
@@ -140,7 +148,68 @@ impl Update {
     }
 }
 
+/// Builds an [`Update`]; made by [`Update::builder`].
+///
+/// Nothing is checked here: [`Hub::publish`](crate::Hub::publish) validates
+/// the update as it would an HTTP publish (an id or type that would break the
+/// event stream, too many topics) and refuses it with a
+/// [`PublishError`](crate::PublishError).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct UpdateBuilder {
+    update: Update,
+}
+
+impl UpdateBuilder {
+    /// Adds an alternate topic: a subscriber of it receives the update too,
+    /// and a private update goes to subscribers authorised for any topic.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.update.topics.push(topic.into());
+        self
+    }
+
+    /// The payload, sent as the event's `data` (default: empty).
+    pub fn data(mut self, data: impl Into<String>) -> Self {
+        self.update.data = data.into();
+        self
+    }
+
+    /// The update's id, sent as the event's `id` (default: none, and the hub
+    /// generates a `urn:uuid:` one). Must not start with `#`.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.update.id = id.into();
+        self
+    }
+
+    /// Whether only subscribers authorised for one of the topics receive the
+    /// update (default: no, every subscriber of a topic does).
+    pub fn private(mut self, private: bool) -> Self {
+        self.update.private = private;
+        self
+    }
+
+    /// The SSE `event` field (Mercure's `type`), which an `EventSource` needs
+    /// a listener of that name for (default: none, a plain `message`).
+    pub fn event_type(mut self, event_type: impl Into<String>) -> Self {
+        self.update.event_type = Some(event_type.into());
+        self
+    }
+
+    /// The SSE `retry` field: how long a client waits before it reconnects
+    /// (default: none; sent in whole milliseconds).
+    pub fn retry(mut self, after: Duration) -> Self {
+        self.update.retry = Some(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// The update.
+    pub fn build(self) -> Update {
+        self.update
+    }
+}
+
 /// An update in the log, with the position the log gave it.
+#[doc(hidden)] // The log's internals, see [`Log`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     /// Where the update is in the log: strictly greater than the position of
@@ -151,6 +220,7 @@ pub struct Stored {
 }
 
 /// Where [`Log::read_after`] starts reading.
+#[doc(hidden)] // The log's internals, see [`Log`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cursor {
     /// From the oldest update still in the history (Mercure's `earliest`).
@@ -191,10 +261,11 @@ impl Cursor {
 /// assert_eq!(default.max_updates, Some(100_000));
 /// assert_eq!(default.max_bytes, Some(64 * 1024 * 1024));
 /// assert_eq!(default.max_age, Some(Duration::from_secs(24 * 60 * 60)));
-/// let small = Retention { max_updates: Some(1_000), ..Retention::default() };
-/// # let _ = small;
+/// let small = Retention::default().with_max_updates(Some(1_000));
+/// assert_eq!(small.max_updates, Some(1_000));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Retention {
     /// Keep at most this many updates; the oldest go first.
     pub max_updates: Option<u64>,
@@ -229,9 +300,34 @@ impl Retention {
         max_bytes: None,
         max_age: None,
     };
+
+    /// This retention with [`Retention::max_updates`] set; `None` for no
+    /// limit by count.
+    #[must_use]
+    pub const fn with_max_updates(mut self, updates: Option<u64>) -> Retention {
+        self.max_updates = updates;
+        self
+    }
+
+    /// This retention with [`Retention::max_bytes`] set; `None` for no limit
+    /// by bytes.
+    #[must_use]
+    pub const fn with_max_bytes(mut self, bytes: Option<u64>) -> Retention {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// This retention with [`Retention::max_age`] set; `None` for no limit by
+    /// age.
+    #[must_use]
+    pub const fn with_max_age(mut self, age: Option<Duration>) -> Retention {
+        self.max_age = age;
+        self
+    }
 }
 
 /// Counters of what a log has done since it was opened.
+#[doc(hidden)] // The log's internals, see [`Log`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LogStats {
@@ -250,6 +346,7 @@ pub struct LogStats {
 }
 
 /// Whether the log can take appends; see [`Log::health`].
+#[doc(hidden)] // The log's internals, see [`Log`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum LogHealth {
@@ -355,9 +452,85 @@ impl LogError {
 /// The history of updates: an append-only, position-ordered log with
 /// retention, in memory or in a durable file.
 ///
+/// Every update a publisher sends is appended to the [`Log`], which gives it a
+/// *position*: a number that only ever grows, so "everything after this
+/// event" is a range query. A reconnecting subscriber names the last event it
+/// saw by its id (`Last-Event-ID`); [`Log::position_of`] turns that id into a
+/// position and [`Log::read_after`] replays what followed.
+///
+/// Two backends sit behind the one [`Log`] type:
+///
+/// - [`Log::memory`]: a bounded ring in memory, for tests and `--no-history`.
+/// - [`Log::open`]: an embedded [redb](https://docs.rs/redb) file, the default.
+///   Appends are *group-committed*: one writer thread takes every append that
+///   is waiting, writes them in one transaction and makes it durable with one
+///   `fsync`, then answers each caller. Under load many appends share one
+///   `fsync`; alone, an append costs one.
+///
+/// Both keep only the history that [`Retention`] allows (a number of updates,
+/// a number of bytes and an age); older updates, and their ids, are
+/// forgotten.
+///
+/// Ids need not be unique: as in Mercure, a publisher may reuse one. The id
+/// then stands for its latest occurrence, which is where a subscriber that
+/// names it resumes.
+///
+/// # Durability of the file log
+///
+/// [`Log::append`] returns only after the transaction holding the update was
+/// committed with redb's `Durability::Immediate`, which `fsync`s the file:
+/// an acknowledged update survives a crash of the process or of the machine
+/// (as far as the disk honours `fsync`). After a crash, the next
+/// [`Log::open`] repairs the file (about a second for 100,000 updates of
+/// 1 KiB); after a clean [`Log::close`] it opens at once.
+///
+/// # Storage faults and damage
+///
+/// A write that fails (a full disk, an I/O error) answers the appends of its
+/// batch with [`LogError::Storage`]: never "appended" for an update that was
+/// not committed. The storage engine refuses every later operation on a file
+/// whose I/O failed, so the writer then reopens the file, again and again
+/// with a growing pause (up to 5 s), until it succeeds — once the disk has
+/// room again, appends succeed without a restart. Meanwhile appends fail at
+/// once, and [`Log::health`] says why.
+///
+/// A file that cannot be opened or repaired gives [`LogError::Damaged`],
+/// which says what to do, rather than a panic. A record that cannot be
+/// decoded (its checksum does not match, or it does not parse) is skipped by
+/// reads, logged once and counted in [`LogStats::corrupt_records`]: a replay
+/// goes on past it.
+///
+/// The file holds three tables: position → update, id → position, and meta
+/// (the last position ever given, so that positions keep growing even after
+/// expiry emptied the log, and the bytes the records take, so that the bound
+/// on bytes needs no scan). Updates are stored in a compact binary layout of
+/// our own, versioned by its first byte: varint lengths, no escaping, the
+/// append time first so that expiry reads no payload, a CRC-32 last.
+///
+/// ```
+/// use tidings_hub::log::{Cursor, Log, Retention, Update};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let log = Log::memory(Retention::default());
+/// let first = log.append(Update::new("urn:example:1", "/books/1", "{\"title\":\"Dune\"}")).await?;
+/// let second = log.append(Update::new("urn:example:2", "/books/2", "{}")).await?;
+/// assert!(first.position < second.position);
+///
+/// // A subscriber that saw `urn:example:1` resumes after it.
+/// let seen = log.position_of("urn:example:1").await?.expect("still in history");
+/// let missed = log.read_after(Cursor::Position(seen), 100).await?;
+/// assert_eq!(missed.len(), 1);
+/// assert_eq!(missed[0].update.id, "urn:example:2");
+/// # Ok::<(), tidings_hub::log::LogError>(())
+/// # }).unwrap();
+/// ```
+///
 /// Cheap to clone: clones share one log. Every method may be called
 /// concurrently from many tasks; reads never wait for writes. The file log's
 /// reads run on tokio's blocking pool, so its methods need a tokio runtime.
+// Hidden, not private: the integration tests (across processes) and the
+// throughput examples drive the log directly.
+#[doc(hidden)]
 #[derive(Clone)]
 pub struct Log {
     backend: Backend,
@@ -392,7 +565,7 @@ impl Log {
     /// use tidings_hub::log::{Cursor, Log, Retention, Update};
     ///
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-    /// let log = Log::memory(Retention { max_updates: Some(2), ..Retention::UNLIMITED });
+    /// let log = Log::memory(Retention::UNLIMITED.with_max_updates(Some(2)));
     /// for n in 1..=3 {
     ///     log.append(Update::new(format!("id-{n}"), "/t", "x")).await?;
     /// }
@@ -631,6 +804,7 @@ impl Log {
 }
 
 /// Wakes a task when the log grows; made by [`Log::watch`].
+#[doc(hidden)] // The log's internals, see [`Log`].
 #[derive(Debug, Clone)]
 pub struct LogWatch {
     positions: tokio::sync::watch::Receiver<u64>,

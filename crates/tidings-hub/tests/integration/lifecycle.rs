@@ -21,10 +21,8 @@ async fn subscription_churn_leaves_history_and_disk_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("history.db");
     let t = TestHub::with(|b| {
-        b.history_file(&path).retention(Retention {
-            max_updates: Some(20),
-            ..Retention::default()
-        })
+        b.history_file(&path)
+            .retention(Retention::default().with_max_updates(Some(20)))
     })
     .await;
     let first = t.publish(&[("topic", "real"), ("data", "0")]).await;
