@@ -180,26 +180,12 @@ fn send_failure(err: &reqwest::Error, origin: &str, timeout: Duration) -> String
     let mut causes = Vec::new();
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => {
-                    return format!(
-                        "cannot connect to {origin}: connection refused; is `tidings serve` running?"
-                    );
-                }
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof => {
-                    return format!(
-                        "{origin} closed the connection without answering; is it a Tidings hub, \
-                         over {}?",
-                        if origin.starts_with("https:") {
-                            "HTTPS"
-                        } else {
-                            "plain HTTP"
-                        }
-                    );
-                }
-                _ => {}
-            }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return format!(
+                "cannot connect to {origin}: connection refused; is `tidings serve` running?"
+            );
         }
         causes.push(cause.to_string());
         source = cause.source();
@@ -213,7 +199,14 @@ fn send_failure(err: &reqwest::Error, origin: &str, timeout: Duration) -> String
     if err.is_connect() {
         return format!("cannot connect to {origin}: {innermost}");
     }
-    format!("no answer from {origin}: {innermost}")
+    // Connected, but what came back (or its absence) is not an HTTP answer: another
+    // service on that port, or TLS spoken to plain HTTP or the reverse.
+    let scheme = if origin.starts_with("https:") {
+        "HTTPS"
+    } else {
+        "plain HTTP"
+    };
+    format!("{origin} gave no HTTP answer ({innermost}); is it a Tidings hub, over {scheme}?")
 }
 
 /// A duration as it was most likely written: `30s`, `500ms`.

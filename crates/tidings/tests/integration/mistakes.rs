@@ -363,6 +363,31 @@ fn publish_names_the_address_and_the_likely_cause_when_it_cannot_connect() {
     );
     drop(hold.join());
 
+    // Something that is not an HTTP server on that port.
+    let (port, server) = answer_once(b"SSH-2.0-OpenSSH_9.6\r\n".to_vec());
+    let out = publish(&format!("http://127.0.0.1:{port}"), &["--token", "t"]);
+    server.join().unwrap();
+    assert_eq!(
+        first_error_line(&out),
+        format!(
+            "tidings: http://127.0.0.1:{port} gave no HTTP answer (invalid HTTP version parsed); is it a Tidings hub, over plain HTTP?"
+        )
+    );
+
+    // A host name that cannot resolve (`.invalid` never does, RFC 2606); the resolver's
+    // own words vary by system.
+    let out = publish(
+        "http://tidings-test.invalid",
+        &["--token", "t", "--timeout", "20s"],
+    );
+    let line = first_error_line(&out);
+    assert!(
+        line.starts_with(
+            "tidings: cannot connect to http://tidings-test.invalid: cannot resolve its host name ("
+        ) && line.ends_with("); check --hub"),
+        "{line}"
+    );
+
     let out = publish("not a url", &["--token", "t"]);
     assert_eq!(
         first_error_line(&out),
