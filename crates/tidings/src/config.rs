@@ -1,6 +1,7 @@
 //! Configuration values shared by the subcommands: durations, keys, and the TOML file
 //! of `tidings serve`.
 
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,29 +29,147 @@ fn number_and_unit<'a>(
     Ok((n, unit.trim()))
 }
 
-/// Parses a duration such as `15s`, `500ms`, `10m`, `24h`, `7d`; a bare number is seconds.
+/// What a duration looks like, for the end of every message about one.
+const DURATION_GRAMMAR: &str =
+    "a duration is a number and a unit (ms, s, m, h or d), as in 90s, 1.5h or 2m30s";
+
+/// The one duration grammar of every flag and TOML key: one or more numbers, each with a
+/// unit (`ms`, `s`, `m` or `min`, `h`, `d`), added up: `90s`, `1.5h`, `500ms`, `2m30s`,
+/// `1h 30m`. A bare number is seconds (`15`, `0.5`). A number may have decimals, and the
+/// sum is exact to the nanosecond (no floating point). The error says why, not what was
+/// given: clap and [`duration_setting`] add the flag and the value.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    const NANOS_PER_SEC: u128 = 1_000_000_000;
     let text = text.trim();
-    let (n, unit) = number_and_unit(
-        text,
-        "duration",
-        "a number and a unit (ms, s, m, h, d), as in 15s",
-    )?;
-    let seconds = |factor: u64| {
-        n.checked_mul(factor)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("invalid duration {text:?}: too long"))
-    };
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => seconds(1),
-        "m" | "min" => seconds(60),
-        "h" => seconds(3600),
-        "d" => seconds(86_400),
-        other => Err(format!(
-            "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
-        )),
+    let mut rest = text;
+    let mut total: u128 = 0;
+    if rest.is_empty() {
+        return Err(format!("empty; {DURATION_GRAMMAR}"));
     }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(digits);
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && fraction.is_empty()
+            || fraction.contains('.')
+            || number.ends_with('.')
+        {
+            return Err(format!("not a duration; {DURATION_GRAMMAR}"));
+        }
+        if fraction.len() > 18 {
+            return Err(format!("too many decimals in {number}; {DURATION_GRAMMAR}"));
+        }
+        let after = after.trim_start();
+        let unit_len = after
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let unit_nanos: u128 = match unit {
+            // A bare number is seconds, but only alone: `1h30` is a mistake, not 1h 30s.
+            "" if text == number => NANOS_PER_SEC,
+            "" => return Err(format!("{number} has no unit; {DURATION_GRAMMAR}")),
+            "ms" => 1_000_000,
+            "s" => NANOS_PER_SEC,
+            "m" | "min" => 60 * NANOS_PER_SEC,
+            "h" => 3600 * NANOS_PER_SEC,
+            "d" => 86_400 * NANOS_PER_SEC,
+            other => return Err(format!("unknown unit {other:?}; {DURATION_GRAMMAR}")),
+        };
+        let too_long = || "too long".to_owned();
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| too_long())?
+        };
+        // Both fit: the fraction is below 10^18 and a unit at most 8.64 * 10^13 ns.
+        let fraction_nanos = if fraction.is_empty() {
+            0
+        } else {
+            let value: u128 = fraction.parse().map_err(|_| too_long())?;
+            value * unit_nanos / 10u128.pow(fraction.len() as u32)
+        };
+        total = whole
+            .checked_mul(unit_nanos)
+            .and_then(|n| n.checked_add(fraction_nanos))
+            .and_then(|n| n.checked_add(total))
+            .ok_or_else(too_long)?;
+        rest = after.trim_start();
+    }
+    let secs = u64::try_from(total / NANOS_PER_SEC).map_err(|_| "too long".to_owned())?;
+    // Below 10^9: fits.
+    let nanos = (total % NANOS_PER_SEC) as u32;
+    Ok(Duration::new(secs, nanos))
+}
+
+/// A duration setting of `tidings serve` (flag, variable or TOML key), its error naming
+/// the flag and the value: `invalid --heartbeat "soon": not a duration; ...`.
+pub(crate) fn duration_setting(text: &str, flag: &str) -> anyhow::Result<Duration> {
+    parse_duration(text).map_err(|reason| anyhow::anyhow!("invalid {flag} {text:?}: {reason}"))
+}
+
+/// A duration key of the TOML file: text for [`parse_duration`] or a number of seconds
+/// (`heartbeat = 5`), kept as text and parsed with the flag's name when it is used.
+fn duration_key<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Seconds(u64),
+        Fraction(f64),
+        Text(String),
+    }
+    Ok(
+        Option::<Value>::deserialize(deserializer)?.map(|value| match value {
+            Value::Seconds(n) => n.to_string(),
+            Value::Fraction(x) => x.to_string(),
+            Value::Text(text) => text,
+        }),
+    )
+}
+
+/// Parses the address `tidings serve` listens on: `IP:PORT`, `[IPv6]:PORT`, `:PORT` for
+/// every IPv4 interface (`0.0.0.0:PORT`, as Go reads it), `localhost:PORT` for
+/// `127.0.0.1:PORT`, or `HOST:PORT` with a name resolved once, here (its first address).
+pub(crate) fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    const FORMS: &str = "expected IP:PORT, HOST:PORT, [IPv6]:PORT or :PORT";
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if text.parse::<u16>().is_ok() {
+        return Err(format!(
+            "a port alone is ambiguous: give :{text} (every interface) or 127.0.0.1:{text} \
+             (this machine only)"
+        ));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("no port; {FORMS}"));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("invalid port {port:?}; {FORMS}"))?;
+    if host.is_empty() {
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    if host.contains(':') {
+        return Err(format!(
+            "an IPv6 address needs brackets, as in [{}]:{port}",
+            host.trim_start_matches('[').trim_end_matches(']')
+        ));
+    }
+    let mut addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve {host:?}: {err}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
 /// Parses a size such as `64MiB`, `1GB`, `500k` or a bare number of bytes. Suffixes
@@ -290,11 +409,13 @@ pub(crate) struct FileConfig {
     pub(crate) db: Option<PathBuf>,
     pub(crate) no_history: Option<bool>,
     pub(crate) history_size: Option<u64>,
+    #[serde(default, deserialize_with = "duration_key")]
     pub(crate) history_max_age: Option<String>,
     pub(crate) history_max_bytes: Option<ByteSize>,
     pub(crate) no_anonymous: Option<bool>,
     pub(crate) cors_origins: Option<Vec<String>>,
     pub(crate) publish_origins: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "duration_key")]
     pub(crate) heartbeat: Option<String>,
     pub(crate) no_subscriptions: Option<bool>,
     pub(crate) queue_size: Option<usize>,
@@ -308,14 +429,18 @@ pub(crate) struct FileConfig {
     pub(crate) max_subscription_template_bytes: Option<usize>,
     pub(crate) template_cache_size: Option<usize>,
     pub(crate) no_demo: Option<bool>,
+    #[serde(default, deserialize_with = "duration_key")]
     pub(crate) header_timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration_key")]
     pub(crate) write_timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration_key")]
     pub(crate) keep_alive_timeout: Option<String>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) max_requests_per_ip: Option<usize>,
     pub(crate) trusted_proxies: Option<Vec<String>>,
     pub(crate) h2_max_streams: Option<u32>,
+    #[serde(default, deserialize_with = "duration_key")]
     pub(crate) shutdown_grace: Option<String>,
 }
 
@@ -344,15 +469,91 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("5 weeks").is_err());
-        assert!(parse_duration("-5s").is_err());
+        let ms = Duration::from_millis;
+        for (text, expected) in [
+            ("15s", Duration::from_secs(15)),
+            ("15", Duration::from_secs(15)),
+            (" 15 s ", Duration::from_secs(15)),
+            ("0.5", ms(500)),
+            ("500ms", ms(500)),
+            ("90s", Duration::from_secs(90)),
+            ("1.5s", ms(1500)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("2m30s", Duration::from_secs(150)),
+            ("1h 30m", Duration::from_secs(5400)),
+            ("10min", Duration::from_secs(600)),
+            ("1d", Duration::from_secs(86_400)),
+            ("0.25ms", Duration::from_micros(250)),
+            ("0.000000001s", Duration::from_nanos(1)),
+            (".5s", ms(500)),
+            ("0", Duration::ZERO),
+            (
+                "213503982334601d",
+                Duration::from_secs(213_503_982_334_601 * 86_400),
+            ),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text:?}");
+        }
+        let grammar = DURATION_GRAMMAR;
+        for (text, reason) in [
+            ("", format!("empty; {grammar}")),
+            ("s", format!("not a duration; {grammar}")),
+            ("soon", format!("not a duration; {grammar}")),
+            ("-5s", format!("not a duration; {grammar}")),
+            ("5.s", format!("not a duration; {grammar}")),
+            ("1.2.3s", format!("not a duration; {grammar}")),
+            ("5 weeks", format!("unknown unit \"weeks\"; {grammar}")),
+            ("1.5x", format!("unknown unit \"x\"; {grammar}")),
+            ("1e400s", format!("unknown unit \"e\"; {grammar}")),
+            ("1h30", format!("30 has no unit; {grammar}")),
+            ("99999999999999999999999d", "too long".to_owned()),
+            ("213503982334602d", "too long".to_owned()),
+        ] {
+            assert_eq!(parse_duration(text), Err(reason), "{text:?}");
+        }
+        assert_eq!(
+            duration_setting("soon", "--heartbeat")
+                .unwrap_err()
+                .to_string(),
+            format!("invalid --heartbeat \"soon\": not a duration; {grammar}")
+        );
+        let file: FileConfig = toml::from_str("heartbeat = 5\nshutdown_grace = \"1.5s\"").unwrap();
+        assert_eq!(file.heartbeat.as_deref(), Some("5"));
+        assert_eq!(file.shutdown_grace.as_deref(), Some("1.5s"));
+        assert!(file.write_timeout.is_none());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let addr = |text: &str| parse_addr(text).map(|a| a.to_string());
+        assert_eq!(addr("127.0.0.1:3000").as_deref(), Ok("127.0.0.1:3000"));
+        assert_eq!(addr(":3000").as_deref(), Ok("0.0.0.0:3000"));
+        assert_eq!(addr("localhost:3000").as_deref(), Ok("127.0.0.1:3000"));
+        assert_eq!(addr("LOCALHOST:0").as_deref(), Ok("127.0.0.1:0"));
+        assert_eq!(addr("[::1]:3000").as_deref(), Ok("[::1]:3000"));
+        assert_eq!(addr("[::]:80").as_deref(), Ok("[::]:80"));
+        assert_eq!(
+            addr("3000"),
+            Err(
+                "a port alone is ambiguous: give :3000 (every interface) or \
+                 127.0.0.1:3000 (this machine only)"
+                    .to_owned()
+            )
+        );
+        let forms = "expected IP:PORT, HOST:PORT, [IPv6]:PORT or :PORT";
+        assert_eq!(addr("localhost"), Err(format!("no port; {forms}")));
+        assert_eq!(
+            addr("localhost:http"),
+            Err(format!("invalid port \"http\"; {forms}"))
+        );
+        assert_eq!(
+            addr(":70000"),
+            Err(format!("invalid port \"70000\"; {forms}"))
+        );
+        assert_eq!(
+            addr("::1:3000"),
+            Err("an IPv6 address needs brackets, as in [::1]:3000".to_owned())
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use anyhow::{Context as _, bail};
 use futures_util::StreamExt;
 use tidings_client::{Event, EventSource, MessageEvent};
 
+use crate::config::parse_duration;
 use crate::redact::Redactor;
 
 /// Options of `tidings listen`.
@@ -196,30 +197,6 @@ fn read_body(data: &str) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// Parses `500ms`, `30s`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (examples: 500ms, 30s, 2m)"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{text}` (ms, s, m or h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is out of range"))
-}
-
 /// How events are written to stdout.
 struct Output {
     json: bool,
@@ -280,28 +257,6 @@ impl Output {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(
-            parse_duration("soon")
-                .unwrap_err()
-                .contains("not a duration")
-        );
-        assert!(
-            parse_duration("5 days")
-                .unwrap_err()
-                .contains("unknown unit")
-        );
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("1e400s").is_err());
-    }
 
     /// A message as the client yields it, from the wire.
     fn message(wire: &str) -> MessageEvent {

@@ -17,20 +17,39 @@ mod token;
 
 /// Tidings: a Server-Sent Events hub (Mercure protocol), client and toolkit.
 #[derive(Debug, Parser)]
-#[command(name = "tidings", version, about, propagate_version = true)]
+#[command(
+    name = "tidings",
+    version,
+    about,
+    propagate_version = true,
+    after_help = EXAMPLES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// One line per subcommand, in the order of the help's list (the order a newcomer
+/// needs them in): start a hub, publish to it, listen to it, mint tokens for an app.
+const EXAMPLES: &str = "\
+Examples:
+  tidings serve          run a hub on 127.0.0.1:3000; it prints a key and a token
+  tidings publish --topic /books/1 --data '{\"title\":\"Dune\"}' --token \"$TOKEN\"
+  tidings listen 'http://127.0.0.1:3000/.well-known/mercure?topic=/books/1'
+  tidings token --jwt-key \"$TIDINGS_JWT_KEY\" --publish '*' --subscribe '*' --ttl 1h
+
+Durations are a number and a unit: 500ms, 90s, 1.5h, 2m30s (a bare number is seconds).
+Yes/no variables (TIDINGS_NO_DEMO...) take 1/0, true/false, yes/no or on/off.";
+
+// The variants' order is the order `--help` lists them in.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Connect to an SSE stream and print its events (a curl for SSE).
-    Listen(listen::Args),
     /// Run the hub (Mercure protocol) with durable history.
     Serve(Box<serve::Args>),
     /// Publish one update to a hub and print its id.
     Publish(publish::Args),
+    /// Connect to an SSE stream and print its events (a curl for SSE).
+    Listen(listen::Args),
     /// Mint a JWT for publishers and subscribers.
     Token(token::Args),
 }
@@ -73,8 +92,72 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("tidings: {err:#}");
+            eprintln!("tidings: {}", one_line(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, `error: cause: cause`, each cause once.
+///
+/// The workspace's errors name their source in their own message *and* return it from
+/// `source()` (so that a plain `{err}` says everything), which anyhow's `{:#}` would
+/// print twice or more; a cause whose text is already in the line is skipped. Line
+/// breaks inside a message become spaces.
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    /// An error that, like the workspace's, names its source in its message too.
+    #[derive(Debug)]
+    struct Wrapping(&'static str, Option<Box<Wrapping>>);
+
+    impl std::fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match &self.1 {
+                Some(source) => write!(f, "{}: {source}", self.0),
+                None => f.write_str(self.0),
+            }
+        }
+    }
+
+    impl std::error::Error for Wrapping {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|s| s as _)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let lock = Wrapping("Database already open. Cannot acquire lock.", None);
+        let storage = Wrapping("history storage failed", Some(Box::new(lock)));
+        let open = Wrapping("cannot open the history file t.db", Some(Box::new(storage)));
+        let err = anyhow::Error::new(open).context("cannot start the hub");
+        assert_eq!(
+            one_line(&err),
+            "cannot start the hub: cannot open the history file t.db: history storage \
+             failed: Database already open. Cannot acquire lock."
+        );
+        // Causes that do not repeat themselves are all kept, in order.
+        let err = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(one_line(&err), "outer: middle: inner");
+        let err = anyhow::anyhow!("two\nlines").context("outer");
+        assert_eq!(one_line(&err), "outer: two lines");
     }
 }

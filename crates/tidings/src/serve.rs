@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use tidings_hub::auth::{KeyConfig, MercureClaims, SigningKey, generate_secret, mint};
 use tidings_hub::log::Retention;
 use tidings_hub::topic::{DEFAULT_TEMPLATE_CACHE_BYTES, SelectorLimits};
@@ -18,7 +19,7 @@ use tidings_hub::{
     ServerLimits,
 };
 
-use crate::config::{ByteSize, FileConfig, key_rule, parse_duration, verifying_key};
+use crate::config::{ByteSize, FileConfig, duration_setting, key_rule, parse_addr, verifying_key};
 
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 const DEFAULT_DB: &str = "./tidings.db";
@@ -29,8 +30,10 @@ pub(crate) struct Args {
     /// A TOML file with any of these settings (keys named like the flags, `_` for `-`).
     #[arg(long, env = "TIDINGS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The address to listen on [default: 127.0.0.1:3000].
-    #[arg(long, env = "TIDINGS_ADDR")]
+    /// The address to listen on: IP:PORT, [IPv6]:PORT, HOST:PORT (localhost is
+    /// 127.0.0.1), or :PORT for every IPv4 interface (0.0.0.0:PORT) [default:
+    /// 127.0.0.1:3000].
+    #[arg(long, env = "TIDINGS_ADDR", value_name = "ADDR")]
     addr: Option<String>,
     /// The key of both publisher and subscriber tokens: an HMAC secret, or a PEM public
     /// key or JWK set (inline or a file's path). Without any key, one is generated and
@@ -54,13 +57,13 @@ pub(crate) struct Args {
     #[arg(long, env = "TIDINGS_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
     subscriber_jwt_key: Option<String>,
     /// Accept an HMAC secret shorter than 32 bytes (256 bits), which can be guessed.
-    #[arg(long, env = "TIDINGS_ALLOW_WEAK_KEY")]
+    #[arg(long, env = "TIDINGS_ALLOW_WEAK_KEY", value_parser = BoolishValueParser::new())]
     allow_weak_key: bool,
     /// The history file [default: ./tidings.db].
     #[arg(long, env = "TIDINGS_DB", value_name = "PATH")]
     db: Option<PathBuf>,
     /// Keep history in memory only (lost on restart).
-    #[arg(long, env = "TIDINGS_NO_HISTORY")]
+    #[arg(long, env = "TIDINGS_NO_HISTORY", value_parser = BoolishValueParser::new())]
     no_history: bool,
     /// The most updates kept in history; 0 for no limit [default: 100000].
     #[arg(long, env = "TIDINGS_HISTORY_SIZE", value_name = "N")]
@@ -73,7 +76,7 @@ pub(crate) struct Args {
     #[arg(long, env = "TIDINGS_HISTORY_MAX_BYTES", value_name = "SIZE")]
     history_max_bytes: Option<String>,
     /// Refuse subscribers without a token (401) instead of giving them public updates.
-    #[arg(long, env = "TIDINGS_NO_ANONYMOUS")]
+    #[arg(long, env = "TIDINGS_NO_ANONYMOUS", value_parser = BoolishValueParser::new())]
     no_anonymous: bool,
     /// An origin allowed to use the hub from a browser, with credentials (repeatable).
     #[arg(
@@ -95,7 +98,7 @@ pub(crate) struct Args {
     #[arg(long, env = "TIDINGS_HEARTBEAT", value_name = "DURATION")]
     heartbeat: Option<String>,
     /// Do not publish subscription events nor serve the subscriptions API.
-    #[arg(long, env = "TIDINGS_NO_SUBSCRIPTIONS")]
+    #[arg(long, env = "TIDINGS_NO_SUBSCRIPTIONS", value_parser = BoolishValueParser::new())]
     no_subscriptions: bool,
     /// How many updates may wait for one subscriber before it is disconnected
     /// [default: 1024].
@@ -135,7 +138,7 @@ pub(crate) struct Args {
     #[arg(long, env = "TIDINGS_TEMPLATE_CACHE_SIZE", value_name = "BYTES")]
     template_cache_size: Option<usize>,
     /// Do not run the demo publisher (pings and messages on /demo/ping for the Ping page).
-    #[arg(long, env = "TIDINGS_NO_DEMO")]
+    #[arg(long, env = "TIDINGS_NO_DEMO", value_parser = BoolishValueParser::new())]
     no_demo: bool,
     // Boxed: keeps the subcommands' argument types of like size.
     #[command(flatten)]
@@ -194,11 +197,7 @@ impl ServerFlags {
     fn resolve(self, file: &FileConfig) -> anyhow::Result<ServerLimits> {
         let duration = |flag: Option<String>, key: &Option<String>, name: &str| {
             flag.or_else(|| key.clone())
-                .map(|text| {
-                    parse_duration(&text)
-                        .map_err(anyhow::Error::msg)
-                        .with_context(|| format!("--{name}"))
-                })
+                .map(|text| duration_setting(&text, &format!("--{name}")))
                 .transpose()
         };
         let mut limits = ServerLimits::default();
@@ -281,9 +280,8 @@ impl Settings {
             .addr
             .or(file.addr)
             .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
-        let addr: SocketAddr = addr_text
-            .parse()
-            .with_context(|| format!("invalid --addr {addr_text:?}: expected IP:PORT"))?;
+        let addr = parse_addr(&addr_text)
+            .map_err(|reason| anyhow::anyhow!("invalid --addr {addr_text:?}: {reason}"))?;
         // Each key is read and parsed once, here, and handed to the hub as parsed; errors
         // name the option (also for the TOML key of the same name).
         let allow_weak = args.allow_weak_key || file.allow_weak_key.unwrap_or(false);
@@ -329,9 +327,7 @@ impl Settings {
         };
         let max_age = match args.history_max_age.or(file.history_max_age) {
             Some(text) => {
-                let age = parse_duration(&text)
-                    .map_err(anyhow::Error::msg)
-                    .context("--history-max-age")?;
+                let age = duration_setting(&text, "--history-max-age")?;
                 (!age.is_zero()).then_some(age)
             }
             None => defaults.max_age,
@@ -352,9 +348,7 @@ impl Settings {
         };
         let heartbeat = match args.heartbeat.or(file.heartbeat) {
             Some(text) => {
-                let every = parse_duration(&text)
-                    .map_err(anyhow::Error::msg)
-                    .context("--heartbeat")?;
+                let every = duration_setting(&text, "--heartbeat")?;
                 (!every.is_zero()).then_some(every)
             }
             None => Some(DEFAULT_HEARTBEAT),

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use tidings_hub::auth::{MercureClaims, mint};
 
 use crate::config::{key_rule, parse_duration, signing_key};
@@ -25,7 +26,7 @@ pub(crate) struct Args {
     )]
     jwt_key: String,
     /// Accept an HMAC secret shorter than 32 bytes (256 bits), which can be guessed.
-    #[arg(long, env = "TIDINGS_ALLOW_WEAK_KEY")]
+    #[arg(long, env = "TIDINGS_ALLOW_WEAK_KEY", value_parser = BoolishValueParser::new())]
     allow_weak_key: bool,
     /// A topic selector the token may publish to (repeatable; `*` for all).
     #[arg(long = "publish", value_name = "SELECTOR")]
@@ -36,8 +37,9 @@ pub(crate) struct Args {
     /// Free JSON shown in subscription events (`mercure.payload`).
     #[arg(long, value_name = "JSON")]
     payload: Option<String>,
-    /// How long the token is valid (e.g. `1h`); without it, it never expires.
-    #[arg(long, value_parser = parse_duration)]
+    /// How long the token is valid, e.g. `1h`, `1.5h`, `90s` or `2m30s`; without it, it
+    /// never expires.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     ttl: Option<Duration>,
 }
 

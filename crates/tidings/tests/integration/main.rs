@@ -5,5 +5,6 @@
 mod cli;
 mod crash;
 mod listen;
+mod mistakes;
 mod process;
 mod shutdown;

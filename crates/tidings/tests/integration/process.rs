@@ -32,13 +32,30 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Starts `tidings serve --addr 127.0.0.1:0 <args>` and waits until it listens.
+    /// Starts `tidings serve --addr 127.0.0.1:0 <args>` (no `--addr` of its own when
+    /// `args` has one) and waits until it listens.
     pub(crate) fn start(args: &[&str], db: Option<&Path>) -> Server {
         let mut command = tidings();
-        command.args(["serve", "--addr", "127.0.0.1:0"]).args(args);
+        command.arg("serve");
+        if !args.contains(&"--addr") {
+            command.args(["--addr", "127.0.0.1:0"]);
+        }
+        command.args(args);
         if let Some(db) = db {
             command.arg("--db").arg(db);
         }
+        Server::spawn(command)
+    }
+
+    /// Like [`Server::start`] without a history file, with these environment variables.
+    pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut command = tidings();
+        command.args(["serve", "--addr", "127.0.0.1:0"]).args(args);
+        command.envs(env.iter().copied());
+        Server::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Server {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
