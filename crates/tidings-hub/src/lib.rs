@@ -56,3 +56,8 @@ pub use server::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_IP,
     DEFAULT_SHUTDOWN_GRACE, DEFAULT_WRITE_TIMEOUT, FALLBACK_MAX_CONNECTIONS, ServerLimits,
 };
+
+/// The README's examples, compiled and run as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -15,7 +15,9 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const README: &str = include_str!("../../../../README.md");
+/// The repository's README, read when the test runs (the packaged crate holds no
+/// README of the repository, so it must not be needed to compile the tests).
+const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
 const README_ADDR: &str = "127.0.0.1:3000";
 /// How long any one step may take on a loaded machine.
 const STEP: Duration = Duration::from_secs(60);
@@ -191,7 +193,8 @@ fn start_hub(dir: &Path, serve: &[String], addr: Option<&str>) -> Option<(Bash, 
 
 #[test]
 fn the_first_screen_works_pasted_line_by_line() {
-    let blocks = code_blocks(README);
+    let readme = std::fs::read_to_string(README).expect("read the repository's README.md");
+    let blocks = code_blocks(&readme);
     let marked: Vec<_> = blocks
         .iter()
         .filter_map(|(mark, _)| mark.as_deref())
@@ -214,6 +217,15 @@ fn the_first_screen_works_pasted_line_by_line() {
             .unwrap();
         for_bash(lines)
     };
+    // The binary's own README shows the same second terminal.
+    let crate_readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read crates/tidings/README.md");
+    let same: Vec<_> = code_blocks(&crate_readme)
+        .into_iter()
+        .filter(|(mark, _)| mark.as_deref() == Some("second terminal"))
+        .map(|(_, lines)| lines)
+        .collect();
+    assert_eq!(same, [block("second terminal")], "crates/tidings/README.md");
     let install = block("install");
     assert!(
         install.is_empty(),
