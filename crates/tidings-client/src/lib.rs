@@ -95,3 +95,8 @@ pub use event::{Event, MessageEvent, ReadyState};
 pub use event_source::{CloseHandle, EventSource};
 pub use reconnect::Backoff;
 pub use tidings_wire::Text;
+
+/// The README's examples, compiled and run as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

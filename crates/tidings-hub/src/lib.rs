@@ -82,3 +82,8 @@ pub use server::{
     DEFAULT_MAX_REQUESTS_PER_IP, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WRITE_TIMEOUT,
     FALLBACK_MAX_CONNECTIONS, ServerLimits,
 };
+
+/// The README's examples, compiled and run as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -39,3 +39,8 @@ pub use text::Text;
 
 /// The media type of an event stream.
 pub const MIME_TYPE: &str = "text/event-stream";
+
+/// The README's examples, compiled and run as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

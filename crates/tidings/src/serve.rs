@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::builder::BoolishValueParser;
-use tidings_hub::auth::{KeyConfig, MercureClaims, SigningKey, generate_secret, mint};
+use tidings_hub::auth::{KeyConfig, generate_secret};
 use tidings_hub::log::Retention;
 use tidings_hub::topic::{DEFAULT_TEMPLATE_CACHE_BYTES, SelectorLimits};
 use tidings_hub::{
@@ -20,6 +20,10 @@ use tidings_hub::{
 };
 
 use crate::config::{ByteSize, FileConfig, duration_setting, key_rule, parse_addr, verifying_key};
+
+mod getting_started;
+
+use getting_started::GettingStarted;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 const DEFAULT_DB: &str = "./tidings.db";
@@ -37,7 +41,7 @@ pub(crate) struct Args {
     addr: Option<String>,
     /// The key of both publisher and subscriber tokens: an HMAC secret, or a PEM public
     /// key or JWK set (inline or a file's path). Without any key, one is generated and
-    /// printed.
+    /// printed, with a token written next to the history.
     #[arg(
         long,
         env = "TIDINGS_JWT_KEY",
@@ -45,7 +49,8 @@ pub(crate) struct Args {
         long_help = concat!(
             "The key of both publisher and subscriber tokens: an HMAC secret, or a PEM \
              public key or JWK set, inline or in a file. Without any key, one is generated \
-             and printed.\n\n",
+             and printed, with a token that may do everything, also written next to the \
+             history (./tidings.token; removed when the hub stops).\n\n",
             key_rule!()
         )
     )]
@@ -535,10 +540,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", settings.addr))?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}{}", tidings_hub::HUB_PATH);
+    // The token file exists before the hub says it listens; it goes when `run` ends.
+    let getting_started = generated
+        .map(|secret| GettingStarted::new(secret, settings.db.as_deref()))
+        .transpose()?;
     println!("tidings: hub listening on {url}");
     println!("tidings: demo and live console at http://{addr}/");
-    if let Some(secret) = generated {
-        print_getting_started(&secret, &url)?;
+    if let Some(getting_started) = &getting_started {
+        getting_started.print(&url);
     }
     tracing::info!(%addr, history = ?settings.db, "hub started");
     let demo = settings.demo.then(|| tidings_hub::web::spawn_demo(&hub));
@@ -554,29 +563,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     hub.close().await;
     tracing::info!("hub stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// What a new user needs to try the hub at once: the key, a token, a curl line.
-fn print_getting_started(secret: &str, url: &str) -> anyhow::Result<()> {
-    let claims = MercureClaims {
-        publish: Some(vec!["*".into()]),
-        subscribe: Some(vec!["*".into()]),
-        payload: None,
-    };
-    let token = mint(&SigningKey::hmac(secret), &claims, None)?;
-    println!();
-    println!("No JWT key was given, so this one was generated for this run (HS256):");
-    println!("  TIDINGS_JWT_KEY={secret}");
-    println!("A token that may publish and subscribe to every topic:");
-    println!("  {token}");
-    println!("Subscribe:");
-    println!("  curl -N '{url}?topic=https://example.com/books/1'");
-    println!("Publish:");
-    println!(
-        "  curl -H 'Authorization: Bearer {token}' -d 'topic=https://example.com/books/1' -d 'data={{\"title\":\"Dune\"}}' {url}"
-    );
-    println!();
-    Ok(())
 }
 
 /// Completes on Ctrl-C or, on Unix, SIGTERM.
