@@ -152,10 +152,11 @@ def non_reader(args):
     while metric(args.hub, "tidings_connections") > 0 and time.monotonic() - start < 120:
         time.sleep(0.5)
     took = time.monotonic() - start
+    write_timeouts = metric(args.hub, 'tidings_timeouts_total{kind="write"}')
+    slow = metric(args.hub, "tidings_slow_subscriber_disconnects_total")
     print(
         f"non-reader: subscriber that never reads, 40 x 256 KiB published: dropped {took:.1f} s after "
-        f"the last publish; write timeouts {metric(args.hub, 'tidings_timeouts_total{kind=\"write\"}'):.0f}, "
-        f"slow disconnects {metric(args.hub, 'tidings_slow_subscriber_disconnects_total'):.0f}; "
+        f"the last publish; write timeouts {write_timeouts:.0f}, slow disconnects {slow:.0f}; "
         f"RSS {before} -> {rss_kib(args.pid) if args.pid else 0} KiB"
     )
     sock.close()
