@@ -39,6 +39,17 @@
 //! reopened, the writer takes the last position and the byte total from the
 //! file again, so a batch that was answered with an error but did become
 //! durable is neither overwritten nor counted twice.
+//!
+//! A panic of the writer thread (a bug) is caught where the thread starts
+//! and recorded as the log's failure ([`LogError::WriterStopped`]), so that
+//! [`FileLog::health`] does not say writable while every append fails.
+//!
+//! # Damaged records and newer formats
+//!
+//! Retention removes an undecodable record only when the count or the byte
+//! limit requires a removal (see [`Writer::prune`]). A file whose oldest or
+//! newest record has a format version above the ones this build knows was
+//! written by a newer tidings: [`initialise`] refuses it, changing nothing.
 
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -116,10 +127,16 @@ struct Shared {
     failure: Mutex<Option<(LogError, SystemTime)>>,
     /// Set when the writer stops.
     closed: AtomicBool,
-    /// Positions of the records reads found undecodable, so that each is
-    /// logged and counted once however often it is read.
+    /// Positions of the records found undecodable, so that each is logged
+    /// and counted once however often it is read.
     corrupt: Mutex<HashSet<u64>>,
+    /// Set once the byte total was found lower than the records it counts,
+    /// so that this is logged once.
+    bytes_drift: AtomicBool,
     counters: Counters,
+    /// Makes the next commit panic, as a bug in the writer would.
+    #[cfg(test)]
+    panic_on_commit: AtomicBool,
 }
 
 #[derive(Default)]
@@ -157,8 +174,17 @@ impl Shared {
         *self.db.write().unwrap_or_else(PoisonError::into_inner) = db;
     }
 
-    /// Notes an undecodable record: logged and counted the first time only.
+    /// Notes an undecodable record that a read skips: logged and counted the
+    /// first time only.
     fn corrupt(&self, position: u64, reason: &'static str) {
+        if self.first_corrupt(position) {
+            tracing::warn!(position, reason, "skipping an unreadable history record");
+        }
+    }
+
+    /// Counts an undecodable record unless it was counted before; says
+    /// whether this was the first time.
+    fn first_corrupt(&self, position: u64) -> bool {
         let first = self
             .corrupt
             .lock()
@@ -168,7 +194,37 @@ impl Shared {
             self.counters
                 .corrupt_records
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(position, reason, "skipping an unreadable history record");
+        }
+        first
+    }
+
+    /// Takes `size` off the byte total `bytes`. A total that would go below
+    /// zero was wrong before (a file changed behind the log's back, or a
+    /// bug): it stays at zero, and that is logged, once.
+    fn take_bytes(&self, bytes: &mut u64, size: u64) {
+        if *bytes < size && !self.bytes_drift.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                total = *bytes,
+                removed = size,
+                "the history's byte total was lower than the records it counts; it stays at 0 for now"
+            );
+        }
+        *bytes = bytes.saturating_sub(size);
+    }
+
+    /// Why an append failed because the writer is gone: it was closed, or it
+    /// stopped on a panic.
+    fn stopped(&self) -> LogError {
+        if self.closed.load(Ordering::Acquire) {
+            return LogError::Closed;
+        }
+        match self.failure() {
+            Some((error @ LogError::WriterStopped { .. }, _)) => error,
+            // Not closed, so the writer panicked, and is still unwinding: the
+            // panic's message is recorded a moment later.
+            _ => LogError::WriterStopped {
+                reason: "it panicked".to_owned(),
+            },
         }
     }
 }
@@ -198,7 +254,10 @@ impl FileLog {
             failure: Mutex::new(None),
             closed: AtomicBool::new(false),
             corrupt: Mutex::new(HashSet::new()),
+            bytes_drift: AtomicBool::new(false),
             counters: Counters::default(),
+            #[cfg(test)]
+            panic_on_commit: AtomicBool::new(false),
         });
         shared
             .counters
@@ -221,9 +280,22 @@ impl FileLog {
             probe_size: PROBE_SIZES.0,
             last_failure: None,
         };
+        let stopped = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("tidings-log-writer".into())
-            .spawn(move || writer.run(queue))
+            .spawn(move || {
+                // Only the normal exits of `run` mark the log closed: after a
+                // panic, say why, or the log would look writable while every
+                // append fails.
+                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| writer.run(queue))) {
+                    let reason = panic_message(panic.as_ref());
+                    tracing::error!(%reason, "the history writer thread panicked; appends fail until the log is opened again");
+                    stopped.set_failure(Some((
+                        LogError::WriterStopped { reason },
+                        SystemTime::now(),
+                    )));
+                }
+            })
             .map_err(|error| LogError::Open {
                 path: path.clone(),
                 source: StorageError::new(error),
@@ -246,9 +318,18 @@ impl FileLog {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request::Append { update, reply })
-            .map_err(|_| LogError::Closed)?;
+            .map_err(|_| self.shared.stopped())?;
         // The writer drops the reply unanswered only when it stops.
-        answer.await.unwrap_or(Err(LogError::Closed))
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(self.shared.stopped()),
+        }
+    }
+
+    /// Makes the writer panic at its next commit.
+    #[cfg(test)]
+    pub(super) fn inject_commit_panic(&self) {
+        self.shared.panic_on_commit.store(true, Ordering::SeqCst);
     }
 
     pub(super) async fn read_after(&self, after: u64, max: usize) -> Result<Vec<Stored>, LogError> {
@@ -288,8 +369,16 @@ impl FileLog {
         self.read(move |db, _| {
             let txn = db.begin_read().map_err(LogError::storage)?;
             let ids = txn.open_table(IDS).map_err(LogError::storage)?;
-            let position = ids.get(id.as_str()).map_err(LogError::storage)?;
-            Ok(position.map(|p| p.value()))
+            let Some(position) = ids.get(id.as_str()).map_err(LogError::storage)? else {
+                return Ok(None);
+            };
+            let position = position.value();
+            // An entry may outlive its record: retention removed an
+            // undecodable record whose id it could not read. Such an id is
+            // forgotten, as if it had been pruned.
+            let updates = txn.open_table(UPDATES).map_err(LogError::storage)?;
+            let exists = updates.get(position).map_err(LogError::storage)?.is_some();
+            Ok(exists.then_some(position))
         })
         .await
     }
@@ -429,7 +518,7 @@ fn initialise(path: &Path) -> Result<Opened, LogError> {
         reason,
     };
     match catch_unwind(AssertUnwindSafe(|| open_tables(path))) {
-        Ok(Ok(opened)) => Ok(opened),
+        Ok(Ok(Ok(opened))) => Ok(opened),
         Ok(Err(error)) => match &*error.0 {
             redb::Error::Corrupted(reason) => Err(damaged(reason.clone())),
             _ => Err(LogError::Open {
@@ -437,12 +526,12 @@ fn initialise(path: &Path) -> Result<Opened, LogError> {
                 source: error,
             }),
         },
+        Ok(Ok(Err(version))) => Err(LogError::NewerFormat {
+            path: path.to_path_buf(),
+            version,
+        }),
         Err(panic) => {
-            let reason = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "the storage engine panicked".to_owned());
+            let reason = panic_message(panic.as_ref());
             Err(damaged(format!(
                 "the storage engine cannot read it: {reason}"
             )))
@@ -450,8 +539,44 @@ fn initialise(path: &Path) -> Result<Opened, LogError> {
     }
 }
 
-fn open_tables(path: &Path) -> Result<Opened, StorageError> {
+/// The message a panic was given, if it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// The format version of the records in a file written by a newer build,
+/// if it is one. Only the oldest and the newest record are looked at, so
+/// that opening reads no more than that: a newer build writes the newest
+/// records, and its records outlive ours only if it rewrote the oldest.
+fn newer_format(db: &Database) -> Result<Option<u8>, StorageError> {
+    let txn = db.begin_read().map_err(StorageError::new)?;
+    let updates = match txn.open_table(UPDATES) {
+        Ok(updates) => updates,
+        // A new file.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(error) => return Err(StorageError::new(error)),
+    };
+    let ends = [
+        updates.first().map_err(StorageError::new)?,
+        updates.last().map_err(StorageError::new)?,
+    ];
+    Ok(ends
+        .into_iter()
+        .flatten()
+        .find_map(|(_, record)| record::newer_version(record.value())))
+}
+
+/// The file opened, or the format version of its records if a newer build
+/// wrote them (the file is then left as it was).
+fn open_tables(path: &Path) -> Result<Result<Opened, u8>, StorageError> {
     let db = Database::create(path).map_err(StorageError::new)?;
+    if let Some(version) = newer_format(&db)? {
+        return Ok(Err(version));
+    }
     let txn = db.begin_write().map_err(StorageError::new)?;
     // A probe left by a writer that stopped between its two transactions.
     txn.delete_table(PROBE).map_err(StorageError::new)?;
@@ -487,11 +612,11 @@ fn open_tables(path: &Path) -> Result<Opened, StorageError> {
         (recorded.max(newest), bytes)
     };
     txn.commit().map_err(StorageError::new)?;
-    Ok(Opened {
+    Ok(Ok(Opened {
         db,
         last_position,
         bytes,
-    })
+    }))
 }
 
 struct Writer {
@@ -567,9 +692,10 @@ impl Writer {
             }
             if let Some(done) = close {
                 // Appends queued after the close are dropped with the queue;
-                // their callers get `Closed`.
-                drop(queue);
+                // their callers get `Closed` (marked first, so that they do
+                // not take it for a crash).
                 self.shared.closed.store(true, Ordering::Release);
+                drop(queue);
                 let _ = done.send(());
                 tracing::debug!("history writer stopped");
                 return;
@@ -582,6 +708,10 @@ impl Writer {
     /// Writes one batch in one durable transaction, then answers every
     /// caller: nobody hears "appended" before the `fsync` returned.
     fn commit(&mut self, batch: Vec<Pending>) {
+        #[cfg(test)]
+        if self.shared.panic_on_commit.swap(false, Ordering::SeqCst) {
+            panic!("a panic injected by a test");
+        }
         let size = batch.len();
         let now = (self.clock)();
         let (updates, replies): (Vec<Update>, Vec<_>) = batch.into_iter().unzip();
@@ -621,11 +751,13 @@ impl Writer {
             }
             Err(error) => {
                 tracing::error!(cause = %error, size, "history write failed");
+                // Noted before the callers hear of it, so that one who then
+                // asks for the log's health hears of it too.
+                self.probe_size = batch_bytes.clamp(PROBE_SIZES.0, PROBE_SIZES.1);
+                self.failed(error.clone());
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
-                self.probe_size = batch_bytes.clamp(PROBE_SIZES.0, PROBE_SIZES.1);
-                self.failed(error);
             }
         }
     }
@@ -662,7 +794,7 @@ impl Writer {
                     update: Arc::new(update),
                 });
             }
-            prune(&self.retention, &mut positions, &mut ids, now, &mut bytes)?;
+            self.prune(&mut positions, &mut ids, now, &mut bytes)?;
             let mut meta = txn.open_table(META).map_err(LogError::storage)?;
             meta.insert(LAST_POSITION, next)
                 .map_err(LogError::storage)?;
@@ -676,7 +808,9 @@ impl Writer {
     }
 
     /// Removes expired updates while the writer is idle. Cheap when nothing
-    /// expired: one read of the oldest record, no write.
+    /// expired: one read of the oldest decodable record (and of the
+    /// undecodable ones before it, which the age limit passes over), no
+    /// write.
     fn expire(&mut self) {
         let Some(max_age) = self.retention.max_age else {
             return;
@@ -685,7 +819,7 @@ impl Writer {
             return;
         };
         let now = (self.clock)();
-        match oldest_expired(&db, now, max_age) {
+        match oldest_expired(&db, &self.shared, now, max_age) {
             Ok(false) => {}
             Ok(true) => {
                 let mut bytes = self.bytes;
@@ -695,8 +829,7 @@ impl Writer {
                     let removed = {
                         let mut positions = txn.open_table(UPDATES).map_err(LogError::storage)?;
                         let mut ids = txn.open_table(IDS).map_err(LogError::storage)?;
-                        let removed =
-                            prune(&self.retention, &mut positions, &mut ids, now, &mut bytes)?;
+                        let removed = self.prune(&mut positions, &mut ids, now, &mut bytes)?;
                         txn.open_table(META)
                             .map_err(LogError::storage)?
                             .insert(RETAINED_BYTES, bytes)
@@ -853,17 +986,46 @@ impl Writer {
     }
 }
 
-fn oldest_expired(db: &Database, now: u64, max_age: Duration) -> Result<bool, LogError> {
+/// Whether the age limit removes anything now: one read of the oldest
+/// decodable record, no write.
+fn oldest_expired(
+    db: &Database,
+    shared: &Shared,
+    now: u64,
+    max_age: Duration,
+) -> Result<bool, LogError> {
     let txn = db.begin_read().map_err(LogError::storage)?;
     let positions = txn.open_table(UPDATES).map_err(LogError::storage)?;
-    let oldest = positions.first().map_err(LogError::storage)?;
-    Ok(match oldest {
-        None => false,
-        Some((_, bytes)) => match record::decode_head(bytes.value()) {
-            Ok(head) => expired(head.appended_at_ms, now, max_age),
-            Err(_) => true,
-        },
-    })
+    Ok(!expired_records(&positions, shared, now, max_age, 1)?.is_empty())
+}
+
+/// Up to `limit` of the oldest records that the age limit removes, as
+/// (position, length, id): those before the first decodable record that is
+/// not expired. Undecodable records are passed over (and noted), not
+/// returned: their age cannot be known.
+fn expired_records(
+    positions: &impl ReadableTable<u64, &'static [u8]>,
+    shared: &Shared,
+    now: u64,
+    max_age: Duration,
+    limit: usize,
+) -> Result<Vec<(u64, u64, String)>, LogError> {
+    let mut found = Vec::new();
+    for entry in positions.iter().map_err(LogError::storage)? {
+        if found.len() == limit {
+            break;
+        }
+        let (position, record) = entry.map_err(LogError::storage)?;
+        let (position, record) = (position.value(), record.value());
+        match record::decode_head(record) {
+            Ok(head) if expired(head.appended_at_ms, now, max_age) => {
+                found.push((position, record.len() as u64, head.id));
+            }
+            Ok(_) => break,
+            Err(reason) => shared.corrupt(position, reason),
+        }
+    }
+    Ok(found)
 }
 
 fn expired(appended_at_ms: u64, now: u64, max_age: Duration) -> bool {
@@ -871,60 +1033,89 @@ fn expired(appended_at_ms: u64, now: u64, max_age: Duration) -> bool {
     now.saturating_sub(appended_at_ms) >= max_age_ms
 }
 
-/// Removes the oldest updates beyond the retention limits from both tables,
-/// taking their lengths off `bytes`; returns how many went. An undecodable
-/// oldest record is removed too (with a warning) rather than blocking expiry
-/// forever. An id's entry goes only with the occurrence it points at: the
-/// latest occurrence of a reused id keeps it.
-fn prune(
-    retention: &Retention,
-    positions: &mut redb::Table<'_, u64, &[u8]>,
+/// Removes the entry of `id` if it points at `position`: the latest
+/// occurrence of a reused id keeps it.
+fn forget_id(
     ids: &mut redb::Table<'_, &str, u64>,
-    now: u64,
-    bytes: &mut u64,
-) -> Result<u64, LogError> {
-    let max_updates = retention.max_updates.unwrap_or(u64::MAX);
-    let max_bytes = retention.max_bytes.unwrap_or(u64::MAX);
-    let mut len = positions.len().map_err(LogError::storage)?;
-    let mut removed = 0;
-    loop {
-        let (position, size, id) = {
-            let Some((position, record)) = positions.first().map_err(LogError::storage)? else {
-                break;
-            };
-            let position = position.value();
-            let size = record.value().len() as u64;
-            match record::decode_head(record.value()) {
-                Ok(head) => {
-                    let too_old = retention
-                        .max_age
-                        .is_some_and(|age| expired(head.appended_at_ms, now, age));
-                    // The newest stays whatever its size.
-                    let too_big = *bytes > max_bytes && len > 1;
-                    if !too_old && !too_big && len <= max_updates {
-                        break;
-                    }
-                    (position, size, Some(head.id))
-                }
-                Err(reason) => {
-                    tracing::warn!(position, reason, "removing an unreadable history record");
-                    (position, size, None)
-                }
-            }
-        };
-        positions.remove(position).map_err(LogError::storage)?;
-        if let Some(id) = id {
-            let latest = ids
-                .get(id.as_str())
-                .map_err(LogError::storage)?
-                .map(|p| p.value());
-            if latest == Some(position) {
-                ids.remove(id.as_str()).map_err(LogError::storage)?;
+    id: &str,
+    position: u64,
+) -> Result<(), LogError> {
+    let latest = ids.get(id).map_err(LogError::storage)?.map(|p| p.value());
+    if latest == Some(position) {
+        ids.remove(id).map_err(LogError::storage)?;
+    }
+    Ok(())
+}
+
+impl Writer {
+    /// Removes the oldest updates beyond the retention limits from both
+    /// tables, taking their lengths off `bytes`; returns how many went. An
+    /// id's entry goes only with the occurrence it points at.
+    ///
+    /// An undecodable record goes only when the count or the byte limit
+    /// requires a removal: its length is known without decoding it, its age
+    /// is not, so the age limit passes over it (the records after it still
+    /// expire) and it stays until count or bytes push it out. It is then
+    /// counted in `corrupt_records`, and its id's entry goes too if the id
+    /// can still be read; otherwise the entry is left pointing at nothing,
+    /// which `position_of` treats as forgotten. A record of a newer format
+    /// is never removed: the write fails with [`LogError::NewerFormat`].
+    fn prune(
+        &self,
+        positions: &mut redb::Table<'_, u64, &[u8]>,
+        ids: &mut redb::Table<'_, &str, u64>,
+        now: u64,
+        bytes: &mut u64,
+    ) -> Result<u64, LogError> {
+        let mut removed = 0;
+        if let Some(max_age) = self.retention.max_age {
+            for (position, size, id) in
+                expired_records(positions, &self.shared, now, max_age, usize::MAX)?
+            {
+                positions.remove(position).map_err(LogError::storage)?;
+                forget_id(ids, &id, position)?;
+                self.shared.take_bytes(bytes, size);
+                removed += 1;
             }
         }
-        *bytes = bytes.saturating_sub(size);
-        len -= 1;
-        removed += 1;
+        let max_updates = self.retention.max_updates.unwrap_or(u64::MAX);
+        let max_bytes = self.retention.max_bytes.unwrap_or(u64::MAX);
+        let mut len = positions.len().map_err(LogError::storage)?;
+        // The newest stays whatever its size.
+        while len > max_updates || (*bytes > max_bytes && len > 1) {
+            let (position, size, id) = {
+                let Some((position, record)) = positions.first().map_err(LogError::storage)? else {
+                    break;
+                };
+                let (position, record) = (position.value(), record.value());
+                let id = match record::decode_head(record) {
+                    Ok(head) => Some(head.id),
+                    Err(reason) => {
+                        if let Some(version) = record::newer_version(record) {
+                            return Err(LogError::NewerFormat {
+                                path: self.path.clone(),
+                                version,
+                            });
+                        }
+                        self.shared.first_corrupt(position);
+                        tracing::warn!(
+                            position,
+                            reason,
+                            "removing an unreadable history record: the retention limit on count or bytes pushes it out"
+                        );
+                        record::id_hint(record)
+                    }
+                };
+                (position, record.len() as u64, id)
+            };
+            positions.remove(position).map_err(LogError::storage)?;
+            if let Some(id) = id {
+                forget_id(ids, &id, position)?;
+            }
+            self.shared.take_bytes(bytes, size);
+            len -= 1;
+            removed += 1;
+        }
+        Ok(removed)
     }
-    Ok(removed)
 }

@@ -340,8 +340,9 @@ pub struct LogStats {
     /// attempts to reopen the file after a failure. Always 0 for the
     /// in-memory log.
     pub write_errors: u64,
-    /// Distinct records that reads found undecodable and skipped. Always 0
-    /// for the in-memory log.
+    /// Distinct records found undecodable: skipped by reads, or removed
+    /// when the count or byte limit pushed them out. Always 0 for the
+    /// in-memory log.
     pub corrupt_records: u64,
 }
 
@@ -353,7 +354,8 @@ pub enum LogHealth {
     /// Appends are accepted.
     Writable,
     /// The last write failed, and appends fail until the writer has reopened
-    /// the file (it keeps trying by itself).
+    /// the file (it keeps trying by itself); or, with
+    /// [`LogError::WriterStopped`], the writer thread is gone for good.
     Failing {
         /// Why the last write, or the last attempt to reopen, failed.
         error: LogError,
@@ -408,6 +410,27 @@ pub enum LogError {
         position: u64,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// The history file holds records of a format newer than this build
+    /// reads: it was written by a newer tidings (and this one was rolled
+    /// back). Refused rather than read, so that nothing in it is misread or
+    /// deleted.
+    #[error(
+        "history file {} was written by a newer tidings (record format {version}); this version reads formats 1 and 2",
+        path.display()
+    )]
+    NewerFormat {
+        /// The file.
+        path: PathBuf,
+        /// The record format version found.
+        version: u8,
+    },
+    /// The file log's writer thread stopped on a bug (a panic): no append
+    /// can succeed until the log is opened again.
+    #[error("the history writer thread stopped: {reason}")]
+    WriterStopped {
+        /// The panic's message.
+        reason: String,
     },
     /// The log was closed; it accepts no more appends.
     #[error("the history log is closed")]
@@ -498,14 +521,23 @@ impl LogError {
 /// which says what to do, rather than a panic. A record that cannot be
 /// decoded (its checksum does not match, or it does not parse) is skipped by
 /// reads, logged once and counted in [`LogStats::corrupt_records`]: a replay
-/// goes on past it.
+/// goes on past it. Retention removes such a record only when the count or
+/// byte limit requires it (its size is known without decoding it); its age
+/// cannot be known, so the age limit leaves it alone. A file holding records
+/// of a newer format (written by a newer version, before a rollback) is
+/// refused with [`LogError::NewerFormat`] rather than read or pruned.
+///
+/// Should the writer thread panic (a bug), [`Log::health`] reports
+/// [`LogError::WriterStopped`] with the panic's message, and appends fail
+/// with it.
 ///
 /// The file holds three tables: position → update, id → position, and meta
 /// (the last position ever given, so that positions keep growing even after
 /// expiry emptied the log, and the bytes the records take, so that the bound
 /// on bytes needs no scan). Updates are stored in a compact binary layout of
 /// our own, versioned by its first byte: varint lengths, no escaping, the
-/// append time first so that expiry reads no payload, a CRC-32 last.
+/// append time first so that expiry reads no payload, and (from format
+/// version 2) a CRC-32 last; version 1 records, written before, have none.
 ///
 /// ```
 /// use tidings_hub::log::{Cursor, Log, Retention, Update};

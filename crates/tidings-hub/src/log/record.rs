@@ -156,6 +156,36 @@ fn head(input: &mut Input<'_>) -> Result<Head, &'static str> {
     })
 }
 
+/// The format version of a record written by a newer build, if it is one:
+/// its version byte is above the versions this build knows, and it is not a
+/// version 2 record whose version byte was damaged (its checksum, which
+/// covers that byte, would match again with the byte put back). `None` for a
+/// record of a known version, damaged or not.
+pub(super) fn newer_version(bytes: &[u8]) -> Option<u8> {
+    let &version = bytes.first()?;
+    if version <= VERSION {
+        return None;
+    }
+    let mut repaired = bytes.to_vec();
+    repaired[0] = VERSION;
+    if body(&repaired).is_ok() {
+        None
+    } else {
+        Some(version)
+    }
+}
+
+/// The id an undecodable record of a known version most likely holds: its
+/// head read without checking the checksum. Only a hint, for the writer to
+/// find the id entry that points at a record it removes; never an update.
+pub(super) fn id_hint(bytes: &[u8]) -> Option<String> {
+    let (&version, rest) = bytes.split_first()?;
+    if version != VERSION && version != VERSION_1 {
+        return None;
+    }
+    head(&mut Input(rest)).ok().map(|head| head.id)
+}
+
 /// Reads a whole record, checking all of it.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Update, &'static str> {
     let mut input = body(bytes)?;
@@ -392,6 +422,43 @@ mod tests {
             decode(&[1, 0, 0, 0, 0xff, 0xff, 0x03]).unwrap_err(),
             "topic count exceeds the record"
         );
+    }
+
+    #[test]
+    fn a_newer_version_is_told_from_a_damaged_version_byte() {
+        let bytes = encode(&full(), 42);
+        assert_eq!(newer_version(&bytes), None);
+        assert_eq!(newer_version(&version_1(&full(), 42)), None);
+        assert_eq!(newer_version(&[]), None);
+        // A bit flipped in the version byte of a version 2 record: damage.
+        let mut flipped = bytes.clone();
+        flipped[0] = 3;
+        assert_eq!(newer_version(&flipped), None);
+        assert!(decode(&flipped).is_err());
+        // A record of a layout this build does not know.
+        let mut newer = vec![3, 0x80, 0x01];
+        newer.extend_from_slice(b"some future layout");
+        assert_eq!(newer_version(&newer), Some(3));
+        assert_eq!(newer_version(&[200]), Some(200));
+        // Damage of another kind: a known version.
+        let mut data = bytes.clone();
+        data[20] ^= 0x01;
+        assert_eq!(newer_version(&data), None);
+    }
+
+    #[test]
+    fn a_damaged_record_still_hints_at_its_id() {
+        let mut bytes = encode(&full(), 42);
+        let last = bytes.len() - CHECKSUM_LEN - 1;
+        bytes[last] ^= 0x01;
+        assert!(decode_head(&bytes).is_err());
+        assert_eq!(id_hint(&bytes).as_deref(), Some("urn:uuid:1"));
+        assert_eq!(
+            id_hint(&version_1(&full(), 1)).as_deref(),
+            Some("urn:uuid:1")
+        );
+        assert_eq!(id_hint(&[3, 0, 0, 1, b'x']), None);
+        assert_eq!(id_hint(&[2, 0]), None);
     }
 
     proptest! {

@@ -593,7 +593,7 @@ async fn an_unparsable_record_is_skipped_logged_once_and_counted() {
         let txn = db.begin_write().unwrap();
         txn.open_table(file::UPDATES)
             .unwrap()
-            .insert(2, [9u8, 9, 9].as_slice())
+            .insert(2, [1u8, 9, 9].as_slice())
             .unwrap();
         txn.commit().unwrap();
     }
@@ -790,4 +790,294 @@ async fn a_watch_wakes_on_appends_and_ends_on_close() {
             "{name}: a watch made after close"
         );
     }
+}
+
+fn payload(id: &str) -> Update {
+    Update::new(id, "/t", format!("payload-of-{id}"))
+}
+
+/// Writes `records` at their positions straight into the file, as a damaged
+/// disk or another version of tidings would have left them.
+fn overwrite(path: &Path, records: &[(u64, Vec<u8>)]) {
+    let db = redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut updates = txn.open_table(file::UPDATES).unwrap();
+        for (position, record) in records {
+            updates.insert(*position, record.as_slice()).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+}
+
+/// The positions in the file, and what its id table holds, read straight
+/// from the file once the log is closed.
+fn file_contents(path: &Path) -> (Vec<u64>, Vec<(String, u64)>) {
+    use redb::ReadableTable;
+    let db = redb::Database::create(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let updates = txn.open_table(file::UPDATES).unwrap();
+    let positions = updates
+        .iter()
+        .unwrap()
+        .map(|entry| entry.unwrap().0.value())
+        .collect();
+    let ids = txn.open_table(file::IDS).unwrap();
+    let ids = ids
+        .iter()
+        .unwrap()
+        .map(|entry| {
+            let (id, position) = entry.unwrap();
+            (id.value().to_owned(), position.value())
+        })
+        .collect();
+    (positions, ids)
+}
+
+#[tokio::test]
+async fn a_damaged_oldest_record_outlives_the_age_limit_but_is_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let clock = Arc::new(AtomicU64::new(1_000_000));
+    let retention = Retention {
+        max_age: Some(Duration::from_secs(60)),
+        ..Retention::UNLIMITED
+    };
+    let log = open_with_clock(&path, retention, &clock).await.unwrap();
+    for id in ["a", "b", "c"] {
+        log.append(payload(id)).await.unwrap();
+    }
+    log.close().await;
+    damage(&path, b"payload-of-a");
+
+    let log = open_with_clock(&path, retention, &clock).await.unwrap();
+    clock.fetch_add(61_000, Ordering::SeqCst);
+    // "b" and "c" expire with this commit; the damaged record's age cannot
+    // be known, so it stays.
+    log.append(payload("d")).await.unwrap();
+    assert_eq!(ids(&log, Cursor::Earliest).await, pairs(&[(4, "d")]));
+    assert_eq!(log.len().await.unwrap(), 2);
+    assert_eq!(log.position_of("b").await.unwrap(), None);
+    assert_eq!(log.position_of("a").await.unwrap(), Some(1));
+    assert_eq!(log.stats().corrupt_records, 1);
+
+    // The idle writer expires "d" behind it, and still not the damaged one.
+    clock.fetch_add(61_000, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while log.len().await.unwrap() > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not expired after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(log.position_of("d").await.unwrap(), None);
+    assert_eq!(ids(&log, Cursor::Earliest).await, []);
+    assert_eq!(log.stats().corrupt_records, 1, "counted once");
+    assert!(log.health().is_writable());
+    log.close().await;
+    assert_eq!(file_contents(&path).0, [1]);
+}
+
+#[tokio::test]
+async fn a_damaged_record_goes_only_when_the_count_limit_pushes_it_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let clock = Arc::new(AtomicU64::new(1_000_000));
+    let log = open_with_clock(&path, Retention::UNLIMITED, &clock)
+        .await
+        .unwrap();
+    for id in ["a", "b", "c", "d"] {
+        log.append(payload(id)).await.unwrap();
+    }
+    log.close().await;
+    let size = record::encoded_len(&payload("a"), 1_000_000);
+    // Record 1 so damaged that its id cannot be read either; record 2 with
+    // its data damaged. Both keep their length.
+    let mut garbage = vec![0xff; size];
+    garbage[0] = 2;
+    overwrite(&path, &[(1, garbage)]);
+    damage(&path, b"payload-of-b");
+
+    let retention = Retention {
+        max_updates: Some(4),
+        ..Retention::UNLIMITED
+    };
+    let log = open_with_clock(&path, retention, &clock).await.unwrap();
+    assert_eq!(
+        ids(&log, Cursor::Earliest).await,
+        pairs(&[(3, "c"), (4, "d")])
+    );
+    assert_eq!(log.stats().corrupt_records, 2);
+    assert_eq!(log.len().await.unwrap(), 4);
+    assert_eq!(log.bytes(), 4 * size as u64);
+
+    // Over the limit by one: the damaged record 1 goes. Its id entry could
+    // not be found by its id, but names nothing now.
+    log.append(payload("e")).await.unwrap();
+    assert_eq!(log.len().await.unwrap(), 4);
+    assert_eq!(log.position_of("a").await.unwrap(), None);
+    assert_eq!(log.position_of("b").await.unwrap(), Some(2));
+    log.append(payload("f")).await.unwrap();
+    assert_eq!(log.position_of("b").await.unwrap(), None);
+    assert_eq!(
+        ids(&log, Cursor::Earliest).await,
+        pairs(&[(3, "c"), (4, "d"), (5, "e"), (6, "f")])
+    );
+    assert_eq!(log.bytes(), 4 * size as u64);
+    assert_eq!(
+        log.stats().corrupt_records,
+        2,
+        "each counted once, read or removed"
+    );
+    log.close().await;
+    let (positions, ids) = file_contents(&path);
+    assert_eq!(positions, [3, 4, 5, 6]);
+    // The damaged record's readable id went with it; the unreadable one's
+    // entry is left behind, harmless.
+    assert!(!ids.iter().any(|(id, _)| id == "b"), "{ids:?}");
+    assert!(ids.contains(&("a".to_owned(), 1)), "{ids:?}");
+}
+
+/// A record of a format this build does not know, as a newer tidings might
+/// write it.
+fn version_3() -> Vec<u8> {
+    let mut record = vec![3, 0x80, 0x01];
+    record.extend_from_slice(b"a layout of the future");
+    record
+}
+
+#[tokio::test]
+async fn a_file_written_by_a_newer_version_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let log = Log::open(&path, Retention::default()).await.unwrap();
+    for id in ["a", "b"] {
+        log.append(payload(id)).await.unwrap();
+    }
+    log.close().await;
+    overwrite(&path, &[(3, version_3()), (4, version_3())]);
+
+    for _ in 0..2 {
+        let error = Log::open(&path, Retention::default()).await.unwrap_err();
+        assert!(
+            matches!(error, LogError::NewerFormat { version: 3, .. }),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "history file {} was written by a newer tidings (record format 3); this version reads formats 1 and 2",
+                path.display()
+            )
+        );
+    }
+    assert_eq!(file_contents(&path).0, [1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn a_record_of_a_newer_format_is_never_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let log = Log::open(&path, Retention::default()).await.unwrap();
+    for id in ["a", "b", "c"] {
+        log.append(payload(id)).await.unwrap();
+    }
+    log.close().await;
+    // Not at either end, where opening looks.
+    overwrite(&path, &[(2, version_3())]);
+
+    let retention = Retention {
+        max_updates: Some(2),
+        ..Retention::UNLIMITED
+    };
+    let log = Log::open(&path, retention).await.unwrap();
+    let error = log.append(payload("d")).await.unwrap_err();
+    assert!(
+        matches!(error, LogError::NewerFormat { version: 3, .. }),
+        "{error:?}"
+    );
+    assert!(
+        matches!(
+            &log.health(),
+            LogHealth::Failing {
+                error: LogError::NewerFormat { .. },
+                ..
+            }
+        ),
+        "{:?}",
+        log.health()
+    );
+    log.close().await;
+    // The whole commit was refused: nothing removed, nothing added.
+    assert_eq!(file_contents(&path).0, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn a_writer_that_panics_says_so_and_appends_fail_with_why() {
+    let fixture = fixtures(Retention::default()).await.pop().unwrap();
+    let log = &fixture.log;
+    log.append(update("a")).await.unwrap();
+    let Backend::File(file) = &log.backend else {
+        unreachable!("the file fixture")
+    };
+    file.inject_commit_panic();
+    let error = log.append(update("b")).await.unwrap_err();
+    assert!(matches!(error, LogError::WriterStopped { .. }), "{error:?}");
+    // The panic's message is recorded as the writer's unwinding ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let LogHealth::Failing {
+            error: LogError::WriterStopped { reason },
+            ..
+        } = log.health()
+        {
+            assert_eq!(reason, "a panic injected by a test");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", log.health());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!log.health().is_writable());
+    let error = log.append(update("c")).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the history writer thread stopped: a panic injected by a test"
+    );
+    // Reads go on.
+    assert_eq!(ids(log, Cursor::Earliest).await, pairs(&[(1, "a")]));
+    log.clone().close().await;
+}
+
+#[tokio::test]
+async fn a_byte_total_that_would_go_below_zero_stays_at_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let clock = Arc::new(AtomicU64::new(1_000_000));
+    let log = open_with_clock(&path, Retention::UNLIMITED, &clock)
+        .await
+        .unwrap();
+    for id in ["a", "b"] {
+        log.append(payload(id)).await.unwrap();
+    }
+    log.close().await;
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(file::META)
+            .unwrap()
+            .insert(file::RETAINED_BYTES, 0)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let retention = Retention {
+        max_updates: Some(1),
+        ..Retention::UNLIMITED
+    };
+    let log = open_with_clock(&path, retention, &clock).await.unwrap();
+    assert_eq!(log.bytes(), 0);
+    log.append(payload("c")).await.unwrap();
+    assert_eq!(ids(&log, Cursor::Earliest).await, pairs(&[(3, "c")]));
+    assert_eq!(log.bytes(), 0);
+    assert!(log.health().is_writable());
 }
