@@ -83,6 +83,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
         JAVASCRIPT,
         include_str!("../web/assets/digits.js"),
     ),
+    ("sse.js", JAVASCRIPT, include_str!("../web/assets/sse.js")),
     (
         "console.js",
         JAVASCRIPT,
