@@ -36,7 +36,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 step "cargo package: every crate packages and builds from its own files"
 # Packs each crate as crates.io would and builds it from the unpacked archive (workspace
 # dependencies come from a local registry of the archives just made), so a file a crate
-# reads from outside its folder, or leaves out of its package, fails here.
+# reads from outside its folder, or leaves out of its package, fails here. Per crate
+# (`-p tidings-hub`) it cannot work before tidings-wire is on crates.io; `--workspace` can.
 cargo package --workspace --allow-dirty --quiet
 
 step "browser end-to-end tests (Playwright, Debian's Chromium, a real tidings serve)"

@@ -313,3 +313,42 @@ test('a lost connection says so and resumes from the last event ID', async ({ pa
     await proxy.stop();
   }
 });
+
+test('the console\'s event-stream reader parses as the HTML standard says', async ({ page, hub }) => {
+  await page.goto(`${hub.url}/console`);
+  const parse = (chunks) => page.evaluate(async (chunks) => {
+    const { EventParser } = await import('./assets/sse.js');
+    const events = [];
+    const retries = [];
+    const parser = new EventParser({ dispatch: (event) => events.push(event), onRetry: (ms) => retries.push(ms) });
+    chunks.forEach((chunk, i) => parser.push(chunk, i === chunks.length - 1));
+    return { events, retries, lastEventId: parser.lastEventId };
+  }, chunks);
+
+  // CRLF split between two chunks, CR alone, LF alone: three line ends, one event each.
+  expect((await parse(['data: a\r', '\n\r\n', 'data: b\r\rdata: c\n\n', ''])).events).toEqual([
+    { type: 'message', data: 'a', id: null, lastEventId: '' },
+    { type: 'message', data: 'b', id: null, lastEventId: '' },
+    { type: 'message', data: 'c', id: null, lastEventId: '' },
+  ]);
+  // Fields: several data lines, a type, an id that later events keep, comments, a field
+  // without a colon, one space after the colon removed and only one.
+  const fields = await parse([
+    ': a comment\nevent: created\ndata:one\ndata:  two\nid: 7\n\n',
+    'data\n\ndata: after\n\n',
+    'id\ndata: reset\n\n',
+    '',
+  ]);
+  expect(fields.events).toEqual([
+    { type: 'created', data: 'one\n two', id: '7', lastEventId: '7' },
+    { type: 'message', data: '', id: null, lastEventId: '7' },
+    { type: 'message', data: 'after', id: null, lastEventId: '7' },
+    { type: 'message', data: 'reset', id: '', lastEventId: '' },
+  ]);
+  // retry takes digits only; an id alone (no data) still sets the last event ID; an event
+  // the stream ends before its blank line is dropped.
+  const rest = await parse(['retry: 1500\nretry: 2s\n\nid: 9\n\ndata: cut off', '']);
+  expect(rest.retries).toEqual([1500]);
+  expect(rest.events).toEqual([]);
+  expect(rest.lastEventId).toBe('9');
+});
