@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of Tidings, installing what they need on a fresh Debian
-# machine with Rust (rustup): formatting, lints, unit/integration/doc tests, docs, and
-# the browser tests (installs Chromium, Node.js and the npm packages where missing).
+# machine with Rust (rustup): formatting, lints, unit/integration/doc tests, docs, packaging
+# (`cargo package` of every crate, built from its archive), and the browser tests
+# (installs Chromium, Node.js and the npm packages where missing).
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,13 @@ cargo test --workspace
 
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+step "cargo package: every crate packages and builds from its own files"
+# Packs each crate as crates.io would and builds it from the unpacked archive (workspace
+# dependencies come from a local registry of the archives just made), so a file a crate
+# reads from outside its folder, or leaves out of its package, fails here. Per crate
+# (`-p tidings-hub`) it cannot work before tidings-wire is on crates.io; `--workspace` can.
+cargo package --workspace --allow-dirty --quiet
 
 step "browser end-to-end tests (Playwright, Debian's Chromium, a real tidings serve)"
 web/e2e/run.sh

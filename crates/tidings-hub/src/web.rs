@@ -1,6 +1,6 @@
 //! The hub's browser pages, the demo publisher and the digits stream.
 //!
-//! The pages (`web/` in the repository: plain HTML, CSS and JavaScript modules)
+//! The pages (`crates/tidings-hub/web/`: plain HTML, CSS and JavaScript modules)
 //! are compiled into the binary, so the hub serves them without any file at run time:
 //!
 //! | path              | what                                                                 |
@@ -69,42 +69,31 @@ const SVG: &str = "image/svg+xml";
 
 /// The pages, by path.
 const PAGES: &[(&str, &str)] = &[
-    ("/", include_str!("../../../web/index.html")),
-    ("/digits", include_str!("../../../web/digits.html")),
-    ("/console", include_str!("../../../web/console.html")),
+    ("/", include_str!("../web/index.html")),
+    ("/digits", include_str!("../web/digits.html")),
+    ("/console", include_str!("../web/console.html")),
 ];
 
 /// The assets under `/assets/`, by file name, with their content type.
 const ASSETS: &[(&str, &str, &str)] = &[
-    (
-        "style.css",
-        CSS,
-        include_str!("../../../web/assets/style.css"),
-    ),
-    (
-        "dom.js",
-        JAVASCRIPT,
-        include_str!("../../../web/assets/dom.js"),
-    ),
-    (
-        "ping.js",
-        JAVASCRIPT,
-        include_str!("../../../web/assets/ping.js"),
-    ),
+    ("style.css", CSS, include_str!("../web/assets/style.css")),
+    ("dom.js", JAVASCRIPT, include_str!("../web/assets/dom.js")),
+    ("ping.js", JAVASCRIPT, include_str!("../web/assets/ping.js")),
     (
         "digits.js",
         JAVASCRIPT,
-        include_str!("../../../web/assets/digits.js"),
+        include_str!("../web/assets/digits.js"),
     ),
+    ("sse.js", JAVASCRIPT, include_str!("../web/assets/sse.js")),
     (
         "console.js",
         JAVASCRIPT,
-        include_str!("../../../web/assets/console.js"),
+        include_str!("../web/assets/console.js"),
     ),
     (
         "favicon.svg",
         SVG,
-        include_str!("../../../web/assets/favicon.svg"),
+        include_str!("../web/assets/favicon.svg"),
     ),
 ];
 
