@@ -34,8 +34,8 @@ pub(crate) struct Args {
     /// A TOML file with any of these settings (keys named like the flags, `_` for `-`).
     #[arg(long, env = "TIDINGS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The address to listen on: IP:PORT, [IPv6]:PORT, HOST:PORT (localhost is
-    /// 127.0.0.1), or :PORT for every IPv4 interface (0.0.0.0:PORT) [default:
+    /// The address to listen on: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (`localhost` is
+    /// 127.0.0.1), or `:PORT` for every IPv4 interface (0.0.0.0:PORT) [default:
     /// 127.0.0.1:3000].
     #[arg(long, env = "TIDINGS_ADDR", value_name = "ADDR")]
     addr: Option<String>,
