@@ -267,6 +267,23 @@ impl<R: Rng> Reconnect<R> {
         Decision::ReconnectAfter(delay)
     }
 
+    /// The user asked for a new connection at `now`: the current one (or the wait, or
+    /// the request) is dropped and a request starts. Not a failure: the retry and
+    /// backoff counts stay, except that a connection open for the reset period starts
+    /// the backoff over, as its failure would have.
+    pub(crate) fn restart(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Idle | Phase::Closed => return,
+            Phase::Open { since, .. }
+                if now.saturating_duration_since(since) >= self.policy.backoff_reset_after =>
+            {
+                self.failures = 0;
+            }
+            _ => {}
+        }
+        self.phase = Phase::Connecting { since: now };
+    }
+
     /// The connection failed for good (a status other than 200, a wrong content type,
     /// a limit exceeded), or the user closed the source.
     pub(crate) fn close(&mut self) {
@@ -358,6 +375,44 @@ mod tests {
         m.opened(t0);
         assert_eq!(m.ready_state(), ReadyState::Open);
         assert_eq!(m.deadline(), None, "no idle timeout configured");
+    }
+
+    #[test]
+    fn restart_connects_now_and_keeps_the_counts() {
+        let mut m = machine(Policy {
+            max_retries: Some(2),
+            ..policy(Backoff::none())
+        });
+        let t0 = Instant::now();
+        m.restart(t0);
+        assert!(m.is_idle(), "nothing to restart before the first request");
+        m.start(t0);
+        assert_eq!(m.failed(t0), Decision::ReconnectAfter(100 * MS));
+        // During the wait: a request starts now, the failure still counts.
+        m.restart(t0 + MS);
+        assert_eq!(m.deadline(), None);
+        assert_eq!(m.failed(t0 + 2 * MS), Decision::ReconnectAfter(100 * MS));
+        m.restart(t0 + 3 * MS);
+        assert_eq!(m.failed(t0 + 4 * MS), Decision::GiveUp { retries: 2 });
+        m.restart(t0 + 5 * MS);
+        assert_eq!(m.ready_state(), ReadyState::Closed, "closed is final");
+    }
+
+    #[test]
+    fn restart_after_a_long_connection_starts_the_backoff_over() {
+        let mut m = machine(policy(Backoff::exponential(60_000 * MS)));
+        let t0 = Instant::now();
+        m.start(t0);
+        fail_n(&mut m, t0, 5);
+        assert_eq!(m.failures, 5);
+        let t1 = t0 + Duration::from_secs(100);
+        m.opened(t1);
+        m.restart(t1 + RESET - MS);
+        assert_eq!(m.failures, 5, "a short connection does not reset");
+        let t2 = t1 + RESET;
+        m.opened(t2);
+        m.restart(t2 + RESET);
+        assert_eq!(m.failures, 0);
     }
 
     #[test]
