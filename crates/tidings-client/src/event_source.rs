@@ -247,6 +247,20 @@ impl EventSource {
         &self.url
     }
 
+    /// While the source waits to reconnect (after an error that is not terminal), how
+    /// long until the next attempt; `None` otherwise. For messages such as "retrying in
+    /// 3s": the wait includes the backoff's jitter.
+    ///
+    /// ```
+    /// let source = tidings_client::EventSource::get("http://127.0.0.1:1/")?;
+    /// assert_eq!(source.retry_in(), None); // not waiting: not even started
+    /// # Ok::<(), tidings_client::BuildError>(())
+    /// ```
+    pub fn retry_in(&self) -> Option<Duration> {
+        let until = self.policy.waiting_until()?;
+        Some(until.saturating_duration_since(Self::now()))
+    }
+
     /// Closes the source for good: the connection or the pending reconnection is
     /// dropped now, the state is [`Closed`](ReadyState::Closed) and the stream ends.
     ///

@@ -194,6 +194,14 @@ impl<R: Rng> Reconnect<R> {
         self.policy.idle_timeout
     }
 
+    /// When the next attempt starts, while waiting to reconnect.
+    pub(crate) fn waiting_until(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Waiting { until } => Some(until),
+            _ => None,
+        }
+    }
+
     /// Whether the driver must make the first request (nothing has happened yet).
     pub(crate) fn is_idle(&self) -> bool {
         self.phase == Phase::Idle
