@@ -779,6 +779,7 @@ mod tests {
             Fail,
             Retry(u64),
             Advance(u64),
+            Restart,
         }
 
         fn step() -> impl Strategy<Value = Step> {
@@ -786,6 +787,7 @@ mod tests {
                 Just(Step::Open),
                 Just(Step::Activity),
                 Just(Step::Fail),
+                Just(Step::Restart),
                 (0u64..5_000).prop_map(Step::Retry),
                 (0u64..20_000).prop_map(Step::Advance),
             ]
@@ -841,6 +843,18 @@ mod tests {
                             }
                         }
                         Step::Activity => m.activity(now),
+                        Step::Restart => {
+                            // Not a failure: only a long connection resets the backoff.
+                            if open_since.take().is_some_and(|since| now - since >= reset) {
+                                streak = 0;
+                            }
+                            m.restart(now);
+                            if !closed {
+                                prop_assert_eq!(m.ready_state(), ReadyState::Connecting);
+                                let idle = idle_ms.map(Duration::from_millis);
+                                prop_assert_eq!(m.deadline(), idle.map(|t| now + t));
+                            }
+                        }
                         Step::Retry(ms) => m.set_reconnection_time(Duration::from_millis(ms)),
                         Step::Advance(ms) => {
                             let deadline = m.deadline();
