@@ -28,6 +28,22 @@ pub const DEFAULT_MIN_RETRY: Duration = Duration::from_millis(500);
 /// accepts and drops at once is backed off from like one that refuses.
 pub const DEFAULT_BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 
+/// How much of the body of a response that is not 200 is kept in
+/// [`Error::Status`](crate::Error::Status): 4 KiB, enough for any reason a server gives.
+pub const DEFAULT_MAX_ERROR_BODY: usize = 4 << 10;
+
+/// How long the body of a response that is not 200 is waited for when no
+/// [`idle_timeout`](EventSourceBuilder::idle_timeout) is set: 5 s. What arrived by then
+/// is kept; a server that never ends that body cannot stall the source.
+pub const ERROR_BODY_WAIT: Duration = Duration::from_secs(5);
+
+/// Called before each connection attempt for headers that change between connections.
+pub(crate) type HeadersFn = Box<dyn FnMut() -> HeaderMap + Send>;
+
+/// The room a line needs beyond its data: `data: ` and one more byte. With the default
+/// line limit, a single-line event as large as the event limit allows fits in a line.
+const FIELD_ROOM: usize = 8;
+
 /// Configures an [`EventSource`]. Made by [`EventSource::builder`].
 ///
 /// Nothing is checked or connected until [`build`](Self::build), which reports every
@@ -64,8 +80,14 @@ pub struct EventSourceBuilder {
     body: Option<Bytes>,
     /// The reconnection settings, handed to the reconnect policy as they are.
     policy: Policy,
-    /// The limits and comment setting, passed through to the decoder as they are.
+    /// The comment and skip settings, passed through to the decoder as they are.
     decoder: DecoderBuilder,
+    /// The line limit, if set; by default it follows the event limit.
+    max_line_len: Option<usize>,
+    max_event_size: usize,
+    max_error_body: usize,
+    headers_with: Option<HeadersFn>,
+    skip_oversized: bool,
     last_event_id: String,
     client: Option<reqwest::Client>,
     jitter_seed: Option<u64>,
@@ -82,6 +104,10 @@ impl std::fmt::Debug for EventSourceBuilder {
             .field("header_names", &headers)
             .field("policy", &self.policy)
             .field("decoder", &self.decoder)
+            .field("max_line_len", &self.max_line_len)
+            .field("max_event_size", &self.max_event_size)
+            .field("max_error_body", &self.max_error_body)
+            .field("headers_with", &self.headers_with.is_some())
             .field("last_event_id", &self.last_event_id)
             .finish_non_exhaustive()
     }
@@ -103,6 +129,11 @@ impl EventSourceBuilder {
                 backoff_reset_after: DEFAULT_BACKOFF_RESET_AFTER,
             },
             decoder: Decoder::builder(),
+            max_line_len: None,
+            max_event_size: tidings_wire::DEFAULT_MAX_EVENT_SIZE,
+            max_error_body: DEFAULT_MAX_ERROR_BODY,
+            headers_with: None,
+            skip_oversized: false,
             last_event_id: String::new(),
             client: None,
             jitter_seed: None,
@@ -128,9 +159,48 @@ impl EventSourceBuilder {
     ///
     /// `Accept: text/event-stream` and `Cache-Control: no-cache` are sent unless set
     /// here. `Last-Event-ID` belongs to the source: set the initial one with
-    /// [`last_event_id`](Self::last_event_id).
+    /// [`last_event_id`](Self::last_event_id). For a header whose value changes
+    /// between connections (a token that is refreshed), use
+    /// [`headers_with`](Self::headers_with).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Headers computed again before each connection attempt, the first included: for
+    /// a token that expires, read the current one here. The headers returned replace
+    /// those of the same name set with [`header`](Self::header) (and the protocol's
+    /// `Accept` and `Cache-Control`); a `Last-Event-ID` among them is ignored, as the
+    /// source sends its own. The function runs in the task that polls the source: it
+    /// should only read a value kept up to date elsewhere, not wait for one.
+    ///
+    /// To switch to a new token at once rather than at the next reconnection, call
+    /// [`EventSource::restart`] (or [`CloseHandle::restart`](crate::CloseHandle::restart))
+    /// after storing it.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use tidings_client::{EventSource, HeaderMap, HeaderValue};
+    ///
+    /// let token = Arc::new(Mutex::new(String::from("first")));
+    /// let current = Arc::clone(&token);
+    /// let source = EventSource::builder("https://hub.example/.well-known/mercure?topic=a")
+    ///     .headers_with(move || {
+    ///         let mut headers = HeaderMap::new();
+    ///         let bearer = format!("Bearer {}", current.lock().unwrap());
+    ///         if let Ok(value) = HeaderValue::from_str(&bearer) {
+    ///             headers.insert("authorization", value);
+    ///         }
+    ///         headers
+    ///     })
+    ///     .build()?;
+    /// // Later, from the task that refreshes it:
+    /// *token.lock().unwrap() = "second".into();
+    /// source.close_handle().restart(); // reconnect now, with the new token
+    /// # Ok::<(), tidings_client::BuildError>(())
+    /// ```
+    pub fn headers_with(mut self, headers: impl FnMut() -> HeaderMap + Send + 'static) -> Self {
+        self.headers_with = Some(Box::new(headers));
         self
     }
 
@@ -180,17 +250,42 @@ impl EventSourceBuilder {
         self
     }
 
-    /// The longest line accepted, in bytes (default
-    /// [`tidings_wire::DEFAULT_MAX_LINE_LEN`], 8 MiB).
+    /// The longest line accepted, in bytes. By default it follows the event limit (plus
+    /// the few bytes of `data: `), so that any event the event limit allows can come as
+    /// one line: a single-line JSON payload is limited by
+    /// [`max_event_size`](Self::max_event_size) only.
     pub fn max_line_len(mut self, bytes: usize) -> Self {
-        self.decoder = self.decoder.max_line_len(bytes);
+        self.max_line_len = Some(bytes);
         self
     }
 
     /// The most data one event may carry, in bytes (default
     /// [`tidings_wire::DEFAULT_MAX_EVENT_SIZE`], 16 MiB).
     pub fn max_event_size(mut self, bytes: usize) -> Self {
-        self.decoder = self.decoder.max_event_size(bytes);
+        self.max_event_size = bytes;
+        self
+    }
+
+    /// What to do with an event over the limits (a line longer than
+    /// [`max_line_len`](Self::max_line_len) or more data than
+    /// [`max_event_size`](Self::max_event_size)). By default (`false`) the stream ends
+    /// with the terminal [`Error::Limit`](crate::Error::Limit): the source cannot read
+    /// it, and reconnecting would replay it. With `true`, the event is dropped (never
+    /// buffered beyond the limits), the stream yields
+    /// [`Error::Skipped`](crate::Error::Skipped), which is not terminal, and goes on
+    /// with the next event on the same connection.
+    pub fn skip_oversized(mut self, yes: bool) -> Self {
+        self.decoder = self.decoder.skip_oversized(yes);
+        self.skip_oversized = yes;
+        self
+    }
+
+    /// How many bytes of the body of a response that is not 200 are kept in
+    /// [`Error::Status`](crate::Error::Status) (default [`DEFAULT_MAX_ERROR_BODY`],
+    /// 4 KiB; `0` reads none). The body is waited for at most the
+    /// [`idle_timeout`](Self::idle_timeout), or [`ERROR_BODY_WAIT`] (5 s) without one.
+    pub fn max_error_body(mut self, bytes: usize) -> Self {
+        self.max_error_body = bytes;
         self
     }
 
@@ -209,8 +304,10 @@ impl EventSourceBuilder {
     }
 
     /// The HTTP client to use, for its proxies, TLS roots, timeouts or redirect policy
-    /// (default: a client of its own, following up to 10 redirects). A client-wide
-    /// `timeout` would cut long streams; prefer [`idle_timeout`](Self::idle_timeout).
+    /// (default: a client of its own, following up to 10 redirects, and none that
+    /// leads back to the URL that answered it, as an empty `Location` does: that one is
+    /// [`Error::Redirect`](crate::Error::Redirect)). A client-wide `timeout` would cut
+    /// long streams; prefer [`idle_timeout`](Self::idle_timeout).
     pub fn client(mut self, client: reqwest::Client) -> Self {
         self.client = Some(client);
         self
@@ -254,6 +351,7 @@ impl EventSourceBuilder {
         let client = match self.client {
             Some(client) => client,
             None => reqwest::Client::builder()
+                .redirect(redirect_policy())
                 .build()
                 .map_err(|err| BuildError::Client {
                     source: TransportError::new(err),
@@ -263,8 +361,13 @@ impl EventSourceBuilder {
             Some(seed) => SmallRng::seed_from_u64(seed),
             None => SmallRng::from_os_rng(),
         };
+        let max_line_len = self
+            .max_line_len
+            .unwrap_or(self.max_event_size.saturating_add(FIELD_ROOM));
         let decoder = self
             .decoder
+            .max_line_len(max_line_len)
+            .max_event_size(self.max_event_size)
             .last_event_id(Text::from(self.last_event_id))
             .build();
         Ok(EventSource::new(
@@ -273,12 +376,36 @@ impl EventSourceBuilder {
                 method,
                 url,
                 headers,
+                headers_with: self.headers_with,
                 body: self.body,
+                max_error_body: self.max_error_body,
+                error_body_wait: self.policy.idle_timeout.unwrap_or(ERROR_BODY_WAIT),
+                skip_oversized: self.skip_oversized,
             },
             decoder,
             Reconnect::new(self.policy, rng),
         ))
     }
+}
+
+/// The default client's redirects: at most 10, as reqwest's default, and none back to
+/// the URL that answered (an empty `Location` resolves to it): without cookies, the same
+/// request gets the same redirect again. Stopping hands the redirect back as the final
+/// response, which is then [`Error::Redirect`](crate::Error::Redirect).
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let next = attempt.url();
+        let same = attempt.previous().last().is_some_and(|previous| {
+            previous.as_str().split('#').next() == next.as_str().split('#').next()
+        });
+        if same {
+            attempt.stop()
+        } else if attempt.previous().len() > 10 {
+            attempt.error("more than 10 redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// The user's headers, then the protocol's unless the user set them.

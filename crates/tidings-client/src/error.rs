@@ -16,15 +16,23 @@ use tidings_wire::DecodeError;
 /// | Error | Terminal |
 /// |---|---|
 /// | [`Connect`](Self::Connect), [`Read`](Self::Read), [`EndOfStream`](Self::EndOfStream), [`IdleTimeout`](Self::IdleTimeout) | no: reconnects |
+/// | [`Skipped`](Self::Skipped) | no: the stream goes on with the next event, on the same connection |
 /// | [`Status`](Self::Status), [`ContentType`](Self::ContentType), [`Redirect`](Self::Redirect), [`TooManyRedirects`](Self::TooManyRedirects), [`Request`](Self::Request), [`Limit`](Self::Limit), [`RetriesExhausted`](Self::RetriesExhausted) | yes |
 ///
 /// ```
 /// use tidings_client::Error;
 ///
-/// let err = Error::Status { status: 204 };
+/// let err = Error::Status { status: 204, body: String::new() };
 /// assert!(err.is_terminal());
 /// assert_eq!(err.status(), Some(204));
 /// assert_eq!(err.to_string(), "the server answered 204 No Content instead of 200 OK");
+///
+/// let err = Error::Status { status: 401, body: "token expired 6s ago\n".into() };
+/// assert_eq!(err.body(), Some("token expired 6s ago\n"));
+/// assert_eq!(
+///     err.to_string(),
+///     "the server answered 401 Unauthorized instead of 200 OK: token expired 6s ago"
+/// );
 /// assert!(!Error::EndOfStream.is_terminal());
 /// ```
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +63,18 @@ pub enum Error {
         timeout: Duration,
     },
     /// The final status was not 200 OK (204 No Content is how servers say "stop").
-    #[error("the server answered {} instead of 200 OK", StatusText(*status))]
+    /// `Display` adds the first line of the body, which usually says why (a Mercure hub
+    /// answers `401` with `token expired 6s ago`).
+    #[error("the server answered {} instead of 200 OK{}", StatusText(*status), BodyLine(body))]
     Status {
         /// The HTTP status code.
         status: u16,
+        /// The start of the response body, lossy UTF-8: at most
+        /// [`EventSourceBuilder::max_error_body`](crate::EventSourceBuilder::max_error_body)
+        /// bytes (4 KiB by default), read for at most the idle timeout (or
+        /// [`ERROR_BODY_WAIT`](crate::ERROR_BODY_WAIT) without one). Empty when the
+        /// body was empty or did not come in time.
+        body: String,
     },
     /// The response's `Content-Type` essence was not `text/event-stream`.
     #[error("the response is {}, not text/event-stream", match content_type {
@@ -70,9 +86,10 @@ pub enum Error {
         content_type: Option<String>,
     },
     /// A redirect (301, 302, 303, 307, 308) that was not followed: its `Location` is
-    /// missing or unusable (or a client given with [`EventSourceBuilder::client`](crate::EventSourceBuilder::client)
+    /// missing, empty, not a URL, or the URL that answered the redirect (or a client given with [`EventSourceBuilder::client`](crate::EventSourceBuilder::client)
     /// has a redirect policy that stops it).
-    #[error("redirect {status} without a usable Location{}", match location {
+    #[error("redirect {status} without a usable Location{}", match location.as_deref() {
+        Some("") => " (it is empty)".to_owned(),
         Some(value) => format!(" (`{value}`)"),
         None => String::new(),
     })]
@@ -101,6 +118,16 @@ pub enum Error {
     /// under them, and reconnecting would replay the same event.
     #[error(transparent)]
     Limit(#[from] DecodeError),
+    /// An event exceeded the configured limits and was skipped, as
+    /// [`EventSourceBuilder::skip_oversized`](crate::EventSourceBuilder::skip_oversized)
+    /// asks: the stream goes on with the next event, on the same connection. The
+    /// skipped event's `id:` still takes effect.
+    #[error("skipped an event: {cause}")]
+    Skipped {
+        /// The limit it exceeded.
+        #[source]
+        cause: DecodeError,
+    },
     /// The allowed number of reconnections failed; `last` is the final failure.
     #[error("gave up after {retries} reconnection attempt{}: {last}", if *retries == 1 { "" } else { "s" })]
     RetriesExhausted {
@@ -123,7 +150,11 @@ impl Error {
     pub fn is_terminal(&self) -> bool {
         !matches!(
             self,
-            Self::Connect { .. } | Self::Read { .. } | Self::EndOfStream | Self::IdleTimeout { .. }
+            Self::Connect { .. }
+                | Self::Read { .. }
+                | Self::EndOfStream
+                | Self::IdleTimeout { .. }
+                | Self::Skipped { .. }
         )
     }
 
@@ -137,8 +168,25 @@ impl Error {
     /// ```
     pub fn status(&self) -> Option<u16> {
         match self {
-            Self::Status { status } | Self::Redirect { status, .. } => Some(*status),
+            Self::Status { status, .. } | Self::Redirect { status, .. } => Some(*status),
             Self::RetriesExhausted { last, .. } => last.status(),
+            _ => None,
+        }
+    }
+
+    /// The start of the response body of a [`Status`](Self::Status) error (including
+    /// one that used up the retries); `None` for other errors.
+    ///
+    /// ```
+    /// use tidings_client::Error;
+    /// let err = Error::Status { status: 403, body: "topic not allowed".into() };
+    /// assert_eq!(err.body(), Some("topic not allowed"));
+    /// assert_eq!(Error::EndOfStream.body(), None);
+    /// ```
+    pub fn body(&self) -> Option<&str> {
+        match self {
+            Self::Status { body, .. } => Some(body),
+            Self::RetriesExhausted { last, .. } => last.body(),
             _ => None,
         }
     }
@@ -304,6 +352,31 @@ impl fmt::Display for StatusText {
     }
 }
 
+/// `: ` and the first line of an error body, at most [`BODY_LINE_CHARS`] characters;
+/// nothing for a body without text.
+struct BodyLine<'a>(&'a str);
+
+/// The most characters of a body's first line that an error's `Display` shows.
+const BODY_LINE_CHARS: usize = 200;
+
+impl fmt::Display for BodyLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let line = self
+            .0
+            .lines()
+            .map(str::trim)
+            .find(|line| !line.is_empty())
+            .unwrap_or_default();
+        if line.is_empty() {
+            return Ok(());
+        }
+        match line.char_indices().nth(BODY_LINE_CHARS) {
+            Some((end, _)) => write!(f, ": {}…", &line[..end]),
+            None => write!(f, ": {line}"),
+        }
+    }
+}
+
 /// A duration the way a person writes it: `1.5 s`, `250 ms`.
 struct DisplayDuration(Duration);
 
@@ -325,7 +398,10 @@ mod tests {
     #[test]
     fn terminal_errors() {
         let terminal = [
-            Error::Status { status: 500 },
+            Error::Status {
+                status: 500,
+                body: String::new(),
+            },
             Error::ContentType { content_type: None },
             Error::Redirect {
                 status: 301,
@@ -375,8 +451,27 @@ mod tests {
             "redirect 302 without a usable Location"
         );
         assert_eq!(
-            Error::Status { status: 599 }.to_string(),
+            Error::Status {
+                status: 599,
+                body: String::new()
+            }
+            .to_string(),
             "the server answered 599 instead of 200 OK"
+        );
+        assert_eq!(
+            Error::Redirect {
+                status: 301,
+                location: Some(String::new())
+            }
+            .to_string(),
+            "redirect 301 without a usable Location (it is empty)"
+        );
+        assert_eq!(
+            Error::Skipped {
+                cause: DecodeError::LineTooLong { limit: 8 }
+            }
+            .to_string(),
+            "skipped an event: event-stream line longer than the limit of 8 bytes"
         );
         assert_eq!(
             Error::RetriesExhausted {
@@ -397,8 +492,35 @@ mod tests {
     fn status_looks_through_retries_exhausted() {
         let err = Error::RetriesExhausted {
             retries: 0,
-            last: Box::new(Error::Status { status: 503 }),
+            last: Box::new(Error::Status {
+                status: 503,
+                body: "down\n".into(),
+            }),
         };
         assert_eq!(err.status(), Some(503));
+        assert_eq!(err.body(), Some("down\n"));
+    }
+
+    #[test]
+    fn the_body_shows_its_first_line_bounded() {
+        let status = |body: &str| {
+            Error::Status {
+                status: 400,
+                body: body.to_owned(),
+            }
+            .to_string()
+        };
+        let prefix = "the server answered 400 Bad Request instead of 200 OK";
+        assert_eq!(status(""), prefix);
+        assert_eq!(status(" \n\n"), prefix);
+        assert_eq!(
+            status("\r\n  missing topic \r\nmore\n"),
+            format!("{prefix}: missing topic")
+        );
+        let long = "é".repeat(300);
+        assert_eq!(
+            status(&long),
+            format!("{prefix}: {}…", "é".repeat(BODY_LINE_CHARS))
+        );
     }
 }

@@ -9,10 +9,11 @@ use std::{
         atomic::{AtomicBool, AtomicU8, Ordering},
     },
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
-use futures_util::{Stream, task::AtomicWaker};
+use futures_util::{Stream, StreamExt, task::AtomicWaker};
 use rand::rngs::SmallRng;
 use reqwest::header::{HeaderMap, HeaderValue};
 use tidings_wire::{Decoder, Frame, Text};
@@ -20,22 +21,51 @@ use tokio::time::{Instant, Sleep};
 
 use crate::{
     Error, Event, EventSourceBuilder, MessageEvent, ReadyState, TransportError,
+    builder::HeadersFn,
     reconnect::{Decision, Reconnect, Wake},
     response,
 };
 
-/// The request sent at every connection attempt.
-#[derive(Debug)]
+/// The request sent at every connection attempt, and how its answers are read.
 pub(crate) struct Request {
     pub(crate) client: reqwest::Client,
     pub(crate) method: reqwest::Method,
     pub(crate) url: reqwest::Url,
     pub(crate) headers: HeaderMap,
+    /// Headers computed again before each attempt; they replace those of `headers`.
+    pub(crate) headers_with: Option<HeadersFn>,
     pub(crate) body: Option<Bytes>,
+    /// How much of the body of a response that is not 200 is kept, and how long it is
+    /// waited for.
+    pub(crate) max_error_body: usize,
+    pub(crate) error_body_wait: Duration,
+    /// Whether an event over the limits is skipped (the decoder is set likewise).
+    pub(crate) skip_oversized: bool,
+}
+
+impl Request {
+    /// The headers of the next attempt: the fixed ones, and the callback's in place of
+    /// those of the same name.
+    fn headers(&mut self) -> HeaderMap {
+        let mut headers = self.headers.clone();
+        if let Some(headers_with) = &mut self.headers_with {
+            let fresh = headers_with();
+            for name in fresh.keys() {
+                headers.remove(name);
+            }
+            for (name, value) in &fresh {
+                if name != "last-event-id" {
+                    headers.append(name, value.clone());
+                }
+            }
+        }
+        headers
+    }
 }
 
 type ResponseFuture = Pin<Box<dyn Future<Output = reqwest::Result<reqwest::Response>> + Send>>;
 type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+type Refusal = Pin<Box<dyn Future<Output = Error> + Send>>;
 
 /// What the driver holds between polls.
 enum Connection {
@@ -45,6 +75,8 @@ enum Connection {
     Requesting(ResponseFuture),
     /// The response is an event stream; its body is being read.
     Reading(Body),
+    /// The response is not 200: the start of its body is being read for the error.
+    Refused(Refusal),
     /// Closed for good; the stream has ended or ends at the next poll.
     Closed,
 }
@@ -53,6 +85,8 @@ enum Connection {
 #[derive(Debug)]
 struct Shared {
     closed: AtomicBool,
+    /// A restart was asked for and not yet done.
+    restart: AtomicBool,
     state: AtomicU8,
     waker: AtomicWaker,
 }
@@ -68,6 +102,11 @@ impl Shared {
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn restart(&self) {
+        self.restart.store(true, Ordering::Release);
         self.waker.wake();
     }
 }
@@ -161,6 +200,7 @@ impl EventSource {
             origin,
             shared: Arc::new(Shared {
                 closed: AtomicBool::new(false),
+                restart: AtomicBool::new(false),
                 state: AtomicU8::new(ReadyState::Connecting as u8),
                 waker: AtomicWaker::new(),
             }),
@@ -207,6 +247,20 @@ impl EventSource {
         &self.url
     }
 
+    /// While the source waits to reconnect (after an error that is not terminal), how
+    /// long until the next attempt; `None` otherwise. For messages such as "retrying in
+    /// 3s": the wait includes the backoff's jitter.
+    ///
+    /// ```
+    /// let source = tidings_client::EventSource::get("http://127.0.0.1:1/")?;
+    /// assert_eq!(source.retry_in(), None); // not waiting: not even started
+    /// # Ok::<(), tidings_client::BuildError>(())
+    /// ```
+    pub fn retry_in(&self) -> Option<Duration> {
+        let until = self.policy.waiting_until()?;
+        Some(until.saturating_duration_since(Self::now()))
+    }
+
     /// Closes the source for good: the connection or the pending reconnection is
     /// dropped now, the state is [`Closed`](ReadyState::Closed) and the stream ends.
     ///
@@ -219,6 +273,28 @@ impl EventSource {
     pub fn close(&mut self) {
         self.shared.close();
         self.shut_down();
+    }
+
+    /// Drops the current connection (or the pending reconnection, or the request in
+    /// flight) and connects again at once, as a reconnection would: with the last event
+    /// ID, the reconnection time and the backoff and retry counts as they are, and the
+    /// headers of [`headers_with`](EventSourceBuilder::headers_with) computed again. It
+    /// is not a failure: no error is yielded, and the next item is the new
+    /// connection's (an [`Event::Open`], or an error). Events received but not yet
+    /// yielded are dropped; they come again after the last event ID.
+    ///
+    /// It takes effect at the next poll. A closed source stays closed, and one not yet
+    /// polled connects at its first poll anyway. From another task, use
+    /// [`CloseHandle::restart`].
+    ///
+    /// ```
+    /// let mut source = tidings_client::EventSource::get("http://127.0.0.1:1/")?;
+    /// source.restart(); // before the first poll: nothing to drop
+    /// assert_eq!(source.ready_state(), tidings_client::ReadyState::Connecting);
+    /// # Ok::<(), tidings_client::BuildError>(())
+    /// ```
+    pub fn restart(&mut self) {
+        self.shared.restart();
     }
 
     /// A handle that closes this source from elsewhere (another task or thread), for
@@ -263,13 +339,26 @@ impl EventSource {
         Instant::now().into_std()
     }
 
+    /// Does a restart asked for with [`restart`](Self::restart) or a handle.
+    fn restart_now(&mut self) {
+        if matches!(self.connection, Connection::Closed) || self.policy.is_idle() {
+            return;
+        }
+        tracing::debug!("restarting");
+        self.connection = Connection::None;
+        self.decoder.finish();
+        self.policy.restart(Self::now());
+        self.connect();
+    }
+
     /// Sends the request, with the last event ID as it is now.
     fn connect(&mut self) {
+        let headers = self.request.headers();
         let request = &self.request;
         let mut builder = request
             .client
             .request(request.method.clone(), request.url.clone())
-            .headers(request.headers.clone());
+            .headers(headers);
         let id = self.decoder.last_event_id();
         if !id.is_empty() {
             match HeaderValue::from_str(id) {
@@ -396,6 +485,10 @@ impl EventSource {
                     return Some(Poll::Ready(Some(Ok(Event::Comment(text)))));
                 }
                 Ok(Some(_)) => {}
+                Err(err) if self.request.skip_oversized => {
+                    tracing::debug!(error = %err, "event skipped");
+                    return Some(Poll::Ready(Some(Err(Error::Skipped { cause: err }))));
+                }
                 Err(err) => return Some(self.fail(Error::Limit(err))),
             }
         }
@@ -409,6 +502,9 @@ impl Stream for EventSource {
         let this = &mut *self;
         if this.shared.closed.load(Ordering::Acquire) {
             return this.closed_by_handle();
+        }
+        if this.shared.restart.swap(false, Ordering::AcqRel) {
+            this.restart_now();
         }
         loop {
             match &mut this.connection {
@@ -431,8 +527,20 @@ impl Stream for EventSource {
                             this.url = Text::from(final_url.as_str());
                             this.origin = Text::from(final_url.origin().ascii_serialization());
                         }
-                        if let Err(err) = checked {
-                            return this.fail(err);
+                        match checked {
+                            Ok(()) => {}
+                            Err(Error::Status { status, .. })
+                                if this.request.max_error_body > 0 =>
+                            {
+                                this.connection = Connection::Refused(Box::pin(refusal(
+                                    status,
+                                    response,
+                                    this.request.max_error_body,
+                                    this.request.error_body_wait,
+                                )));
+                                continue;
+                            }
+                            Err(err) => return this.fail(err),
                         }
                         this.policy.opened(Self::now());
                         this.publish_state();
@@ -458,6 +566,10 @@ impl Stream for EventSource {
                             Poll::Ready(_) | Poll::Pending => this.pending(cx),
                         };
                     }
+                },
+                Connection::Refused(refusal) => match refusal.as_mut().poll(cx) {
+                    Poll::Ready(err) => return this.fail(err),
+                    Poll::Pending => return this.pending(cx),
                 },
                 Connection::Reading(_) => {
                     // Everything already received goes out before more is read.
@@ -493,6 +605,33 @@ impl Stream for EventSource {
     }
 }
 
+/// The error for a response that is not 200: its status and the start of its body, as
+/// much as arrives within `wait`, cut at `limit` bytes (and at the last whole character).
+async fn refusal(status: u16, response: reqwest::Response, limit: usize, wait: Duration) -> Error {
+    let mut body = Vec::new();
+    let read = async {
+        let mut chunks = response.bytes_stream();
+        while body.len() < limit {
+            let Some(Ok(chunk)) = chunks.next().await else {
+                break;
+            };
+            let take = chunk.len().min(limit - body.len());
+            body.extend_from_slice(&chunk[..take]);
+        }
+    };
+    let _ = tokio::time::timeout(wait, read).await;
+    if let Err(err) = std::str::from_utf8(&body)
+        && err.error_len().is_none()
+    {
+        // The cut fell inside a character.
+        body.truncate(err.valid_up_to());
+    }
+    Error::Status {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
 /// A URL without its query, for logs and `Debug`: the query may carry a token
 /// (Mercure's `authorization` parameter).
 pub(crate) fn without_query(url: &str) -> &str {
@@ -510,7 +649,8 @@ impl fmt::Debug for EventSource {
     }
 }
 
-/// Closes an [`EventSource`] from another task or thread. Cheap to clone.
+/// Closes or [restarts](Self::restart) an [`EventSource`] from another task or thread.
+/// Cheap to clone.
 ///
 /// Closing wakes the task that polls the source; the stream then ends and drops its
 /// connection or its pending reconnection.
@@ -533,6 +673,13 @@ impl CloseHandle {
     /// Closes the source for good.
     pub fn close(&self) {
         self.shared.close();
+    }
+
+    /// Makes the source drop its connection and connect again at once, keeping its last
+    /// event ID and retry state: see [`EventSource::restart`]. It wakes the task that
+    /// polls the source.
+    pub fn restart(&self) {
+        self.shared.restart();
     }
 
     /// Whether the source is closed (by anyone, or by a terminal error).

@@ -5,7 +5,8 @@
 //! `Last-Event-ID`, exactly as the WHATWG HTML standard says a browser does — plus what
 //! programs need beyond the browser: any method with a body (LLM and MCP streams use
 //! `POST`), custom headers, exponential backoff with jitter, a retry budget, an idle
-//! timeout that detects dead connections, and limits on line and event size.
+//! timeout that detects dead connections, limits on line and event size, headers that
+//! change between connections and a restart on request.
 //!
 //! [`EventSource`] is a [`Stream`](futures_util::Stream) of
 //! `Result<`[`Event`]`, `[`Error`]`>`: [`Event::Open`] at each connection,
@@ -21,6 +22,14 @@
 //! | status not 200 (204 included), or content type not `text/event-stream`: fail | [`Error::Status`], [`Error::ContentType`]: terminal |
 //! | network error or end of body: error, CONNECTING, wait, reconnect | [`Error::Connect`], [`Error::Read`], [`Error::EndOfStream`], then a wait of the reconnection time (3 s, or `retry:`; at least [`DEFAULT_MIN_RETRY`], 500 ms) plus [`Backoff`], which starts over only after a connection stayed open [`DEFAULT_BACKOFF_RESET_AFTER`] (60 s) |
 //! | `close()` | [`EventSource::close`], or a [`CloseHandle`] from another task |
+//!
+//! Beyond the standard: [`EventSource::restart`] (or [`CloseHandle::restart`]) drops
+//! the connection and reconnects at once, keeping the last event ID and the retry
+//! state; [`EventSourceBuilder::headers_with`] computes headers again before each
+//! attempt (a token that is refreshed); [`Error::Status`] carries the start of the
+//! refusal's body (4 KiB at most), which says why; the line limit follows the event
+//! limit (16 MiB), and [`EventSourceBuilder::skip_oversized`] skips an event over the
+//! limits ([`Error::Skipped`]) instead of ending the stream.
 //!
 //! The parsing is [`tidings_wire::Decoder`]'s: chunking-independent, BOM-aware, bounded,
 //! and zero-copy where possible (event strings are [`Text`] slices of the received bytes
@@ -88,12 +97,15 @@ mod reconnect;
 mod response;
 
 pub use builder::{
-    DEFAULT_BACKOFF_RESET_AFTER, DEFAULT_MIN_RETRY, DEFAULT_RECONNECTION_TIME, EventSourceBuilder,
+    DEFAULT_BACKOFF_RESET_AFTER, DEFAULT_MAX_ERROR_BODY, DEFAULT_MIN_RETRY,
+    DEFAULT_RECONNECTION_TIME, ERROR_BODY_WAIT, EventSourceBuilder,
 };
 pub use error::{BuildError, Error, TransportError};
 pub use event::{Event, MessageEvent, ReadyState};
 pub use event_source::{CloseHandle, EventSource};
 pub use reconnect::Backoff;
+/// The header types of [`EventSourceBuilder::headers_with`] (reqwest's, from `http`).
+pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 pub use tidings_wire::Text;
 
 /// The README's examples, compiled and run as doc tests so that they stay true.

@@ -194,6 +194,14 @@ impl<R: Rng> Reconnect<R> {
         self.policy.idle_timeout
     }
 
+    /// When the next attempt starts, while waiting to reconnect.
+    pub(crate) fn waiting_until(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Waiting { until } => Some(until),
+            _ => None,
+        }
+    }
+
     /// Whether the driver must make the first request (nothing has happened yet).
     pub(crate) fn is_idle(&self) -> bool {
         self.phase == Phase::Idle
@@ -265,6 +273,23 @@ impl<R: Rng> Reconnect<R> {
         let until = now.checked_add(delay.min(LONGEST_WAIT)).unwrap_or(now);
         self.phase = Phase::Waiting { until };
         Decision::ReconnectAfter(delay)
+    }
+
+    /// The user asked for a new connection at `now`: the current one (or the wait, or
+    /// the request) is dropped and a request starts. Not a failure: the retry and
+    /// backoff counts stay, except that a connection open for the reset period starts
+    /// the backoff over, as its failure would have.
+    pub(crate) fn restart(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Idle | Phase::Closed => return,
+            Phase::Open { since, .. }
+                if now.saturating_duration_since(since) >= self.policy.backoff_reset_after =>
+            {
+                self.failures = 0;
+            }
+            _ => {}
+        }
+        self.phase = Phase::Connecting { since: now };
     }
 
     /// The connection failed for good (a status other than 200, a wrong content type,
@@ -358,6 +383,44 @@ mod tests {
         m.opened(t0);
         assert_eq!(m.ready_state(), ReadyState::Open);
         assert_eq!(m.deadline(), None, "no idle timeout configured");
+    }
+
+    #[test]
+    fn restart_connects_now_and_keeps_the_counts() {
+        let mut m = machine(Policy {
+            max_retries: Some(2),
+            ..policy(Backoff::none())
+        });
+        let t0 = Instant::now();
+        m.restart(t0);
+        assert!(m.is_idle(), "nothing to restart before the first request");
+        m.start(t0);
+        assert_eq!(m.failed(t0), Decision::ReconnectAfter(100 * MS));
+        // During the wait: a request starts now, the failure still counts.
+        m.restart(t0 + MS);
+        assert_eq!(m.deadline(), None);
+        assert_eq!(m.failed(t0 + 2 * MS), Decision::ReconnectAfter(100 * MS));
+        m.restart(t0 + 3 * MS);
+        assert_eq!(m.failed(t0 + 4 * MS), Decision::GiveUp { retries: 2 });
+        m.restart(t0 + 5 * MS);
+        assert_eq!(m.ready_state(), ReadyState::Closed, "closed is final");
+    }
+
+    #[test]
+    fn restart_after_a_long_connection_starts_the_backoff_over() {
+        let mut m = machine(policy(Backoff::exponential(60_000 * MS)));
+        let t0 = Instant::now();
+        m.start(t0);
+        fail_n(&mut m, t0, 5);
+        assert_eq!(m.failures, 5);
+        let t1 = t0 + Duration::from_secs(100);
+        m.opened(t1);
+        m.restart(t1 + RESET - MS);
+        assert_eq!(m.failures, 5, "a short connection does not reset");
+        let t2 = t1 + RESET;
+        m.opened(t2);
+        m.restart(t2 + RESET);
+        assert_eq!(m.failures, 0);
     }
 
     #[test]
@@ -716,6 +779,7 @@ mod tests {
             Fail,
             Retry(u64),
             Advance(u64),
+            Restart,
         }
 
         fn step() -> impl Strategy<Value = Step> {
@@ -723,6 +787,7 @@ mod tests {
                 Just(Step::Open),
                 Just(Step::Activity),
                 Just(Step::Fail),
+                Just(Step::Restart),
                 (0u64..5_000).prop_map(Step::Retry),
                 (0u64..20_000).prop_map(Step::Advance),
             ]
@@ -778,6 +843,18 @@ mod tests {
                             }
                         }
                         Step::Activity => m.activity(now),
+                        Step::Restart => {
+                            // Not a failure: only a long connection resets the backoff.
+                            if open_since.take().is_some_and(|since| now - since >= reset) {
+                                streak = 0;
+                            }
+                            m.restart(now);
+                            if !closed {
+                                prop_assert_eq!(m.ready_state(), ReadyState::Connecting);
+                                let idle = idle_ms.map(Duration::from_millis);
+                                prop_assert_eq!(m.deadline(), idle.map(|t| now + t));
+                            }
+                        }
                         Step::Retry(ms) => m.set_reconnection_time(Duration::from_millis(ms)),
                         Step::Advance(ms) => {
                             let deadline = m.deadline();

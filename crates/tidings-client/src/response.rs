@@ -18,7 +18,11 @@ pub(crate) fn check(status: u16, headers: &HeaderMap) -> Result<(), Error> {
         });
     }
     if status != 200 {
-        return Err(Error::Status { status });
+        // The body is read afterwards, by the source.
+        return Err(Error::Status {
+            status,
+            body: String::new(),
+        });
     }
     let content_type = headers.get_all(CONTENT_TYPE);
     let essence = content_type
@@ -131,7 +135,7 @@ mod tests {
         let ok = with_content_type(&["text/event-stream"]);
         for status in [201, 204, 206, 400, 401, 404, 500, 503] {
             assert!(
-                matches!(check(status, &ok), Err(Error::Status { status: s }) if s == status),
+                matches!(check(status, &ok), Err(Error::Status { status: s, .. }) if s == status),
                 "{status}"
             );
         }

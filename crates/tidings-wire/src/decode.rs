@@ -107,7 +107,8 @@ pub enum Frame {
 }
 
 /// A limit of the decoder was exceeded. The stream cannot be decoded further: the decoder
-/// keeps returning this error until [`Decoder::finish`] starts a new stream.
+/// keeps returning this error until [`Decoder::finish`] starts a new stream (unless
+/// [`DecoderBuilder::skip_oversized`] is on: then the event is skipped).
 ///
 /// ```
 /// use bytes::Bytes;
@@ -171,6 +172,7 @@ pub struct DecoderBuilder {
     max_event_size: usize,
     comments: bool,
     last_event_id: Text,
+    skip_oversized: bool,
 }
 
 impl Default for DecoderBuilder {
@@ -180,6 +182,7 @@ impl Default for DecoderBuilder {
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
             comments: false,
             last_event_id: Text::new(),
+            skip_oversized: false,
         }
     }
 }
@@ -240,6 +243,25 @@ impl DecoderBuilder {
         self
     }
 
+    /// Whether an event over the limits is skipped instead of ending the stream (default:
+    /// no). When on, [`Decoder::next_frame`] returns the [`DecodeError`] once for that
+    /// event, then drops the rest of it, without buffering it, up to its blank line, and
+    /// goes on with the next event. The skipped event's `id:` and `retry:` fields still
+    /// take effect.
+    ///
+    /// ```
+    /// use tidings_wire::{DecodeError, Decoder, Frame};
+    /// let mut decoder = Decoder::builder().max_line_len(8).skip_oversized(true).build();
+    /// decoder.feed_slice(b"id: 1\ndata: far too long\ndata: more\n\ndata: ok\n\n");
+    /// assert_eq!(decoder.next_frame(), Err(DecodeError::LineTooLong { limit: 8 }));
+    /// let Ok(Some(Frame::Event(event))) = decoder.next_frame() else { panic!() };
+    /// assert_eq!((event.data.as_str(), event.id.as_str()), ("ok", "1"));
+    /// ```
+    pub fn skip_oversized(mut self, yes: bool) -> Self {
+        self.skip_oversized = yes;
+        self
+    }
+
     /// Builds the decoder.
     ///
     /// ```
@@ -261,6 +283,8 @@ impl DecoderBuilder {
                 retry: None,
                 comments: self.comments,
                 max_event_size: self.max_event_size,
+                skip_oversized: self.skip_oversized,
+                skipping: false,
             },
             max_line_len: self.max_line_len,
             failed: None,
@@ -320,6 +344,9 @@ struct Input {
     skip_lf: bool,
     /// The length of the last line that arrived in more than one chunk.
     last_partial_len: usize,
+    /// The rest of the current line is dropped: it is over the limit, and the event it
+    /// belongs to is being skipped.
+    discard_line: bool,
     /// How many bytes of a leading BOM have been matched so far, or [`BOM_DECIDED`] once
     /// the stream's first bytes are known to be (and were dropped) or not to be a BOM.
     bom: u8,
@@ -347,6 +374,10 @@ struct EventState {
     retry: Option<Duration>,
     comments: bool,
     max_event_size: usize,
+    /// Whether an event over the limits is skipped (instead of failing the stream).
+    skip_oversized: bool,
+    /// The current event went over the limits and is being skipped up to its blank line.
+    skipping: bool,
 }
 
 impl Default for Decoder {
@@ -451,7 +482,9 @@ impl Decoder {
             return Err(err);
         }
         let result = self.decode_next();
-        if let Err(err) = result {
+        if let Err(err) = result
+            && !self.event.skip_oversized
+        {
             self.failed = Some(err);
             self.input = Input::default();
         }
@@ -476,6 +509,25 @@ impl Decoder {
         let ev = &mut self.event;
         ev.clear_event();
         ev.pending_id = None;
+        ev.skipping = false;
+    }
+
+    /// A line over the limit: the error, or in skip mode the start of a skipped event
+    /// (the error, once) or more of one (nothing).
+    fn line_too_long(&mut self) -> Result<(), DecodeError> {
+        let err = DecodeError::LineTooLong {
+            limit: self.max_line_len,
+        };
+        if !self.event.skip_oversized {
+            return Err(err);
+        }
+        self.input.partial.clear();
+        if self.event.skipping {
+            return Ok(());
+        }
+        self.event.clear_event();
+        self.event.skipping = true;
+        Err(err)
     }
 
     fn decode_next(&mut self) -> Result<Option<Frame>, DecodeError> {
@@ -503,8 +555,16 @@ impl Decoder {
             }
             let rest = &input.cur[input.pos..];
             let Some(offset) = find_line_end(rest) else {
+                if input.discard_line {
+                    input.pos = input.cur.len();
+                    continue;
+                }
                 if input.partial.len() + rest.len() > max_line {
-                    return Err(DecodeError::LineTooLong { limit: max_line });
+                    // In skip mode, the rest of the line is dropped as it arrives.
+                    input.pos = input.cur.len();
+                    input.discard_line = true;
+                    self.line_too_long()?;
+                    continue;
                 }
                 if input.partial.is_empty() {
                     // Streams that send long lines tend to send lines of similar length:
@@ -531,14 +591,20 @@ impl Decoder {
                 }
             }
             input.pos = next;
+            if input.discard_line {
+                input.discard_line = false;
+                continue;
+            }
             let frame = if input.partial.is_empty() {
                 if offset > max_line {
-                    return Err(DecodeError::LineTooLong { limit: max_line });
+                    self.line_too_long()?;
+                    continue;
                 }
                 self.event.line(&input.cur, start, end)?
             } else {
                 if input.partial.len() + offset > max_line {
-                    return Err(DecodeError::LineTooLong { limit: max_line });
+                    self.line_too_long()?;
+                    continue;
                 }
                 input.partial.extend_from_slice(&input.cur[start..end]);
                 let line = input.partial.split().freeze();
@@ -586,11 +652,14 @@ impl EventState {
     ) -> Result<Option<Frame>, DecodeError> {
         let line = &src[start..end];
         if line.is_empty() {
+            // A skipped event has no data: its blank line commits its id only.
+            self.skipping = false;
             return Ok(self.dispatch().map(Frame::Event));
         }
         let (field, value) = split_field(line);
         let value_start = start + value;
         match field {
+            Field::Data if self.skipping => Ok(None),
             Field::Data => self.data(src, value_start, end).map(|()| None),
             Field::Event => {
                 self.event_type = Some(self.types.get(src, value_start, end));
@@ -620,6 +689,7 @@ impl EventState {
         self.data_len += len + 1;
         if self.data_len > self.max_event_size {
             self.clear_event();
+            self.skipping = self.skip_oversized;
             return Err(DecodeError::EventTooLarge {
                 limit: self.max_event_size,
             });
@@ -904,5 +974,73 @@ mod tests {
         d.finish();
         d.feed_slice(b"data: x\n\n");
         assert!(matches!(d.next_frame(), Ok(Some(Frame::Event(_)))));
+    }
+
+    /// Decodes `chunks` in skip mode: the events' data and ids, and the errors.
+    fn skipping(line: usize, event: usize, chunks: &[&[u8]]) -> Vec<Result<String, DecodeError>> {
+        let mut d = Decoder::builder()
+            .max_line_len(line)
+            .max_event_size(event)
+            .skip_oversized(true)
+            .build();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            d.feed_slice(chunk);
+            loop {
+                match d.next_frame() {
+                    Ok(None) => break,
+                    Ok(Some(Frame::Event(e))) => out.push(Ok(format!("{}#{}", e.data, e.id))),
+                    Ok(Some(_)) => {}
+                    Err(err) => out.push(Err(err)),
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn skip_mode_drops_an_oversized_event_and_goes_on() {
+        let line = DecodeError::LineTooLong { limit: 8 };
+        let event = DecodeError::EventTooLarge { limit: 8 };
+        let wire: &[u8] = b"data: a\n\nid: 2\ndata: 123456789\ndata: b\r\n\r\ndata: c\n\n";
+        let expected = vec![Ok("a#".into()), Err(line), Ok("c#2".into())];
+        assert_eq!(skipping(8, 64, &[wire]), expected);
+        // Whatever the chunking: the long line may arrive in pieces, CR LF split.
+        let bytewise: Vec<&[u8]> = wire.chunks(1).collect();
+        assert_eq!(skipping(8, 64, &bytewise), expected);
+        let pieces: Vec<&[u8]> = wire.chunks(5).collect();
+        assert_eq!(skipping(8, 64, &pieces), expected);
+        // One error per event, however many of its lines are too long.
+        assert_eq!(
+            skipping(
+                8,
+                64,
+                &[b"data: 123456789\ndata: 123456789\nid: 3\n\ndata: d\n\n"]
+            ),
+            vec![Err(line), Ok("d#3".into())]
+        );
+        // An event whose lines fit but whose data does not.
+        assert_eq!(
+            skipping(64, 8, &[b"data: 1234\ndata: 5678\ndata: 9\n\ndata: e\n\n"]),
+            vec![Err(event), Ok("e#".into())]
+        );
+    }
+
+    #[test]
+    fn skip_mode_ends_with_the_stream() {
+        let mut d = Decoder::builder()
+            .max_line_len(8)
+            .skip_oversized(true)
+            .build();
+        d.feed_slice(b"id: 1\ndata: toolong");
+        assert_eq!(d.next_frame(), Err(DecodeError::LineTooLong { limit: 8 }));
+        assert_eq!(d.next_frame(), Ok(None));
+        d.finish();
+        // A new stream: not skipping, and the unfinished event's id was dropped.
+        d.feed_slice(b"data: x\n\n");
+        let Ok(Some(Frame::Event(e))) = d.next_frame() else {
+            panic!()
+        };
+        assert_eq!((e.data.as_str(), e.id.as_str()), ("x", ""));
     }
 }

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt;
-use tidings_client::{Event, EventSource, MessageEvent};
+use tidings_client::{Error, Event, EventSource, MessageEvent};
 
 use crate::config::parse_duration;
 use crate::redact::Redactor;
@@ -99,9 +99,14 @@ async fn listen(args: Args, redactor: &Redactor) -> anyhow::Result<ExitCode> {
     if args.count == Some(0) {
         return Ok(ExitCode::SUCCESS);
     }
+    let origin = origin(&args.url);
+    // The last failure printed since the last connection: the same one again (every
+    // retry while the hub is down) is not printed again.
+    let mut last_failure: Option<String> = None;
     while let Some(item) = source.next().await {
         let written = match item {
             Ok(Event::Open { url }) => {
+                last_failure = None;
                 eprintln!("tidings: connected to {}", redactor.redact(&url));
                 Ok(())
             }
@@ -119,15 +124,27 @@ async fn listen(args: Args, redactor: &Redactor) -> anyhow::Result<ExitCode> {
                 eprintln!("tidings: the server ended the stream (204 No Content)");
                 return Ok(ExitCode::SUCCESS);
             }
+            Err(err @ Error::Skipped { .. }) => {
+                eprintln!("tidings: {err}");
+                Ok(())
+            }
             Err(err) if err.is_terminal() => {
                 // The message alone: it already names the innermost cause.
-                bail!("{err}");
+                bail!("{}", describe(&err, &origin));
             }
             Err(err) => {
-                eprintln!(
-                    "tidings: {}; reconnecting",
-                    redactor.redact(&err.to_string())
-                );
+                let failure = describe(&err, &origin);
+                if last_failure.as_ref() != Some(&failure) {
+                    let wait = source
+                        .retry_in()
+                        .map_or_else(String::new, |wait| format!(" in {}", human(wait)));
+                    // After a question ("is `tidings serve` running?"), no semicolon.
+                    let join = if failure.ends_with('?') { " " } else { "; " };
+                    eprintln!("tidings: {}{join}retrying{wait}", redactor.redact(&failure));
+                    last_failure = Some(failure);
+                } else {
+                    tracing::debug!("{failure}; retrying");
+                }
                 Ok(())
             }
         };
@@ -180,6 +197,101 @@ fn source(args: &Args) -> anyhow::Result<EventSource> {
         builder = builder.max_retries(max);
     }
     Ok(builder.build()?)
+}
+
+/// `scheme://host:port` of the stream's URL, to say where a connection was tried
+/// (without the path and query, which may carry a token).
+fn origin(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map_or_else(|_| url.to_owned(), |url| url.origin().ascii_serialization())
+}
+
+/// What went wrong, for a person: a refusal with the hub's reason, a connection failure
+/// with where it was tried and what to check; other errors as the client says them.
+fn describe(err: &Error, origin: &str) -> String {
+    match err {
+        Error::Status { status, body } if *status >= 300 => {
+            let reason = reqwest::StatusCode::from_u16(*status)
+                .ok()
+                .and_then(|code| code.canonical_reason())
+                .map_or_else(|| status.to_string(), |reason| format!("{status} {reason}"));
+            match first_line(body) {
+                Some(line) => format!("the hub refused the subscription: {reason}: {line}"),
+                None => format!("the hub refused the subscription: {reason}"),
+            }
+        }
+        Error::Connect { source } => {
+            let (cause, hint) = connect_cause(source);
+            format!("cannot connect to {origin}: {cause}{hint}")
+        }
+        Error::RetriesExhausted { retries, last } => format!(
+            "gave up after {retries} reconnection attempt{}: {}",
+            if *retries == 1 { "" } else { "s" },
+            describe(last, origin)
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The most characters of a refusal's body that are printed.
+const BODY_LINE_CHARS: usize = 200;
+
+/// The first line of a body that has text, at most [`BODY_LINE_CHARS`] characters,
+/// control characters (a terminal's escape sequences) replaced.
+fn first_line(body: &str) -> Option<String> {
+    let line = body.lines().map(str::trim).find(|line| !line.is_empty())?;
+    let mut shown: String = line
+        .chars()
+        .take(BODY_LINE_CHARS)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
+    if line.chars().nth(BODY_LINE_CHARS).is_some() {
+        shown.push('…');
+    }
+    Some(shown)
+}
+
+/// Why a connection failed, in a few words, and what to check: the cause the
+/// operating system gave when there is one.
+fn connect_cause(err: &tidings_client::TransportError) -> (String, &'static str) {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut innermost = err.to_string();
+    let mut dns = false;
+    while let Some(current) = cause {
+        dns |= current.to_string().starts_with("dns error");
+        if let Some(io) = current.downcast_ref::<io::Error>() {
+            let (text, hint) = match io.kind() {
+                io::ErrorKind::ConnectionRefused => {
+                    ("connection refused", "; is `tidings serve` running?")
+                }
+                io::ErrorKind::TimedOut => ("timed out", "; is the address right and reachable?"),
+                io::ErrorKind::ConnectionReset => ("connection reset", ""),
+                io::ErrorKind::PermissionDenied => ("permission denied", ""),
+                _ => {
+                    innermost = io.to_string();
+                    break;
+                }
+            };
+            return (text.to_owned(), hint);
+        }
+        innermost = current.to_string();
+        cause = current.source();
+    }
+    let hint = if dns { "; is the host name right?" } else { "" };
+    (innermost, hint)
+}
+
+/// A wait as a person says it: `250ms`, `3s`, `4.5s`.
+fn human(wait: Duration) -> String {
+    if wait < Duration::from_secs(1) {
+        return format!("{}ms", wait.as_millis());
+    }
+    let tenths = (wait.as_millis() + 50) / 100;
+    if tenths.is_multiple_of(10) {
+        format!("{}s", tenths / 10)
+    } else {
+        format!("{}.{}s", tenths / 10, tenths % 10)
+    }
 }
 
 /// The body given to `--data`: literal, `@FILE` or `@-` (stdin).
@@ -308,6 +420,49 @@ mod tests {
         assert_eq!(value["data"], "\"q\" \\ \u{1}\n2");
         assert_eq!(value["type"], "message");
         assert_eq!(value["id"], "");
+    }
+
+    #[test]
+    fn refusals_show_the_first_line_of_the_body() {
+        let refused = |status, body: &str| {
+            describe(
+                &Error::Status {
+                    status,
+                    body: body.to_owned(),
+                },
+                "http://h",
+            )
+        };
+        assert_eq!(
+            refused(401, "token expired 6s ago\nmore\n"),
+            "the hub refused the subscription: 401 Unauthorized: token expired 6s ago"
+        );
+        assert_eq!(
+            refused(404, ""),
+            "the hub refused the subscription: 404 Not Found"
+        );
+        assert_eq!(
+            refused(599, "\n  x\u{1b}[31m  \n"),
+            "the hub refused the subscription: 599: x\u{fffd}[31m"
+        );
+        let long = refused(400, &"a".repeat(500));
+        assert!(
+            long.ends_with(&format!(": {}…", "a".repeat(BODY_LINE_CHARS))),
+            "{long}"
+        );
+        // A 2xx other than 200 and 204 is not a refusal.
+        assert_eq!(
+            refused(206, ""),
+            "the server answered 206 Partial Content instead of 200 OK"
+        );
+    }
+
+    #[test]
+    fn waits_read_like_a_person_writes_them() {
+        assert_eq!(human(Duration::from_millis(10)), "10ms");
+        assert_eq!(human(Duration::from_millis(3000)), "3s");
+        assert_eq!(human(Duration::from_millis(4460)), "4.5s");
+        assert_eq!(human(Duration::from_millis(29_990)), "30s");
     }
 
     #[test]

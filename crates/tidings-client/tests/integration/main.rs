@@ -4,5 +4,6 @@
 mod reconnect;
 mod request;
 mod response;
+mod restart;
 mod server;
 mod stream;

@@ -412,6 +412,7 @@ async fn reconnection_waits_are_exact_under_a_controlled_clock() {
         .unwrap();
     expect_open(&mut source).await;
     let mut waits = Vec::new();
+    let mut announced_waits = Vec::new();
     for _ in 0..2 {
         expect_message(&mut source).await;
         assert!(matches!(
@@ -419,9 +420,16 @@ async fn reconnection_waits_are_exact_under_a_controlled_clock() {
             Error::EndOfStream
         ));
         let lost = tokio::time::Instant::now();
+        let announced = source.retry_in().expect("waiting to reconnect");
         expect_open(&mut source).await;
+        assert_eq!(source.retry_in(), None);
         waits.push(lost.elapsed());
+        announced_waits.push(announced);
     }
+    assert_eq!(
+        announced_waits,
+        [Duration::from_secs(3), Duration::from_millis(1234)]
+    );
     // First the default reconnection time, 3 s; then the server's `retry: 1234`. The
     // timer has a granularity of 1 ms.
     let ms = Duration::from_millis;

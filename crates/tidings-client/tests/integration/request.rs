@@ -152,9 +152,29 @@ async fn a_redirect_to_an_unusable_location_fails_for_good() {
 }
 
 #[tokio::test]
+async fn an_empty_location_or_one_back_to_the_same_url_is_a_redirect_error() {
+    for location in ["", "/same"] {
+        let server = serve(move |_, _| status(302, &[(header::LOCATION.as_str(), location)])).await;
+        let mut source = fast(&server.url("/same")).build().unwrap();
+        let err = expect_error(&mut source).await;
+        assert!(
+            matches!(&err, Error::Redirect { status: 302, location: Some(l) } if l == location),
+            "{location:?}: {err:?}"
+        );
+        assert!(err.is_terminal());
+        expect_end(&mut source).await;
+        assert_eq!(server.hits(), 1, "{location:?}: followed");
+    }
+}
+
+#[tokio::test]
 async fn a_redirect_loop_fails_for_good() {
-    let server = serve(|_, _| status(307, &[(header::LOCATION.as_str(), "/")])).await;
-    let mut source = fast(&server.url("/")).build().unwrap();
+    let server = serve(|_, request| {
+        let to = if request.path == "/a" { "/b" } else { "/a" };
+        status(307, &[(header::LOCATION.as_str(), to)])
+    })
+    .await;
+    let mut source = fast(&server.url("/a")).build().unwrap();
     let err = expect_error(&mut source).await;
     assert!(matches!(err, Error::TooManyRedirects { .. }), "{err:?}");
     expect_end(&mut source).await;

@@ -1,6 +1,7 @@
 //! Which responses are event streams: status 200 and the `text/event-stream` essence.
 
 use axum::{body::Body, http::Response};
+use futures_util::StreamExt as _;
 use tidings_client::{Error, EventSource, ReadyState};
 
 use crate::server::{expect_end, expect_error, expect_message, expect_open, fast, serve, status};
@@ -13,7 +14,7 @@ async fn every_status_other_than_200_fails_for_good() {
         let mut source = fast(&server.url("/")).build().unwrap();
         let err = expect_error(&mut source).await;
         assert!(
-            matches!(err, Error::Status { status } if status == code),
+            matches!(err, Error::Status { status, .. } if status == code),
             "{code}: {err:?}"
         );
         assert!(err.is_terminal());
@@ -102,4 +103,73 @@ async fn the_charset_parameter_does_not_change_the_decoding() {
     let mut source = EventSource::get(&server.url("/")).unwrap();
     expect_open(&mut source).await;
     assert_eq!(expect_message(&mut source).await.1, "café");
+}
+
+/// A response with a status and a body.
+fn refusal(code: u16, body: Body) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(body)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_refusal_carries_the_start_of_its_body() {
+    let server =
+        serve(|_, _| refusal(401, Body::from("token expired 6s ago\nsecond line\n"))).await;
+    let mut source = fast(&server.url("/")).build().unwrap();
+    let err = expect_error(&mut source).await;
+    assert_eq!(err.status(), Some(401));
+    assert_eq!(err.body(), Some("token expired 6s ago\nsecond line\n"));
+    assert_eq!(
+        err.to_string(),
+        "the server answered 401 Unauthorized instead of 200 OK: token expired 6s ago"
+    );
+    expect_end(&mut source).await;
+}
+
+#[tokio::test]
+async fn the_body_kept_is_bounded_and_cut_at_a_whole_character() {
+    // 3 000 two-byte characters, 6 000 bytes: 4 096 kept by default, a whole number of
+    // characters; with a limit of 5 bytes, two characters.
+    let body = "é".repeat(3_000);
+    let server = serve(move |_, _| refusal(403, Body::from(body.clone()))).await;
+    let mut source = fast(&server.url("/")).build().unwrap();
+    let err = expect_error(&mut source).await;
+    assert_eq!(err.body(), Some("é".repeat(2_048).as_str()));
+    let mut source = fast(&server.url("/")).max_error_body(5).build().unwrap();
+    assert_eq!(expect_error(&mut source).await.body(), Some("éé"));
+    let mut source = fast(&server.url("/")).max_error_body(0).build().unwrap();
+    assert_eq!(expect_error(&mut source).await.body(), Some(""));
+}
+
+/// A body that starts and never ends: the error comes after the wait (the idle timeout
+/// here), with what arrived. On the paused clock, so the wait is exact under any load.
+#[tokio::test(start_paused = true)]
+async fn a_body_that_never_ends_is_waited_for_a_bounded_time() {
+    let server = serve(|_, _| {
+        let chunks = futures_util::stream::once(async {
+            Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"slow: "))
+        })
+        .chain(futures_util::stream::pending());
+        refusal(503, Body::from_stream(chunks))
+    })
+    .await;
+    let mut source = fast(&server.url("/"))
+        .idle_timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let err = futures_util::StreamExt::next(&mut source)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.body(), Some("slow: "));
+    assert_eq!(
+        err.to_string(),
+        "the server answered 503 Service Unavailable instead of 200 OK: slow:"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_secs(30));
+    assert!(futures_util::StreamExt::next(&mut source).await.is_none());
 }

@@ -173,3 +173,84 @@ async fn an_event_over_the_limit_fails_for_good() {
     );
     expect_end(&mut source).await;
 }
+
+/// An event whose one `data:` line carries `len` bytes.
+fn one_line_event(len: usize) -> String {
+    format!("data: {}\n\n", "x".repeat(len))
+}
+
+#[tokio::test]
+async fn by_default_the_line_limit_follows_the_event_limit() {
+    // A single-line payload just under the event limit (the LF counts) is read whole…
+    let body: &'static str =
+        Box::leak(format!("{}{}", one_line_event(99), one_line_event(100)).into_boxed_str());
+    let server = serve(move |_, _| sse_then_hang(body)).await;
+    let mut source = EventSource::builder(&server.url("/"))
+        .max_event_size(100)
+        .build()
+        .unwrap();
+    expect_open(&mut source).await;
+    assert_eq!(expect_message(&mut source).await.1.len(), 99);
+    // …and one over it is refused by the event limit, not by a smaller line limit.
+    let err = expect_error(&mut source).await;
+    assert!(
+        matches!(err, Error::Limit(DecodeError::EventTooLarge { limit: 100 })),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_single_line_event_over_8_mib_is_read_with_the_defaults() {
+    let body: &'static str = Box::leak(one_line_event(9 << 20).into_boxed_str());
+    let server = serve(move |_, _| sse_then_hang(body)).await;
+    let mut source = EventSource::get(&server.url("/")).unwrap();
+    expect_open(&mut source).await;
+    assert_eq!(expect_message(&mut source).await.1.len(), 9 << 20);
+}
+
+#[tokio::test]
+async fn skip_oversized_skips_an_event_and_goes_on_on_the_same_connection() {
+    let server = serve(|_, _| {
+        sse_then_hang(
+            "data: short\n\nid: 2\ndata: far too long for the limit\n\n\
+             data: 12345\ndata: 67890\ndata: abcde\n\ndata: after\n\n",
+        )
+    })
+    .await;
+    let mut source = EventSource::builder(&server.url("/"))
+        .max_line_len(16)
+        .max_event_size(12)
+        .skip_oversized(true)
+        .build()
+        .unwrap();
+    expect_open(&mut source).await;
+    assert_eq!(expect_message(&mut source).await.1, "short");
+    let err = expect_error(&mut source).await;
+    assert!(
+        matches!(
+            err,
+            Error::Skipped {
+                cause: DecodeError::LineTooLong { limit: 16 }
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_terminal());
+    let err = expect_error(&mut source).await;
+    assert!(
+        matches!(
+            err,
+            Error::Skipped {
+                cause: DecodeError::EventTooLarge { limit: 12 }
+            }
+        ),
+        "{err:?}"
+    );
+    // The skipped event's id took effect.
+    assert_eq!(
+        expect_message(&mut source).await,
+        ("message".into(), "after".into(), "2".into())
+    );
+    assert_eq!(source.ready_state(), ReadyState::Open);
+    assert_eq!(server.hits(), 1, "reconnected instead of skipping");
+}
