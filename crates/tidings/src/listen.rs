@@ -86,10 +86,10 @@ impl Args {
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let redactor = args.redactor();
-    // The error is printed by `main`: redact it whole, causes included.
+    // The error is printed by `main`: redact it whole, each cause once.
     listen(args, &redactor)
         .await
-        .map_err(|err| anyhow::anyhow!(redactor.redact(&format!("{err:#}"))))
+        .map_err(|err| anyhow::anyhow!(redactor.redact(&crate::one_line(&err))))
 }
 
 async fn listen(args: Args, redactor: &Redactor) -> anyhow::Result<ExitCode> {
