@@ -70,7 +70,7 @@ Yes/no variables (TIDINGS_NO_DEMO...) take 1/0, true/false, yes/no or on/off.
     // `:PORT` is explained where it is accepted.
     let serve = text(&run(&["serve", "--help"]).stdout);
     assert!(
-        serve.contains("or :PORT for every IPv4 interface (0.0.0.0:PORT)"),
+        serve.contains("or `:PORT` for every IPv4 interface (0.0.0.0:PORT)"),
         "{serve}"
     );
 }
