@@ -21,6 +21,16 @@ for component in rustfmt clippy; do
   fi
 done
 
+step "system tools the tests run (curl, kill)"
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+{ [ -x /bin/kill ] || [ -x /usr/bin/kill ]; } || missing+=(procps)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
