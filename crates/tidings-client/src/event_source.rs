@@ -456,6 +456,10 @@ impl EventSource {
         if self.shared.closed.load(Ordering::Acquire) {
             return self.closed_by_handle();
         }
+        // Likewise a restart: poll again at once, where `poll_next` does it.
+        if self.shared.restart.load(Ordering::Acquire) {
+            cx.waker().wake_by_ref();
+        }
         Poll::Pending
     }
 

@@ -422,38 +422,45 @@ impl Fanout {
         );
     }
 
-    /// Hands an update that is not in the log (a subscription event) to the live
-    /// subscribers it concerns, queued as [`LIVE_ONLY`]. It is encoded only if one
-    /// of them may receive it, and without an `id`, so that a client's last event ID
-    /// keeps naming the last update of the log.
-    ///
-    /// A private update (every subscription event) is matched against the watchers
-    /// only, not through the topic indexes: subscription topics are new every time, and
-    /// connect-and-close churn must cost neither a pass over every `*` subscriber nor a
-    /// place in the template cache.
+    /// Hands an update that is not in the log ([`Hub::publish_live`](crate::Hub::publish_live))
+    /// to the live subscribers it concerns, queued as [`LIVE_ONLY`]: see
+    /// [`Fanout::deliver_live`].
     pub(crate) fn notify(&self, update: &Update) {
         let mut registry = self.lock();
-        let targets = if update.private {
-            if registry.watchers.is_empty() {
-                return;
-            }
-            let registry = &*registry;
-            registry
-                .watchers
-                .iter()
-                .copied()
-                .filter(|key| {
-                    registry
-                        .subscribers
-                        .get(key)
-                        .is_some_and(|s| s.registration.selects(update))
-                })
-                .collect()
-        } else {
-            registry.targets(update)
-        };
+        let targets = registry.targets(update);
+        self.deliver_live(&mut registry, targets, update);
+    }
+
+    /// Hands a subscription event to the subscribers that may receive it. It is matched
+    /// against the watchers only, not through the topic indexes: subscription topics are
+    /// new every time, and connect-and-close churn must cost neither a pass over every
+    /// `*` subscriber nor a place in the template cache. Subscription events are private,
+    /// so no subscriber outside the watchers could receive one.
+    pub(crate) fn notify_subscription(&self, update: &Update) {
+        let mut registry = self.lock();
+        if registry.watchers.is_empty() {
+            return;
+        }
+        let targets = registry
+            .watchers
+            .iter()
+            .copied()
+            .filter(|key| {
+                registry
+                    .subscribers
+                    .get(key)
+                    .is_some_and(|s| s.registration.selects(update))
+            })
+            .collect();
+        self.deliver_live(&mut registry, targets, update);
+    }
+
+    /// Queues an update that is not in the log for `targets`, as [`LIVE_ONLY`], encoded
+    /// only if one of them may receive it, and without an `id`, so that a client's last
+    /// event ID keeps naming the last update of the log.
+    fn deliver_live(&self, registry: &mut Registry, targets: Vec<u64>, update: &Update) {
         let mut encoded = None;
-        self.deliver(&mut registry, targets, update, LIVE_ONLY, || {
+        self.deliver(registry, targets, update, LIVE_ONLY, || {
             encoded
                 .get_or_insert_with(|| crate::event::encode_live(update))
                 .clone()

@@ -257,7 +257,8 @@ impl HubBuilder {
     }
 
     /// The limits on the topic selectors of a subscription (the `topic` query
-    /// parameters); a selector over them is refused with 400. See
+    /// parameters); a selector over them is refused with 400 (and a subscription is
+    /// refused with 503 while too many others wait to compile new templates). See
     /// [`SelectorLimits`](crate::topic::SelectorLimits) for the defaults.
     pub fn selector_limits(mut self, limits: crate::topic::SelectorLimits) -> Self {
         self.config.selector_limits = limits;

@@ -111,7 +111,7 @@ impl Metrics {
             timeouts_idle: timeouts(&recorder, "idle"),
             selector_refusals: counter(
                 "tidings_selector_refusals_total",
-                "Subscriptions refused because a topic selector was over a limit (length, complexity, compiled size).",
+                "Subscriptions refused for their topic selectors: over a limit (length, complexity, compiled size; 400), or too many waiting to compile (503).",
             ),
             template_cache_bytes: gauge(
                 "tidings_template_cache_bytes",

@@ -193,7 +193,7 @@ async fn resume_point(
 /// current state from the subscriptions API, and churn costs no write to the log.
 fn announce(hub: &Hub, info: &SubscriberInfo, active: bool) {
     for update in subscription::events(info, active) {
-        hub.inner.fanout.notify(&update);
+        hub.inner.fanout.notify_subscription(&update);
     }
 }
 

@@ -212,10 +212,8 @@ fn describe(err: &Error, origin: &str) -> String {
     match err {
         Error::Status { status, body } if *status >= 300 => {
             let reason = reqwest::StatusCode::from_u16(*status)
-                .ok()
-                .and_then(|code| code.canonical_reason())
-                .map_or_else(|| status.to_string(), |reason| format!("{status} {reason}"));
-            match first_line(body) {
+                .map_or_else(|_| status.to_string(), crate::publish::describe_status);
+            match crate::publish::body_line(body, '\u{fffd}') {
                 Some(line) => format!("the hub refused the subscription: {reason}: {line}"),
                 None => format!("the hub refused the subscription: {reason}"),
             }
@@ -231,24 +229,6 @@ fn describe(err: &Error, origin: &str) -> String {
         ),
         other => other.to_string(),
     }
-}
-
-/// The most characters of a refusal's body that are printed.
-const BODY_LINE_CHARS: usize = 200;
-
-/// The first line of a body that has text, at most [`BODY_LINE_CHARS`] characters,
-/// control characters (a terminal's escape sequences) replaced.
-fn first_line(body: &str) -> Option<String> {
-    let line = body.lines().map(str::trim).find(|line| !line.is_empty())?;
-    let mut shown: String = line
-        .chars()
-        .take(BODY_LINE_CHARS)
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect();
-    if line.chars().nth(BODY_LINE_CHARS).is_some() {
-        shown.push('…');
-    }
-    Some(shown)
 }
 
 /// Why a connection failed, in a few words, and what to check: the cause the
@@ -282,7 +262,7 @@ fn connect_cause(err: &tidings_client::TransportError) -> (String, &'static str)
 }
 
 /// A wait as a person says it: `250ms`, `3s`, `4.5s`.
-fn human(wait: Duration) -> String {
+pub(crate) fn human(wait: Duration) -> String {
     if wait < Duration::from_secs(1) {
         return format!("{}ms", wait.as_millis());
     }
@@ -447,7 +427,7 @@ mod tests {
         );
         let long = refused(400, &"a".repeat(500));
         assert!(
-            long.ends_with(&format!(": {}…", "a".repeat(BODY_LINE_CHARS))),
+            long.ends_with(&format!(": {}…", "a".repeat(crate::publish::REASON_CHARS))),
             "{long}"
         );
         // A 2xx other than 200 and 204 is not a refusal.

@@ -126,7 +126,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 const BODY_LIMIT: usize = 64 * 1024;
 
 /// The most characters of the hub's answer shown in an error.
-const REASON_CHARS: usize = 200;
+pub(crate) const REASON_CHARS: usize = 200;
 
 /// Reads at most `limit` bytes of the body; the rest is left unread.
 async fn read_bounded(response: &mut reqwest::Response, limit: usize) -> reqwest::Result<Vec<u8>> {
@@ -144,25 +144,28 @@ async fn read_bounded(response: &mut reqwest::Response, limit: usize) -> reqwest
 /// The first non-empty line of a body, trimmed, control characters shown as `?`, cut
 /// to [`REASON_CHARS`] characters (with `…` when cut): safe to print on a terminal.
 fn first_line(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty())
-        .unwrap_or("");
+    body_line(&String::from_utf8_lossy(body), '?').unwrap_or_default()
+}
+
+/// The first line of `body` that has text, trimmed, at most [`REASON_CHARS`]
+/// characters (with `…` when cut), control characters (a terminal's escape sequences)
+/// replaced by `control`; `None` when no line has text. For the refusals that
+/// `publish` and `listen` print.
+pub(crate) fn body_line(body: &str, control: char) -> Option<String> {
+    let line = body.lines().map(str::trim).find(|line| !line.is_empty())?;
     let mut shown: String = line
         .chars()
         .take(REASON_CHARS)
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if c.is_control() { control } else { c })
         .collect();
-    if line.chars().count() > REASON_CHARS {
+    if line.chars().nth(REASON_CHARS).is_some() {
         shown.push('…');
     }
-    shown
+    Some(shown)
 }
 
 /// `401 Unauthorized`, or the bare code when it has no standard reason.
-fn describe_status(status: reqwest::StatusCode) -> String {
+pub(crate) fn describe_status(status: reqwest::StatusCode) -> String {
     match status.canonical_reason() {
         Some(reason) => format!("{} {reason}", status.as_u16()),
         None => status.as_u16().to_string(),
@@ -174,7 +177,7 @@ fn send_failure(err: &reqwest::Error, origin: &str, timeout: Duration) -> String
     if err.is_timeout() {
         return format!(
             "no answer from {origin} within {}; is the address right? (--timeout sets the wait)",
-            format_duration(timeout)
+            crate::listen::human(timeout)
         );
     }
     let mut causes = Vec::new();
@@ -207,15 +210,6 @@ fn send_failure(err: &reqwest::Error, origin: &str, timeout: Duration) -> String
         "plain HTTP"
     };
     format!("{origin} gave no HTTP answer ({innermost}); is it a Tidings hub, over {scheme}?")
-}
-
-/// A duration as it was most likely written: `30s`, `500ms`.
-fn format_duration(duration: Duration) -> String {
-    if duration.subsec_nanos() == 0 {
-        format!("{}s", duration.as_secs())
-    } else {
-        format!("{}ms", duration.as_millis())
-    }
 }
 
 fn hub_url(hub: &str) -> String {

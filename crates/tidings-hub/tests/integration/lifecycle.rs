@@ -328,3 +328,23 @@ async fn subscribers_and_distinct_templates_are_capped() {
     assert_eq!(c.expect().await.id, id);
     drop(third);
 }
+
+/// A private live update goes through the topic indexes like any other: it reaches a
+/// subscriber of its exact topic whose token allows it, and nobody else.
+#[tokio::test]
+async fn a_private_live_update_reaches_the_subscribers_allowed_to_see_it() {
+    let t = TestHub::with(|b| b.subscriptions(false)).await;
+    let query = topics_query(&["/presence"]);
+    let allowed = token(&[], &["/presence"]);
+    let mut reader = t.subscribe_with(&query, Some(&allowed), None).await;
+    let mut anonymous = t.subscribe(&query).await;
+    let mut update = Update::new("", "/presence", "private");
+    update.private = true;
+    t.hub.publish_live(update).unwrap();
+    t.hub
+        .publish_live(Update::new("", "/presence", "public"))
+        .unwrap();
+    assert_eq!(reader.expect().await.data, "private");
+    assert_eq!(reader.expect().await.data, "public");
+    assert_eq!(anonymous.expect().await.data, "public");
+}
