@@ -88,6 +88,7 @@ pub(crate) struct Config {
     pub(crate) pages: bool,
     pub(crate) server: crate::server::ServerLimits,
     pub(crate) selector_limits: crate::topic::SelectorLimits,
+    pub(crate) tls: Option<crate::tls::TlsConfig>,
 }
 
 /// Builds a [`Hub`].
@@ -265,6 +266,13 @@ impl HubBuilder {
         self
     }
 
+    /// Serves [`Hub::serve`]'s connections over TLS, HTTP/2 chosen by ALPN beside
+    /// HTTP/1.1 (default: cleartext, HTTP/1.1 and h2c). See [`crate::tls`].
+    pub fn tls(mut self, config: crate::tls::TlsConfig) -> Self {
+        self.config.tls = Some(config);
+        self
+    }
+
     /// Opens the history and starts the hub's dispatch task. Must run inside a tokio
     /// runtime.
     pub async fn build(self) -> Result<Hub, HubError> {
@@ -273,6 +281,9 @@ impl HubBuilder {
             None => Log::memory(self.retention),
         });
         let metrics = Metrics::new();
+        if let Some(tls) = &self.config.tls {
+            tls.count_reloads_in(&metrics);
+        }
         let dispatched = log.last_position();
         let fanout = Arc::new(
             Fanout::new(self.config.queue_capacity, metrics.clone(), dispatched)
@@ -370,6 +381,7 @@ impl Hub {
                 pages: false,
                 server: crate::server::ServerLimits::default(),
                 selector_limits: crate::topic::SelectorLimits::default(),
+                tls: None,
             },
         }
     }

@@ -52,7 +52,8 @@
 //!   the `Link` header) and [`Hub::ops_router`] (`/healthz`, `/readyz`, `/metrics`);
 //! - [`web`]: the browser pages (the demo and the live console);
 //! - the server loop of [`Hub::serve`]: timeouts, connection caps, trusted proxies and a
-//!   bounded shutdown ([`ServerLimits`]).
+//!   bounded shutdown ([`ServerLimits`]);
+//! - [`tls`]: TLS (rustls) with HTTP/2 by ALPN, and certificates reloaded while serving.
 
 pub mod auth;
 mod dispatch;
@@ -68,6 +69,7 @@ mod metrics;
 mod server;
 mod stream;
 mod subscription;
+pub mod tls;
 pub mod topic;
 pub mod web;
 

@@ -39,6 +39,10 @@ pub(crate) struct Metrics {
     pub(crate) subscription_refusals_templates: Counter,
     pub(crate) refusals_requests_per_ip: Counter,
     pub(crate) invalid_forwarded_for: Counter,
+    pub(crate) timeouts_handshake: Counter,
+    pub(crate) tls_handshake_failures: Counter,
+    pub(crate) tls_reloads_ok: Counter,
+    pub(crate) tls_reloads_failed: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -140,6 +144,13 @@ impl Metrics {
                 "tidings_invalid_forwarded_for_total",
                 "Requests from a trusted proxy refused with 400: the X-Forwarded-For entry naming the client was not an IP address.",
             ),
+            timeouts_handshake: timeouts(&recorder, "tls_handshake"),
+            tls_handshake_failures: counter(
+                "tidings_tls_handshake_failures_total",
+                "TLS handshakes that failed (protocol errors, no shared version or cipher, peers that went away); the ones cut by the deadline are tidings_timeouts_total{kind=\"tls_handshake\"}.",
+            ),
+            tls_reloads_ok: tls_reloads(&recorder, "ok"),
+            tls_reloads_failed: tls_reloads(&recorder, "error"),
             handle: recorder.handle(),
         }
     }
@@ -175,8 +186,18 @@ fn timeouts(recorder: &PrometheusRecorder, kind: &'static str) -> Counter {
     labelled(
         recorder,
         "tidings_timeouts_total",
-        "Connections closed by a deadline: request head (header), socket not draining (write), no request (idle).",
+        "Connections closed by a deadline: request head (header), socket not draining (write), no request (idle), TLS handshake not finished within the request-head deadline (tls_handshake).",
         ("kind", kind),
+    )
+}
+
+/// `tidings_tls_reloads_total{result}`.
+fn tls_reloads(recorder: &PrometheusRecorder, result: &'static str) -> Counter {
+    labelled(
+        recorder,
+        "tidings_tls_reloads_total",
+        "TLS certificate reloads (SIGHUP, a change of the files, the library's handle), by result; a failed one keeps the certificate in use.",
+        ("result", result),
     )
 }
 

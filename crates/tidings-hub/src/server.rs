@@ -378,6 +378,8 @@ struct Shared {
     requests_per_ip: Arc<PerAddr>,
     refusals: Arc<Semaphore>,
     builder: auto::Builder<StreamExecutor>,
+    /// TLS, when the hub has it: every connection shakes hands before hyper sees it.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Shared {
@@ -417,6 +419,7 @@ impl Shared {
             requests_per_ip: Arc::new(PerAddr::new(limits.max_requests_per_ip)),
             refusals: Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT)),
             builder,
+            tls: None,
         }
     }
 
@@ -546,11 +549,16 @@ where
     };
     // However serve ends (dropped too), HTTP/2 streams still running are dropped.
     let _abandon = streams.abandon.clone().drop_guard();
-    let shared = Arc::new(Shared::new(
-        &limits,
-        hub.inner.metrics.clone(),
-        streams.clone(),
-    ));
+    let mut shared = Shared::new(&limits, hub.inner.metrics.clone(), streams.clone());
+    let tls = hub.inner.config.tls.as_ref();
+    shared.tls = tls.map(crate::tls::TlsConfig::server_config);
+    let shared = Arc::new(shared);
+    // The certificate files are watched while the server runs.
+    let watching = CancellationToken::new();
+    let _stop_watching = watching.clone().drop_guard();
+    if let Some(tls) = tls {
+        tls.watch(watching.clone());
+    }
     let router = crate::http::app(hub.clone());
     let token = hub.inner.shutdown.clone();
     // Tells every connection to finish what it is doing and close.
@@ -734,7 +742,8 @@ impl Connection {
     async fn run(self, stream: TcpStream) {
         let shared = Arc::clone(&self.shared);
         let peer = self.peer;
-        let activity = Arc::new(Activity::new(Instant::now()));
+        let accepted = Instant::now();
+        let activity = Arc::new(Activity::new(accepted));
         let io = TimedIo {
             stream,
             activity: Arc::clone(&activity),
@@ -745,6 +754,13 @@ impl Connection {
             metrics: shared.metrics.clone(),
         };
         let closing = self.closing.clone();
+        let io = match &shared.tls {
+            None => MaybeTls::Plain(io),
+            Some(tls) => match handshake(&shared, tls, io, accepted, &closing, peer).await {
+                Some(stream) => MaybeTls::Tls(Box::new(stream)),
+                None => return,
+            },
+        };
         let service = TowerToHyperService::new(ConnectionService {
             router: self.router,
             shared: Arc::clone(&shared),
@@ -805,6 +821,108 @@ impl Connection {
                     tracing::debug!(cause = %err, %peer, "connection ended with an error");
                 }
             }
+        }
+    }
+}
+
+/// Shakes hands with a TLS client, within the connection's request-head deadline
+/// (counted from `accepted`): `None` if the handshake failed, timed out or the server
+/// is shutting down, each counted; a failure is logged at DEBUG only, since scanners and
+/// clients that distrust the certificate make them all day.
+async fn handshake(
+    shared: &Shared,
+    tls: &Arc<rustls::ServerConfig>,
+    io: TimedIo,
+    accepted: Instant,
+    closing: &CancellationToken,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TimedIo>> {
+    let accept = tokio_rustls::TlsAcceptor::from(Arc::clone(tls)).accept(io);
+    let deadline = async {
+        match shared.header_timeout {
+            Some(timeout) => tokio::time::sleep_until(accepted + timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        shaken = accept => match shaken {
+            Ok(stream) => Some(stream),
+            Err(err) => {
+                shared.metrics.tls_handshake_failures.increment(1);
+                tracing::debug!(cause = %err, %peer, "TLS handshake failed");
+                None
+            }
+        },
+        () = deadline => {
+            shared.metrics.timeouts_handshake.increment(1);
+            tracing::debug!(%peer, "TLS handshake not finished in time: closing");
+            None
+        }
+        () = closing.cancelled() => None,
+    }
+}
+
+/// A connection's byte stream: the socket itself, or TLS over it.
+enum MaybeTls {
+    Plain(TimedIo),
+    // Boxed: rustls's connection state is some kilobytes, a plain connection pays none.
+    Tls(Box<tokio_rustls::server::TlsStream<TimedIo>>),
+}
+
+impl AsyncRead for MaybeTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Self::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MaybeTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Self::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Self::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(io) => io.is_write_vectored(),
+            Self::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_flush(cx),
+            Self::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Self::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
         }
     }
 }

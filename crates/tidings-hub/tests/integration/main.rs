@@ -16,3 +16,4 @@ mod server;
 mod slow;
 mod storage;
 mod support;
+mod tls;
