@@ -196,6 +196,11 @@ impl TlsConfig {
         self
     }
 
+    /// Whether ALPN offers HTTP/2 (see [`http2`](Self::http2)).
+    pub fn is_http2(&self) -> bool {
+        self.http2
+    }
+
     /// The handle that replaces the certificate while the hub runs.
     pub fn handle(&self) -> TlsHandle {
         TlsHandle {
@@ -371,8 +376,9 @@ impl SelfSigned {
     }
 }
 
-/// SHA-256 of `der`, as `AB:CD:…`.
-fn fingerprint(der: &[u8]) -> String {
+/// The SHA-256 fingerprint of a DER certificate, as colon-separated uppercase hex
+/// (`AB:CD:…`, as browsers and `openssl x509 -fingerprint -sha256` show it).
+pub fn fingerprint(der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, der);
     let mut text = String::with_capacity(digest.as_ref().len() * 3);
     for (i, byte) in digest.as_ref().iter().enumerate() {

@@ -442,6 +442,12 @@ pub(crate) struct FileConfig {
     pub(crate) h2_max_streams: Option<u32>,
     #[serde(default, deserialize_with = "duration_key")]
     pub(crate) shutdown_grace: Option<String>,
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
+    pub(crate) tls_self_signed: Option<bool>,
+    pub(crate) tls_no_http2: Option<bool>,
+    #[serde(default, deserialize_with = "duration_key")]
+    pub(crate) tls_reload_interval: Option<String>,
 }
 
 impl FileConfig {

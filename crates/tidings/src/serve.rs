@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::builder::BoolishValueParser;
 use tidings_hub::auth::{KeyConfig, generate_secret};
 use tidings_hub::log::Retention;
+use tidings_hub::tls::{SelfSigned, TlsConfig, TlsError, TlsHandle};
 use tidings_hub::topic::{DEFAULT_TEMPLATE_CACHE_BYTES, SelectorLimits};
 use tidings_hub::{
     AddrRange, DEFAULT_HEARTBEAT, DEFAULT_MAX_BODY, DEFAULT_MAX_LIVE_TEMPLATES,
@@ -148,6 +149,8 @@ pub(crate) struct Args {
     // Boxed: keeps the subcommands' argument types of like size.
     #[command(flatten)]
     server: Box<ServerFlags>,
+    #[command(flatten)]
+    tls: Box<TlsFlags>,
     /// Check the configuration and exit without starting.
     #[arg(long)]
     check: bool,
@@ -195,6 +198,108 @@ struct ServerFlags {
     /// [default: 10s].
     #[arg(long, env = "TIDINGS_SHUTDOWN_GRACE", value_name = "DURATION")]
     shutdown_grace: Option<String>,
+}
+
+/// TLS: a certificate and key from files, or one generated for development.
+#[derive(Debug, clap::Args)]
+struct TlsFlags {
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key. HTTP/2
+    /// is chosen by ALPN, HTTP/1.1 beside it. Reloaded on SIGHUP and when the files change.
+    #[arg(long, env = "TIDINGS_TLS_CERT", value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1; may be the same file).
+    #[arg(long, env = "TIDINGS_TLS_KEY", value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+    /// For development: serve HTTPS with a certificate generated at start for localhost,
+    /// 127.0.0.1, ::1 and the --addr host; its fingerprint is printed and the certificate
+    /// written beside the history (./tidings.cert.pem), for curl --cacert or a browser.
+    #[arg(long, env = "TIDINGS_TLS_SELF_SIGNED", value_parser = BoolishValueParser::new())]
+    tls_self_signed: bool,
+    /// Offer only HTTP/1.1 by ALPN over TLS (not HTTP/2).
+    #[arg(long, env = "TIDINGS_TLS_NO_HTTP2", value_parser = BoolishValueParser::new())]
+    tls_no_http2: bool,
+    /// How often --tls-cert and --tls-key are read to see whether they changed; 0 for
+    /// never (SIGHUP still reloads) [default: 5s].
+    #[arg(long, env = "TIDINGS_TLS_RELOAD_INTERVAL", value_name = "DURATION")]
+    tls_reload_interval: Option<String>,
+}
+
+/// Where the certificate comes from, once flags, environment and file are merged.
+enum TlsSetup {
+    /// Files, loaded and checked already.
+    Files(TlsConfig),
+    /// Generated at start, for the hosts named.
+    SelfSigned {
+        generated: SelfSigned,
+        hosts: Vec<String>,
+        config: TlsConfig,
+    },
+}
+
+impl TlsSetup {
+    fn config(&self) -> &TlsConfig {
+        match self {
+            Self::Files(config) | Self::SelfSigned { config, .. } => config,
+        }
+    }
+}
+
+impl TlsFlags {
+    /// The TLS set-up from flags (and environment), else the file; `None` for none.
+    /// `host` is the `--addr` host, for the self-signed certificate.
+    fn resolve(self, file: &FileConfig, host: Option<String>) -> anyhow::Result<Option<TlsSetup>> {
+        let cert = self.tls_cert.or_else(|| file.tls_cert.clone());
+        let key = self.tls_key.or_else(|| file.tls_key.clone());
+        let self_signed = self.tls_self_signed || file.tls_self_signed.unwrap_or(false);
+        let http2 = !(self.tls_no_http2 || file.tls_no_http2.unwrap_or(false));
+        let interval = match self
+            .tls_reload_interval
+            .or_else(|| file.tls_reload_interval.clone())
+        {
+            Some(text) => Some(duration_setting(&text, "--tls-reload-interval")?),
+            None => Some(tidings_hub::tls::DEFAULT_POLL_INTERVAL),
+        };
+        let setup = match (cert, key, self_signed) {
+            (None, None, false) => return Ok(None),
+            (Some(_), _, true) | (_, Some(_), true) => {
+                anyhow::bail!(
+                    "--tls-self-signed generates its own certificate: give it without --tls-cert and --tls-key"
+                )
+            }
+            (Some(_), None, false) => {
+                anyhow::bail!("--tls-cert needs --tls-key (the certificate's private key)")
+            }
+            (None, Some(_), false) => {
+                anyhow::bail!("--tls-key needs --tls-cert (the certificate chain)")
+            }
+            (Some(cert), Some(key), false) => TlsSetup::Files(
+                TlsConfig::from_pem_files(cert, key)
+                    .context("--tls-cert/--tls-key")?
+                    .poll_interval(interval)
+                    .http2(http2),
+            ),
+            (None, None, true) => {
+                let mut hosts: Vec<String> =
+                    ["localhost", "127.0.0.1", "::1"].map(String::from).into();
+                if let Some(host) = host
+                    && !hosts.contains(&host)
+                {
+                    hosts.push(host);
+                }
+                let generated = SelfSigned::generate(&hosts).context("--tls-self-signed")?;
+                let config = generated
+                    .config()
+                    .context("--tls-self-signed")?
+                    .http2(http2);
+                TlsSetup::SelfSigned {
+                    generated,
+                    hosts,
+                    config,
+                }
+            }
+        };
+        Ok(Some(setup))
+    }
 }
 
 impl ServerFlags {
@@ -272,6 +377,7 @@ struct Settings {
     /// Whether to run the demo publisher for the Ping page.
     demo: bool,
     server: ServerLimits,
+    tls: Option<TlsSetup>,
 }
 
 impl Settings {
@@ -281,6 +387,13 @@ impl Settings {
             None => FileConfig::default(),
         };
         let server = args.server.resolve(&file)?;
+        // Before `file.addr` moves: the self-signed certificate names the --addr host.
+        let tls_host = args
+            .addr
+            .clone()
+            .or_else(|| file.addr.clone())
+            .and_then(|text| certificate_host(&text, parse_addr(&text).ok()?));
+        let tls = args.tls.resolve(&file, tls_host)?;
         let addr_text = args
             .addr
             .or(file.addr)
@@ -466,6 +579,7 @@ impl Settings {
                 template_cache_size,
                 demo: !(args.no_demo || file.no_demo.unwrap_or(false)),
                 server,
+                tls,
             },
             args.check,
         ))
@@ -487,6 +601,9 @@ impl Settings {
             .max_live_templates(self.max_live_templates)
             .server_limits(self.server.clone())
             .selector_limits(self.selector_limits.clone());
+        if let Some(tls) = &self.tls {
+            builder = builder.tls(tls.config().clone());
+        }
         if let Some(db) = &self.db {
             builder = builder.history_file(db);
         }
@@ -504,8 +621,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (mut settings, check) = Settings::resolve(args)?;
     if check {
         println!(
-            "configuration OK: listen on {}, history {}, anonymous subscribers {}, at most {} connections ({} per client address)",
+            "configuration OK: listen on {}{}, history {}, anonymous subscribers {}, at most {} connections ({} per client address)",
             settings.addr,
+            match &settings.tls {
+                Some(TlsSetup::Files(config)) => format!(
+                    " (TLS, certificate SHA-256 {})",
+                    config.handle().fingerprint()
+                ),
+                Some(TlsSetup::SelfSigned { .. }) => " (TLS, self-signed)".to_owned(),
+                None => String::new(),
+            },
             settings
                 .db
                 .as_ref()
@@ -539,15 +664,28 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.addr))?;
     let addr = listener.local_addr()?;
-    let url = format!("http://{addr}{}", tidings_hub::HUB_PATH);
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{addr}{}", tidings_hub::HUB_PATH);
+    let curl = match &settings.tls {
+        Some(setup) => announce_tls(setup, settings.db.as_deref()),
+        None => "curl".to_owned(),
+    };
+    let _reload_on_hangup = settings
+        .tls
+        .as_ref()
+        .map(|setup| reload_on_hangup(setup.config().handle()));
     // The token file exists before the hub says it listens; it goes when `run` ends.
     let getting_started = generated
         .map(|secret| GettingStarted::new(secret, settings.db.as_deref()))
         .transpose()?;
     println!("tidings: hub listening on {url}");
-    println!("tidings: demo and live console at http://{addr}/");
+    println!("tidings: demo and live console at {scheme}://{addr}/");
     if let Some(getting_started) = &getting_started {
-        getting_started.print(&url);
+        getting_started.print(&url, &curl);
     }
     tracing::info!(%addr, history = ?settings.db, "hub started");
     let demo = settings.demo.then(|| tidings_hub::web::spawn_demo(&hub));
@@ -563,6 +701,110 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     hub.close().await;
     tracing::info!("hub stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The host of `--addr` for the self-signed certificate, when it names one beyond the
+/// defaults: a host name as given, or an IP address other than "every interface".
+fn certificate_host(text: &str, addr: SocketAddr) -> Option<String> {
+    let host = text.trim().rsplit_once(':').map_or("", |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if !host.is_empty() && host.parse::<std::net::IpAddr>().is_err() {
+        return Some(host.to_ascii_lowercase());
+    }
+    (!addr.ip().is_unspecified()).then(|| addr.ip().to_string())
+}
+
+/// Prints what a client needs to trust the hub's certificate and returns the `curl`
+/// that does: the certificate file of a self-signed one, written beside the history.
+fn announce_tls(setup: &TlsSetup, db: Option<&std::path::Path>) -> String {
+    let alpn = if setup.config().is_http2() {
+        "HTTP/2 and HTTP/1.1 by ALPN"
+    } else {
+        "HTTP/1.1 only"
+    };
+    match setup {
+        TlsSetup::Files(config) => {
+            println!(
+                "tidings: TLS on ({alpn}); certificate SHA-256 fingerprint {}",
+                config.handle().fingerprint()
+            );
+            "curl".to_owned()
+        }
+        TlsSetup::SelfSigned {
+            generated, hosts, ..
+        } => {
+            println!(
+                "tidings: TLS on ({alpn}) with a self-signed certificate for {}, made for this run",
+                hosts.join(", ")
+            );
+            println!(
+                "tidings: certificate SHA-256 fingerprint {}",
+                generated.fingerprint()
+            );
+            println!(
+                "tidings: Chromium can trust it with --ignore-certificate-errors-spki-list={}",
+                generated.spki_sha256_base64()
+            );
+            let path = certificate_path(db);
+            match std::fs::write(&path, generated.certificate_pem()) {
+                Ok(()) => {
+                    println!("tidings: certificate written to {}", path.display());
+                    format!("curl --cacert {}", path.display())
+                }
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), cause = %err, "cannot write the certificate file");
+                    "curl --insecure".to_owned()
+                }
+            }
+        }
+    }
+}
+
+/// `x.db` gives `x.cert.pem` beside it; no history gives `./tidings.cert.pem`.
+fn certificate_path(db: Option<&std::path::Path>) -> PathBuf {
+    match db {
+        Some(db) => db.with_extension("cert.pem"),
+        None => PathBuf::from("./tidings.cert.pem"),
+    }
+}
+
+/// Reloads the certificate on SIGHUP (Unix), until dropped. The reload logs and counts
+/// its own outcome.
+fn reload_on_hangup(handle: TlsHandle) -> Option<AbortOnDrop> {
+    #[cfg(unix)]
+    {
+        let mut hangups = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        ) {
+            Ok(signal) => signal,
+            Err(err) => {
+                tracing::error!(cause = %err, "cannot listen for SIGHUP: certificates reload only when their files change");
+                return None;
+            }
+        };
+        Some(AbortOnDrop(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the TLS certificate");
+                if let Err(TlsError::NoFiles) = handle.reload() {
+                    tracing::warn!("SIGHUP: the self-signed certificate has no files to reload");
+                }
+            }
+        })))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = handle;
+        None
+    }
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Completes on Ctrl-C or, on Unix, SIGTERM.

@@ -49,8 +49,10 @@ impl GettingStarted {
         })
     }
 
-    /// Prints the key, the token and the `curl` lines for the hub at `url`.
-    pub(super) fn print(&self, url: &str) {
+    /// Prints the key, the token and the `curl` lines for the hub at `url`; `curl` is
+    /// the command with the options it needs (`curl --cacert FILE` for a self-signed
+    /// certificate).
+    pub(super) fn print(&self, url: &str, curl: &str) {
         let Self {
             secret,
             token,
@@ -69,10 +71,10 @@ impl GettingStarted {
             );
         }
         println!("Subscribe:");
-        println!("  curl -N '{url}?topic=https://example.com/books/1'");
+        println!("  {curl} -N '{url}?topic=https://example.com/books/1'");
         println!("Publish:");
         println!(
-            "  curl -H 'Authorization: Bearer {token}' -d 'topic=https://example.com/books/1' -d 'data={{\"title\":\"Dune\"}}' {url}"
+            "  {curl} -H 'Authorization: Bearer {token}' -d 'topic=https://example.com/books/1' -d 'data={{\"title\":\"Dune\"}}' {url}"
         );
         println!();
     }

@@ -10,3 +10,4 @@ mod mistakes;
 mod process;
 mod readme;
 mod shutdown;
+mod tls;
