@@ -1,7 +1,8 @@
 // Starts and stops real `tidings serve` processes for the tests.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, createWriteStream, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+import https from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
@@ -33,14 +34,37 @@ export function freePort() {
   });
 }
 
-async function waitUntilUp(url, child, logFile, deadline) {
+/**
+ * An HTTPS request that trusts only the certificate in the PEM file `caFile` (a hub's
+ * self-signed one). Resolves to `{ status, text }`.
+ */
+export function requestTrusting(url, caFile, { method = 'GET', headers = {}, body } = {}) {
+  return new Promise((resolve, reject) => {
+    const request = https.request(url, { method, headers, ca: readFileSync(caFile), agent: false }, (response) => {
+      let text = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk) => { text += chunk; });
+      response.on('end', () => resolve({ status: response.statusCode, text }));
+    });
+    request.on('error', reject);
+    request.end(body);
+  });
+}
+
+async function waitUntilUp(url, child, logFile, deadline, caFile) {
   for (;;) {
     if (child.exitCode !== null) {
       throw new Error(`tidings serve exited with ${child.exitCode} before answering; see ${logFile}`);
     }
     try {
-      const response = await fetch(`${url}/healthz`);
-      if (response.ok) return;
+      if (caFile) {
+        // The certificate file is written before the hub listens.
+        const { status } = await requestTrusting(`${url}/healthz`, caFile);
+        if (status === 200) return;
+      } else {
+        const response = await fetch(`${url}/healthz`);
+        if (response.ok) return;
+      }
     } catch {
       // Not listening yet.
     }
@@ -51,17 +75,22 @@ async function waitUntilUp(url, child, logFile, deadline) {
 
 /**
  * Starts `tidings serve` on a free port with a fresh history file.
- * Options: `corsOrigins` (array), `demo` (default true), `args` (extra arguments).
- * Returns `{ url, port, stop() }`.
+ * Options: `corsOrigins` (array), `demo` (default true), `args` (extra arguments), `tls`
+ * (`'h2'`: HTTPS with a self-signed certificate, HTTP/2 and HTTP/1.1 by ALPN; `'http1'`: the
+ * same with HTTP/1.1 only).
+ * Returns `{ url, port, certFile (with tls), stop() }`.
  */
-export async function startHub({ corsOrigins = [], demo = true, args = [], name = 'hub' } = {}) {
+export async function startHub({ corsOrigins = [], demo = true, args = [], name = 'hub', tls } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'tidings-e2e-'));
   const logDir = path.join(here, '..', 'test-results', 'hub-logs');
   mkdirSync(logDir, { recursive: true });
   // A port can be taken between freePort() and the bind; try a few.
   for (let attempt = 1; ; attempt += 1) {
     const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
+    const url = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+    const certFile = tls ? path.join(dir, 'tidings.cert.pem') : undefined;
+    const tlsArgs = { h2: ['--tls-self-signed'], http1: ['--tls-self-signed', '--tls-no-http2'] }[tls] ?? [];
+    if (tls && tlsArgs.length === 0) throw new Error(`startHub: tls must be 'h2' or 'http1', not ${tls}`);
     const argv = [
       'serve',
       '--addr', `127.0.0.1:${port}`,
@@ -69,6 +98,7 @@ export async function startHub({ corsOrigins = [], demo = true, args = [], name 
       '--jwt-key', JWT_KEY,
       ...corsOrigins.flatMap((origin) => ['--cors-origin', origin]),
       ...(demo ? [] : ['--no-demo']),
+      ...tlsArgs,
       ...args,
     ];
     const logFile = path.join(logDir, `${name}-${port}.log`);
@@ -81,7 +111,7 @@ export async function startHub({ corsOrigins = [], demo = true, args = [], name 
     child.stderr.pipe(log);
     const exited = new Promise((resolve) => child.once('exit', resolve));
     try {
-      await waitUntilUp(url, child, logFile, Date.now() + 20_000);
+      await waitUntilUp(url, child, logFile, Date.now() + 20_000, certFile);
     } catch (error) {
       child.kill('SIGKILL');
       await exited;
@@ -92,6 +122,7 @@ export async function startHub({ corsOrigins = [], demo = true, args = [], name 
     return {
       url,
       port,
+      certFile,
       async stop() {
         if (child.exitCode === null) {
           child.kill('SIGTERM');
