@@ -498,7 +498,8 @@ impl Hub {
         Ok(())
     }
 
-    /// Serves the hub on `listener` (HTTP/1.1 and h2c) until `shutdown` completes or
+    /// Serves the hub on `listener` (HTTP/1.1 and h2c; with [`HubBuilder::tls`], HTTPS
+    /// with HTTP/2 by ALPN beside HTTP/1.1) until `shutdown` completes or
     /// [`Hub::shutdown`] is called, under the hub's [`ServerLimits`](crate::ServerLimits):
     /// [`Hub::router`], [`Hub::ops_router`] and, when [`HubBuilder::pages`] is on, the
     /// browser pages.

@@ -21,6 +21,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With [`HubBuilder::tls`](crate::HubBuilder::tls), each connection shakes hands first
+//! (see [`crate::tls`]), within its request-head deadline; HTTP/2 or HTTP/1.1 is then
+//! served on it with the same settings and limits as in cleartext.
+//!
 //! What each connection gets:
 //! - a deadline for its request head, and one for the idle time between requests, kept
 //!   by a small state machine ([`Phase`]) that the connection's reads and requests drive;
@@ -863,9 +867,12 @@ async fn handshake(
 }
 
 /// A connection's byte stream: the socket itself, or TLS over it.
+// The TLS variant is boxed on purpose: rustls's connection state is some kilobytes, and a
+// plain connection should not carry that room inline; the plain one, inline, costs no
+// allocation.
+#[allow(clippy::large_enum_variant)]
 enum MaybeTls {
     Plain(TimedIo),
-    // Boxed: rustls's connection state is some kilobytes, a plain connection pays none.
     Tls(Box<tokio_rustls::server::TlsStream<TimedIo>>),
 }
 
