@@ -384,6 +384,8 @@ struct Shared {
     builder: auto::Builder<StreamExecutor>,
     /// TLS, when the hub has it: every connection shakes hands before hyper sees it.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS for refused connections: HTTP/1.1 only by ALPN, since their answer is one.
+    refusal_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Shared {
@@ -424,6 +426,7 @@ impl Shared {
             refusals: Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT)),
             builder,
             tls: None,
+            refusal_tls: None,
         }
     }
 
@@ -556,6 +559,7 @@ where
     let mut shared = Shared::new(&limits, hub.inner.metrics.clone(), streams.clone());
     let tls = hub.inner.config.tls.as_ref();
     shared.tls = tls.map(crate::tls::TlsConfig::server_config);
+    shared.refusal_tls = tls.map(|tls| tls.clone().http2(false).server_config());
     let shared = Arc::new(shared);
     // The certificate files are watched while the server runs.
     let watching = CancellationToken::new();
@@ -691,7 +695,7 @@ fn admit(
 
 /// Answers a connection over a cap with a `503` and closes it, without holding up the
 /// accept loop.
-fn refuse(shared: &Shared, mut stream: TcpStream, peer: SocketAddr, reason: String) {
+fn refuse(shared: &Shared, stream: TcpStream, peer: SocketAddr, reason: String) {
     tracing::debug!(%peer, %reason, "connection refused");
     let Ok(permit) = Arc::clone(&shared.refusals).try_acquire_owned() else {
         // Too many refusals under way already: close this one without a word.
@@ -703,25 +707,42 @@ fn refuse(shared: &Shared, mut stream: TcpStream, peer: SocketAddr, reason: Stri
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
+    let tls = shared.refusal_tls.clone();
     tokio::spawn(async move {
         let answer = async {
-            stream.write_all(response.as_bytes()).await?;
-            stream.shutdown().await?;
-            // Read what the peer sent until it closes too: closing a socket with unread
-            // bytes resets the connection, and the peer could lose the answer.
-            let mut sink = [0u8; 1024];
-            let mut drained = 0;
-            while drained < REFUSAL_DRAIN {
-                match stream.read(&mut sink).await? {
-                    0 => break,
-                    n => drained += n,
+            match tls {
+                None => answer_refusal(stream, &response).await,
+                // A TLS client can read the answer only after a handshake, within the
+                // same deadline (and the same bound on refusals under way).
+                Some(tls) => {
+                    let stream = tokio_rustls::TlsAcceptor::from(tls).accept(stream).await?;
+                    answer_refusal(stream, &response).await
                 }
             }
-            io::Result::Ok(())
         };
         let _ = tokio::time::timeout(REFUSAL_DEADLINE, answer).await;
         drop(permit);
     });
+}
+
+/// Writes a refusal's `response`, closes, and drains what the peer sent.
+async fn answer_refusal<S>(mut stream: S, response: &str) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await?;
+    // Read what the peer sent until it closes too: closing a socket with unread
+    // bytes resets the connection, and the peer could lose the answer.
+    let mut sink = [0u8; 1024];
+    let mut drained = 0;
+    while drained < REFUSAL_DRAIN {
+        match stream.read(&mut sink).await? {
+            0 => break,
+            n => drained += n,
+        }
+    }
+    Ok(())
 }
 
 /// One accepted connection.

@@ -71,6 +71,18 @@ async fn open(client: &reqwest::Client, hub: &TestHub, topic: &str) -> Stream {
     Stream::new(response)
 }
 
+/// One series' value from the hub's metrics, read without a connection (a new one would
+/// have to finish its handshake within the test's short deadline).
+fn local_metric(hub: &Hub, series: &str) -> f64 {
+    let text = hub.metrics();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} not in the metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn der(cert: &SelfSigned) -> Vec<u8> {
     let config = cert.config().unwrap();
     config.handle().certificate_der()
@@ -253,8 +265,7 @@ async fn a_handshake_that_never_finishes_is_closed_and_counted() {
         .await
         .expect("the server never closed the stalled handshake");
     assert_eq!(
-        hub.metric("tidings_timeouts_total{kind=\"tls_handshake\"}")
-            .await,
+        local_metric(&hub.hub, "tidings_timeouts_total{kind=\"tls_handshake\"}"),
         1.0
     );
 
@@ -272,7 +283,37 @@ async fn a_handshake_that_never_finishes_is_closed_and_counted() {
         "no HTTP answer over a TLS port"
     );
     assert_eq!(
-        hub.metric("tidings_tls_handshake_failures_total").await,
+        local_metric(&hub.hub, "tidings_tls_handshake_failures_total"),
+        1.0
+    );
+}
+
+/// A connection over a cap gets its one-line 503 over TLS too (after a handshake that
+/// offers only HTTP/1.1, the answer's protocol), even from an HTTP/2 client.
+#[tokio::test]
+async fn a_refused_connection_gets_its_503_over_tls() {
+    let cert = generate();
+    let mut limits = ServerLimits::default();
+    limits.max_connections_per_ip = 1;
+    let hub = serve(cert.config().unwrap(), limits, client(&[&cert], false)).await;
+    let topic = "https://example.com/tls/refused";
+    let _held = hub.subscribe(&topics_query(&[topic])).await;
+    let refused = client(&[&cert], false)
+        .get(format!("{}/healthz", hub.base))
+        .send()
+        .await
+        .expect("an answer, not a broken connection");
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.version(), Version::HTTP_11);
+    assert_eq!(
+        refused.text().await.unwrap(),
+        "too many connections from 127.0.0.1: at most 1 per client address\n"
+    );
+    assert_eq!(
+        local_metric(
+            &hub.hub,
+            "tidings_connection_refusals_total{reason=\"max_connections_per_ip\"}"
+        ),
         1.0
     );
 }
