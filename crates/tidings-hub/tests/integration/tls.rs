@@ -317,3 +317,53 @@ async fn a_refused_connection_gets_its_503_over_tls() {
         1.0
     );
 }
+
+/// The HTTP/2 settings of `ServerLimits` reach connections over TLS: the stream limit is
+/// announced in the server's SETTINGS (seen by a bare h2 client over tokio-rustls).
+#[tokio::test]
+async fn http2_settings_apply_over_tls() {
+    let cert = generate();
+    let mut limits = ServerLimits::default();
+    limits.h2_max_concurrent_streams = 7;
+    let hub = serve(cert.config().unwrap(), limits, client(&[&cert], false)).await;
+    let addr = hub.base.trim_start_matches("https://").to_owned();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der(&cert).into()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, mut connection) = h2::client::handshake(tls).await.unwrap();
+    let request = async move {
+        let mut send = send.ready().await.unwrap();
+        let request = axum::http::Request::get(format!("https://{addr}/healthz"))
+            .body(())
+            .unwrap();
+        let (response, _) = send.send_request(request, true).unwrap();
+        response.await.unwrap().status()
+    };
+    let mut request = std::pin::pin!(request);
+    // The connection must be driven for the request to go, and SETTINGS to arrive.
+    let status = tokio::time::timeout(PATIENCE, async {
+        tokio::select! {
+            status = &mut request => status,
+            ended = &mut connection => panic!("the connection ended first: {ended:?}"),
+        }
+    })
+    .await
+    .expect("no answer in time");
+    assert_eq!(status, 200);
+    assert_eq!(connection.max_concurrent_send_streams(), 7);
+}
