@@ -5,8 +5,8 @@
 //! connection of [`Hub::serve`](crate::Hub::serve) a TLS one. Its [`TlsHandle`] replaces
 //! the certificate: connections accepted afterwards get the new one, connections already
 //! open (and their event streams) go on with the one they shook hands with. A
-//! certificate read from files is also reloaded when the files change (their modification
-//! bytes, read every [`DEFAULT_POLL_INTERVAL`]).
+//! certificate read from files is also reloaded when the files change (their bytes are
+//! read every [`DEFAULT_POLL_INTERVAL`] and compared).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -252,10 +252,21 @@ impl TlsFlags {
         let key = self.tls_key.or_else(|| file.tls_key.clone());
         let self_signed = self.tls_self_signed || file.tls_self_signed.unwrap_or(false);
         let http2 = !(self.tls_no_http2 || file.tls_no_http2.unwrap_or(false));
-        let interval = match self
+        let interval_text = self
             .tls_reload_interval
-            .or_else(|| file.tls_reload_interval.clone())
-        {
+            .or_else(|| file.tls_reload_interval.clone());
+        if cert.is_none() && key.is_none() && !self_signed {
+            // Settings of a TLS that is not there are a mistake, not a no-op.
+            if interval_text.is_some() {
+                anyhow::bail!("--tls-reload-interval needs --tls-cert and --tls-key");
+            }
+            if !http2 {
+                anyhow::bail!(
+                    "--tls-no-http2 needs TLS (--tls-cert and --tls-key, or --tls-self-signed)"
+                );
+            }
+        }
+        let interval = match interval_text {
             Some(text) => Some(duration_setting(&text, "--tls-reload-interval")?),
             None => Some(tidings_hub::tls::DEFAULT_POLL_INTERVAL),
         };

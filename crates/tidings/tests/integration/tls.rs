@@ -206,6 +206,11 @@ fn tls_flags_that_do_not_go_together_or_do_not_load_are_refused() {
             vec!["--tls-cert", key, "--tls-key", key],
             "no CERTIFICATE block in it",
         ),
+        (
+            vec!["--tls-reload-interval", "10s"],
+            "--tls-reload-interval needs --tls-cert and --tls-key",
+        ),
+        (vec!["--tls-no-http2"], "--tls-no-http2 needs TLS"),
     ] {
         let mut argv = vec!["serve", "--check", "--jwt-key", KEY];
         argv.extend(args);
