@@ -1564,4 +1564,58 @@ mod tests {
         );
         drop(peer);
     }
+
+    /// A TLS handshake that never finishes is closed at the request-head deadline, on
+    /// paused time: the deadline (the default 10 s) passes without the test waiting it.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_tls_handshake_is_closed_at_the_head_deadline() {
+        let generated = crate::tls::SelfSigned::generate(&["localhost"]).unwrap();
+        let limits = ServerLimits::default();
+        let metrics = Metrics::new();
+        let mut shared = Shared::new(
+            &limits,
+            metrics.clone(),
+            StreamExecutor {
+                abandon: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            },
+        );
+        shared.tls = Some(generated.config().unwrap().server_config());
+        let shared = Arc::new(shared);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let started = Instant::now();
+        let connection = Connection {
+            shared: Arc::clone(&shared),
+            router: Router::new(),
+            peer,
+            via_proxy: false,
+            closing: CancellationToken::new(),
+        };
+        let served = tokio::spawn(connection.run(stream));
+        // The start of a ClientHello record, and then nothing.
+        client
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+            .await
+            .unwrap();
+        served.await.unwrap();
+        assert!(
+            started.elapsed() >= DEFAULT_HEADER_READ_TIMEOUT,
+            "closed early"
+        );
+        let mut rest = Vec::new();
+        let _ = client.read_to_end(&mut rest).await;
+        let text = metrics.render();
+        assert!(
+            text.contains("tidings_timeouts_total{kind=\"tls_handshake\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tidings_tls_handshake_failures_total 0"),
+            "a timeout is not a failure: {text}"
+        );
+    }
 }
