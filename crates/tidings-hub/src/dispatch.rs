@@ -249,7 +249,7 @@ mod tests {
     async fn out_of_order_arrivals_are_dispatched_in_position_order() {
         let log = Arc::new(Log::memory(Retention::default()));
         let fanout = Arc::new(Fanout::new(64, Metrics::new(), 0));
-        let mut live = subscriber(&fanout);
+        let live = subscriber(&fanout);
         let mut stored = Vec::new();
         for n in 0..5 {
             stored.push(
@@ -271,7 +271,7 @@ mod tests {
     async fn a_position_that_never_arrives_is_read_from_the_log() {
         let log = Arc::new(Log::memory(Retention::default()));
         let fanout = Arc::new(Fanout::new(64, Metrics::new(), 0));
-        let mut live = subscriber(&fanout);
+        let live = subscriber(&fanout);
         let first = log.append(Update::new("a", "t", "x")).await.unwrap();
         let second = log.append(Update::new("b", "t", "x")).await.unwrap();
         let tx = start(Arc::clone(&log), Arc::clone(&fanout), 0);
@@ -290,7 +290,7 @@ mod tests {
     async fn a_gap_is_filled_in_time_while_later_updates_keep_arriving() {
         let log = Arc::new(Log::memory(Retention::default()));
         let fanout = Arc::new(Fanout::new(256, Metrics::new(), 0));
-        let mut live = subscriber(&fanout);
+        let live = subscriber(&fanout);
         let mut stored = Vec::new();
         for n in 0..40 {
             stored.push(

@@ -1065,12 +1065,12 @@ mod tests {
     }
 
     fn send(fanout: &Fanout, position: u64, topics: &[&str], private: bool) {
-        send_bytes(fanout, position, topics, Bytes::new());
-    }
-
-    fn send_private(fanout: &Fanout, position: u64, topics: &[&str]) {
         let mut wakes = Wakes::default();
-        fanout.dispatch(&stored(position, topics, true), &Bytes::new(), &mut wakes);
+        fanout.dispatch(
+            &stored(position, topics, private),
+            &Bytes::new(),
+            &mut wakes,
+        );
         wakes.wake_all();
     }
 
@@ -1128,7 +1128,7 @@ mod tests {
         let mut allowed = fanout
             .register(registration(&["/a/1"], Some(&["/a/{x}"])))
             .unwrap();
-        send_private(&fanout, 1, &["/a/1"]);
+        send(&fanout, 1, &["/a/1"], true);
         send(&fanout, 2, &["/a/1"], false);
         assert_eq!(received(&mut anonymous), [2]);
         assert_eq!(received(&mut unrelated), [2]);
@@ -1193,7 +1193,7 @@ mod tests {
             .unwrap();
         assert_eq!(fanout.lock().channels.len(), 2);
         send(&fanout, 1, &["/x", "/y"], false);
-        send_private(&fanout, 2, &["/x"]);
+        send(&fanout, 2, &["/x"], true);
         assert_eq!(received(&mut a), [1]);
         assert_eq!(received(&mut b), [1]);
         assert_eq!(received(&mut claims), [1, 2]);
@@ -1357,7 +1357,10 @@ mod tests {
         fanout.unregister(first.key);
         assert_eq!(fanout.lock().topic_templates, before, "the template stays");
         send(&fanout, 3, &["/k/1"], false);
-        assert!(received(&mut first).is_empty(), "unregistered: nothing more");
+        assert!(
+            received(&mut first).is_empty(),
+            "unregistered: nothing more"
+        );
         assert_eq!(received(&mut second), [3]);
         fanout.unregister(second.key);
         let registry = fanout.lock();
