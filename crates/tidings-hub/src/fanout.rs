@@ -1216,6 +1216,73 @@ mod tests {
         drop(live);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_on_other_threads_get_every_update_once_in_order() {
+        const UPDATES: u64 = 5_000;
+        let fanout = Arc::new(Fanout::new(UPDATES as usize, Metrics::new(), 0));
+        let mut readers = Vec::new();
+        for n in 0..300 {
+            // Three channels: two topics alone and both together.
+            let selectors: &[&str] = match n % 3 {
+                0 => &["a"],
+                1 => &["b"],
+                _ => &["a", "b"],
+            };
+            let live = fanout.register(registration(selectors, None)).unwrap();
+            readers.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                while got.len() < UPDATES as usize {
+                    live.reader.ready().await.unwrap();
+                    live.reader
+                        .drain(64, usize::MAX, |(position, _)| got.push(position))
+                        .unwrap();
+                }
+                got
+            }));
+        }
+        let dispatcher = tokio::spawn({
+            let fanout = Arc::clone(&fanout);
+            async move {
+                let mut wakes = Wakes::default();
+                for position in 1..=UPDATES {
+                    let topics: &[&str] = if position % 2 == 0 {
+                        &["a"]
+                    } else {
+                        &["a", "b"]
+                    };
+                    let update = stored(position, topics, false);
+                    fanout.dispatch(&update, &Bytes::new(), &mut wakes);
+                    if position % 7 == 0 {
+                        wakes.wake_paced().await;
+                    }
+                }
+                wakes.wake_paced().await;
+                // Only the readers of `b` are owed fewer: top them up with updates on
+                // `b` alone so that every reader ends.
+                for position in UPDATES + 1..=UPDATES + UPDATES / 2 {
+                    fanout.dispatch(&stored(position, &["b"], false), &Bytes::new(), &mut wakes);
+                    wakes.wake_paced().await;
+                }
+            }
+        });
+        for (n, reader) in readers.into_iter().enumerate() {
+            let got = tokio::time::timeout(std::time::Duration::from_secs(60), reader)
+                .await
+                .expect("a reader was not woken")
+                .unwrap();
+            let expected: Vec<u64> = match n % 3 {
+                0 => (1..=UPDATES).collect(),
+                1 => (1..=UPDATES)
+                    .filter(|p| p % 2 == 1)
+                    .chain(UPDATES + 1..=UPDATES + UPDATES / 2)
+                    .collect(),
+                _ => (1..=UPDATES).collect(),
+            };
+            assert_eq!(got, expected, "reader {n}");
+        }
+        dispatcher.await.unwrap();
+    }
+
     #[tokio::test]
     async fn a_waiting_reader_is_woken_by_an_append() {
         let fanout = Arc::new(Fanout::new(16, Metrics::new(), 0));
