@@ -44,7 +44,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Poll;
 
@@ -241,6 +241,15 @@ impl Ring {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Lagged;
 
+/// Why a reader has nothing more to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// It was too far behind.
+    Lagged,
+    /// The hub is shutting down: every stream ends.
+    ShutDown,
+}
+
 /// How far a reader may fall behind.
 #[derive(Debug, Clone, Copy)]
 struct Bounds {
@@ -260,26 +269,35 @@ pub(crate) struct Reader {
     state: Arc<ReaderState>,
     ring: Arc<Ring>,
     bounds: Bounds,
+    /// Set once when the hub shuts down; read without a lock, so that waiting for
+    /// shutdown costs a stream no shared lock per wake-up.
+    closed: Arc<AtomicBool>,
 }
 
 impl Reader {
-    /// Waits until there is something to read; `Lagged` if the reader was found too far
-    /// behind.
-    pub(crate) async fn ready(&self) -> Result<(), Lagged> {
+    /// Waits until there is something to read, or the reader has ended: found too far
+    /// behind, or the hub is shutting down.
+    pub(crate) async fn ready(&self) -> Result<(), Ended> {
         poll_fn(|cx| {
-            let cursor = self.state.cursor();
-            let Some(node) = cursor.as_ref() else {
-                return Poll::Ready(Err(Lagged));
+            let check = || {
+                if self.closed.load(Ordering::Acquire) {
+                    return Some(Err(Ended::ShutDown));
+                }
+                match self.state.cursor().as_ref() {
+                    None => Some(Err(Ended::Lagged)),
+                    Some(node) if node.next.get().is_some() => Some(Ok(())),
+                    Some(_) => None,
+                }
             };
-            if node.next.get().is_some() {
-                return Poll::Ready(Ok(()));
+            if let Some(ready) = check() {
+                return Poll::Ready(ready);
             }
             self.state.waker.register(cx.waker());
-            // An append between the check and the registration must not be missed.
-            if node.next.get().is_some() {
-                Poll::Ready(Ok(()))
-            } else {
-                Poll::Pending
+            // An append or a shutdown between the check and the registration must not
+            // be missed.
+            match check() {
+                Some(ready) => Poll::Ready(ready),
+                None => Poll::Pending,
             }
         })
         .await
@@ -768,6 +786,8 @@ pub(crate) const DEFAULT_LAG_BYTES: usize = 64 * 1024 * 1024;
 /// The registry of live subscribers.
 pub(crate) struct Fanout {
     registry: Mutex<Registry>,
+    /// Set by [`Fanout::shut_down`].
+    closed: Arc<AtomicBool>,
     bounds: Bounds,
     max_subscribers: usize,
     max_templates: usize,
@@ -782,6 +802,7 @@ impl Fanout {
                 dispatched,
                 ..Registry::default()
             }),
+            closed: Arc::new(AtomicBool::new(false)),
             bounds: Bounds {
                 updates: queue_capacity.max(1) as u64,
                 bytes: DEFAULT_LAG_BYTES as u64,
@@ -844,6 +865,7 @@ impl Fanout {
             state,
             ring: Arc::clone(&entry.ring),
             bounds: self.bounds,
+            closed: Arc::clone(&self.closed),
         };
         registry.subscribers.insert(
             key,
@@ -859,6 +881,17 @@ impl Fanout {
             reader,
             dispatched,
         })
+    }
+
+    /// Ends every reader, now and from now on (the hub is shutting down): each is woken
+    /// and finds [`Ended::ShutDown`].
+    pub(crate) fn shut_down(&self) {
+        self.closed.store(true, Ordering::Release);
+        let mut wakes = Wakes::default();
+        for channel in self.lock().channels.values() {
+            wakes.add(&channel.ring);
+        }
+        wakes.wake_all();
     }
 
     /// Removes a subscriber.
@@ -1233,8 +1266,9 @@ mod tests {
                 let mut got = Vec::new();
                 while got.len() < UPDATES as usize {
                     live.reader.ready().await.unwrap();
+                    let left = UPDATES as usize - got.len();
                     live.reader
-                        .drain(64, usize::MAX, |(position, _)| got.push(position))
+                        .drain(left.min(64), usize::MAX, |(position, _)| got.push(position))
                         .unwrap();
                 }
                 got
@@ -1281,6 +1315,18 @@ mod tests {
             assert_eq!(got, expected, "reader {n}");
         }
         dispatcher.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutting_down_ends_every_reader_waiting_or_new() {
+        let fanout = Arc::new(Fanout::new(16, Metrics::new(), 0));
+        let waiting = fanout.register(registration(&["t"], None)).unwrap();
+        let reader = tokio::spawn(async move { waiting.reader.ready().await });
+        tokio::task::yield_now().await;
+        fanout.shut_down();
+        assert_eq!(reader.await.unwrap(), Err(Ended::ShutDown));
+        let late = fanout.register(registration(&["t"], None)).unwrap();
+        assert_eq!(late.reader.ready().await, Err(Ended::ShutDown));
     }
 
     #[tokio::test]

@@ -295,6 +295,8 @@ impl HubBuilder {
         fanout.set_last_event_id(log.last_id().await?);
         metrics.history_size.set(log.len().await? as f64);
         let dispatch = dispatch::start(Arc::clone(&log), Arc::clone(&fanout), dispatched);
+        let shutdown = CancellationToken::new();
+        end_streams_on(&shutdown, &fanout);
         Ok(Hub {
             inner: Arc::new(Inner {
                 log,
@@ -303,12 +305,27 @@ impl HubBuilder {
                 auth: Authorizer::new(self.publisher_key, self.subscriber_key),
                 config: self.config,
                 metrics,
-                shutdown: CancellationToken::new(),
+                shutdown,
                 closing: CancellationToken::new(),
                 appends: TaskTracker::new(),
             }),
         })
     }
+}
+
+/// Ends every event stream through the fan-out when `shutdown` is cancelled, however it
+/// is (`Hub::shutdown`, `shutdown_on`, the server loop): a stream then waits on its
+/// reader alone, not on the token, whose every poll locks a mutex all streams share.
+fn end_streams_on(shutdown: &CancellationToken, fanout: &Arc<Fanout>) {
+    let token = shutdown.clone();
+    // Weak: a hub dropped without shutting down is not kept alive by this task.
+    let fanout = Arc::downgrade(fanout);
+    tokio::spawn(async move {
+        token.cancelled().await;
+        if let Some(fanout) = fanout.upgrade() {
+            fanout.shut_down();
+        }
+    });
 }
 
 pub(crate) struct Inner {

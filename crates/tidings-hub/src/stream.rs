@@ -22,10 +22,11 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::time::{Instant, Interval, Sleep};
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::event::{self, HEARTBEAT};
-use crate::fanout::{LIVE_ONLY, Lagged, Queued, Reader, Refused, Registration, SubscriberInfo};
+use crate::fanout::{
+    Ended, LIVE_ONLY, Lagged, Queued, Reader, Refused, Registration, SubscriberInfo,
+};
 use crate::hub::Hub;
 use crate::log::{Cursor, LogError};
 use crate::subscription;
@@ -150,7 +151,7 @@ pub(crate) async fn open(hub: &Hub, request: Request) -> Result<Opened, OpenErro
         registration,
         heartbeat,
         expiry,
-        shutdown: Box::pin(hub.inner.shutdown.clone().cancelled_owned()),
+        wrote_at: Instant::now(),
         guard,
     };
     let body = futures_util::stream::unfold(connection, |mut c| async move {
@@ -234,7 +235,10 @@ struct Connection {
     registration: Arc<Registration>,
     heartbeat: Option<Interval>,
     expiry: Option<Pin<Box<Sleep>>>,
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// When the last chunk was written: a heartbeat is due a heartbeat interval after it.
+    /// (Kept as a time rather than resetting the timer at every write, which would take
+    /// the runtime's timer lock once per write.)
+    wrote_at: Instant,
     guard: Subscription,
 }
 
@@ -261,21 +265,31 @@ impl Connection {
             return None;
         }
         loop {
+            // Shutdown comes through the reader (the fan-out wakes every reader then), so
+            // that waiting for it takes no lock shared by every stream.
             let ready = tokio::select! {
                 biased;
-                () = &mut self.shutdown => return None,
                 () = async { self.expiry.as_mut().expect("guarded").await }, if self.expiry.is_some() => {
                     tracing::debug!(subscriber = %self.guard.info.id, "token expired: closing");
                     return None;
                 }
                 ready = self.reader.ready() => ready,
                 _ = async { self.heartbeat.as_mut().expect("guarded").tick().await }, if self.heartbeat.is_some() => {
+                    let every = self.heartbeat.as_ref().expect("guarded").period();
+                    let due = self.wrote_at + every;
+                    if Instant::now() < due {
+                        // Something was written since: the heartbeat is due later.
+                        self.heartbeat.as_mut().expect("guarded").reset_at(due);
+                        continue;
+                    }
+                    self.wrote_at = Instant::now();
                     return Some(HEARTBEAT);
                 }
             };
             let coalesced = match ready {
                 Ok(()) => self.coalesce(),
-                Err(lagged) => Err(lagged),
+                Err(Ended::ShutDown) => return None,
+                Err(Ended::Lagged) => Err(Lagged),
             };
             let Ok(coalesced) = coalesced else {
                 // Too far behind: the stream ends, the client resumes from history.
@@ -283,8 +297,8 @@ impl Connection {
                 return None;
             };
             if let Some(chunk) = coalesced {
-                if let Some(heartbeat) = &mut self.heartbeat {
-                    heartbeat.reset();
+                if self.heartbeat.is_some() {
+                    self.wrote_at = Instant::now();
                 }
                 return Some(chunk);
             }
