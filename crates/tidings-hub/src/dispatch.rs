@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::event;
-use crate::fanout::Fanout;
+use crate::fanout::{Fanout, Wakes};
 use crate::log::{Cursor, Log, Stored};
 
 /// How long a gap in positions may wait for its update to arrive before the log is asked.
@@ -110,6 +110,8 @@ async fn run(
     mut dispatched: u64,
 ) {
     let mut early: BTreeMap<u64, Stored> = BTreeMap::new();
+    // The channels appended to since the last wake-up, woken once per round.
+    let mut wakes = Wakes::default();
     // When the oldest gap is given up on: set when it opens, not on every arrival, so
     // that a steady stream of later updates cannot put the filling off forever.
     let mut gap_deadline: Option<Instant> = None;
@@ -117,7 +119,8 @@ async fn run(
         let next = tokio::select! {
             biased;
             () = sleep_until(gap_deadline), if gap_deadline.is_some() => {
-                fill_gap(&log, &fanout, &mut early, &mut dispatched).await;
+                fill_gap(&log, &fanout, &mut early, &mut dispatched, &mut wakes).await;
+                wakes.wake_paced().await;
                 gap_deadline = None;
                 continue;
             }
@@ -130,7 +133,8 @@ async fn run(
                         early.insert(stored.position, stored);
                     }
                 }
-                fill_gap(&log, &fanout, &mut early, &mut dispatched).await;
+                fill_gap(&log, &fanout, &mut early, &mut dispatched, &mut wakes).await;
+                wakes.wake_all();
                 return;
             }
         };
@@ -150,9 +154,13 @@ async fn run(
                 break;
             }
             let stored = entry.remove();
-            send(&fanout, &stored);
+            send(&fanout, &stored, &mut wakes);
             dispatched = stored.position;
         }
+        // Every update that was ready is in its channels: now wake their readers, a
+        // chunk at a time, so that one round of ten thousand wake-ups does not queue the
+        // other tasks (publishers waiting for their reply) behind it.
+        wakes.wake_paced().await;
         if early.is_empty() {
             gap_deadline = None;
         } else if gap_deadline.is_none() || dispatched != before {
@@ -170,9 +178,9 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn send(fanout: &Fanout, stored: &Stored) {
+fn send(fanout: &Fanout, stored: &Stored, wakes: &mut Wakes) {
     let wire = event::encode(&stored.update);
-    fanout.dispatch(stored, &wire);
+    fanout.dispatch(stored, &wire, wakes);
 }
 
 /// Dispatches everything held back, reading the missing positions before it from the
@@ -182,6 +190,7 @@ async fn fill_gap(
     fanout: &Fanout,
     early: &mut BTreeMap<u64, Stored>,
     dispatched: &mut u64,
+    wakes: &mut Wakes,
 ) {
     let upto = early.last_key_value().map_or(*dispatched, |(p, _)| *p);
     while *dispatched < upto {
@@ -199,7 +208,7 @@ async fn fill_gap(
             break;
         }
         for stored in batch.iter().take_while(|s| s.position <= upto) {
-            send(fanout, stored);
+            send(fanout, stored, wakes);
             *dispatched = stored.position;
         }
         if batch.last().is_some_and(|s| s.position >= upto) {
@@ -208,7 +217,7 @@ async fn fill_gap(
     }
     for (position, stored) in std::mem::take(early) {
         if position > *dispatched {
-            send(fanout, &stored);
+            send(fanout, &stored, wakes);
             *dispatched = position;
         }
     }
@@ -240,7 +249,7 @@ mod tests {
     async fn out_of_order_arrivals_are_dispatched_in_position_order() {
         let log = Arc::new(Log::memory(Retention::default()));
         let fanout = Arc::new(Fanout::new(64, Metrics::new(), 0));
-        let mut live = subscriber(&fanout);
+        let live = subscriber(&fanout);
         let mut stored = Vec::new();
         for n in 0..5 {
             stored.push(
@@ -254,7 +263,7 @@ mod tests {
             tx.send(stored[index].clone()).await.unwrap();
         }
         for expected in 1..=5 {
-            assert_eq!(live.queue.recv().await.unwrap().0, expected);
+            assert_eq!(live.reader.recv().await.unwrap().0, expected);
         }
     }
 
@@ -262,26 +271,26 @@ mod tests {
     async fn a_position_that_never_arrives_is_read_from_the_log() {
         let log = Arc::new(Log::memory(Retention::default()));
         let fanout = Arc::new(Fanout::new(64, Metrics::new(), 0));
-        let mut live = subscriber(&fanout);
+        let live = subscriber(&fanout);
         let first = log.append(Update::new("a", "t", "x")).await.unwrap();
         let second = log.append(Update::new("b", "t", "x")).await.unwrap();
         let tx = start(Arc::clone(&log), Arc::clone(&fanout), 0);
         // Only the second is handed over (the first publisher went away).
         tx.send(second.clone()).await.unwrap();
-        assert_eq!(live.queue.recv().await.unwrap().0, first.position);
-        assert_eq!(live.queue.recv().await.unwrap().0, second.position);
+        assert_eq!(live.reader.recv().await.unwrap().0, first.position);
+        assert_eq!(live.reader.recv().await.unwrap().0, second.position);
         // A late arrival of the first is not sent twice.
         tx.send(first).await.unwrap();
         let third = log.append(Update::new("c", "t", "x")).await.unwrap();
         tx.send(third.clone()).await.unwrap();
-        assert_eq!(live.queue.recv().await.unwrap().0, third.position);
+        assert_eq!(live.reader.recv().await.unwrap().0, third.position);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_gap_is_filled_in_time_while_later_updates_keep_arriving() {
         let log = Arc::new(Log::memory(Retention::default()));
         let fanout = Arc::new(Fanout::new(256, Metrics::new(), 0));
-        let mut live = subscriber(&fanout);
+        let live = subscriber(&fanout);
         let mut stored = Vec::new();
         for n in 0..40 {
             stored.push(
@@ -301,14 +310,14 @@ mod tests {
             }
             tx
         });
-        assert_eq!(live.queue.recv().await.unwrap().0, 1);
+        assert_eq!(live.reader.recv().await.unwrap().0, 1);
         assert!(
             opened.elapsed() <= GAP_WAIT,
             "the gap was filled after {:?}, not within {GAP_WAIT:?}",
             opened.elapsed()
         );
         for expected in 2..=40 {
-            assert_eq!(live.queue.recv().await.unwrap().0, expected);
+            assert_eq!(live.reader.recv().await.unwrap().0, expected);
         }
         let _tx = feeder.await.unwrap();
     }

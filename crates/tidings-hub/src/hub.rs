@@ -25,6 +25,10 @@ pub const DEFAULT_MAX_TOPICS: usize = 100;
 /// Default capacity of a subscriber's queue, in updates: a subscriber that falls this
 /// far behind is disconnected (it resumes from history when it reconnects).
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// Default bound, in bytes of events, on how far a subscriber may fall behind before it
+/// is disconnected (it resumes from history when it reconnects): with
+/// [`DEFAULT_QUEUE_CAPACITY`], what is held on behalf of a subscriber that does not read.
+pub const DEFAULT_QUEUE_BYTES: usize = crate::fanout::DEFAULT_LAG_BYTES;
 /// Default cap on the subscribers (event streams) of one hub at once.
 pub const DEFAULT_MAX_SUBSCRIBERS: usize = 65_536;
 /// Default cap on the distinct URI templates the live subscribers of one hub use: every
@@ -82,6 +86,7 @@ pub(crate) struct Config {
     pub(crate) max_body: usize,
     pub(crate) max_topics: usize,
     pub(crate) queue_capacity: usize,
+    pub(crate) queue_bytes: usize,
     pub(crate) max_subscribers: usize,
     pub(crate) max_live_templates: usize,
     pub(crate) subscriptions: bool,
@@ -219,6 +224,14 @@ impl HubBuilder {
         self
     }
 
+    /// How many bytes of events may wait for one subscriber before it is disconnected
+    /// (default: [`DEFAULT_QUEUE_BYTES`]); whichever of this and
+    /// [`HubBuilder::queue_capacity`] is reached first.
+    pub fn queue_bytes(mut self, bytes: usize) -> Self {
+        self.config.queue_bytes = bytes.max(1);
+        self
+    }
+
     /// The most subscribers (event streams) at once; one more is refused with 503
     /// (default: [`DEFAULT_MAX_SUBSCRIBERS`]).
     pub fn max_subscribers(mut self, subscribers: usize) -> Self {
@@ -287,11 +300,14 @@ impl HubBuilder {
         let dispatched = log.last_position();
         let fanout = Arc::new(
             Fanout::new(self.config.queue_capacity, metrics.clone(), dispatched)
-                .with_limits(self.config.max_subscribers, self.config.max_live_templates),
+                .with_limits(self.config.max_subscribers, self.config.max_live_templates)
+                .with_lag_bytes(self.config.queue_bytes),
         );
         fanout.set_last_event_id(log.last_id().await?);
         metrics.history_size.set(log.len().await? as f64);
         let dispatch = dispatch::start(Arc::clone(&log), Arc::clone(&fanout), dispatched);
+        let shutdown = CancellationToken::new();
+        end_streams_on(&shutdown, &fanout);
         Ok(Hub {
             inner: Arc::new(Inner {
                 log,
@@ -300,12 +316,27 @@ impl HubBuilder {
                 auth: Authorizer::new(self.publisher_key, self.subscriber_key),
                 config: self.config,
                 metrics,
-                shutdown: CancellationToken::new(),
+                shutdown,
                 closing: CancellationToken::new(),
                 appends: TaskTracker::new(),
             }),
         })
     }
+}
+
+/// Ends every event stream through the fan-out when `shutdown` is cancelled, however it
+/// is (`Hub::shutdown`, `shutdown_on`, the server loop): a stream then waits on its
+/// reader alone, not on the token, whose every poll locks a mutex all streams share.
+fn end_streams_on(shutdown: &CancellationToken, fanout: &Arc<Fanout>) {
+    let token = shutdown.clone();
+    // Weak: a hub dropped without shutting down is not kept alive by this task.
+    let fanout = Arc::downgrade(fanout);
+    tokio::spawn(async move {
+        token.cancelled().await;
+        if let Some(fanout) = fanout.upgrade() {
+            fanout.shut_down();
+        }
+    });
 }
 
 pub(crate) struct Inner {
@@ -375,6 +406,7 @@ impl Hub {
                 max_body: DEFAULT_MAX_BODY,
                 max_topics: DEFAULT_MAX_TOPICS,
                 queue_capacity: DEFAULT_QUEUE_CAPACITY,
+                queue_bytes: DEFAULT_QUEUE_BYTES,
                 max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
                 max_live_templates: DEFAULT_MAX_LIVE_TEMPLATES,
                 subscriptions: true,

@@ -6,14 +6,14 @@
 //!
 //! The hand-off from history to live: the subscriber is registered in the fan-out
 //! before history is read, and history is read only up to the last update dispatched
-//! at registration; everything after that arrives on the live queue, and anything the
-//! queue brings at or before the position already sent is dropped. Replay then live
-//! gives every update once, in order.
+//! at registration; everything after that arrives through its live reader (a cursor in
+//! its channel of the fan-out), and anything the reader brings at or before the
+//! position already sent is dropped. Replay then live gives every update once, in order.
 //!
-//! What a stream holds while it waits is its registration, a bounded queue of shared
-//! event bytes and a few timers; a subscriber that does not read is disconnected by
-//! the fan-out when its queue is full, and by the server's write deadline when its
-//! socket does not drain.
+//! What a stream holds while it waits is its registration, its cursor (the updates
+//! themselves are its channel's, shared with every subscriber of it) and a few timers;
+//! a subscriber that falls too far behind is disconnected by the fan-out, and by the
+//! server's write deadline when its socket does not drain.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,12 +21,12 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, Sleep};
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::event::{self, HEARTBEAT};
-use crate::fanout::{LIVE_ONLY, Queued, Refused, Registration, SubscriberInfo};
+use crate::fanout::{
+    Ended, LIVE_ONLY, Lagged, Queued, Reader, Refused, Registration, SubscriberInfo,
+};
 use crate::hub::Hub;
 use crate::log::{Cursor, LogError};
 use crate::subscription;
@@ -147,11 +147,11 @@ pub(crate) async fn open(hub: &Hub, request: Request) -> Result<Opened, OpenErro
             Some(Cursor::Position(position)) => position.max(live.dispatched),
             _ => live.dispatched,
         },
-        queue: live.queue,
+        reader: live.reader,
         registration,
         heartbeat,
         expiry,
-        shutdown: Box::pin(hub.inner.shutdown.clone().cancelled_owned()),
+        wrote_at: Instant::now(),
         guard,
     };
     let body = futures_util::stream::unfold(connection, |mut c| async move {
@@ -231,11 +231,14 @@ struct Connection {
     failed: bool,
     /// The position of the last update written (or skipped as not for this subscriber).
     sent: u64,
-    queue: mpsc::Receiver<Queued>,
+    reader: Reader,
     registration: Arc<Registration>,
     heartbeat: Option<Interval>,
     expiry: Option<Pin<Box<Sleep>>>,
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// When the last chunk was written: a heartbeat is due a heartbeat interval after it.
+    /// (Kept as a time rather than resetting the timer at every write, which would take
+    /// the runtime's timer lock once per write.)
+    wrote_at: Instant,
     guard: Subscription,
 }
 
@@ -262,39 +265,56 @@ impl Connection {
             return None;
         }
         loop {
-            let first = tokio::select! {
+            // Shutdown comes through the reader (the fan-out wakes every reader then), so
+            // that waiting for it takes no lock shared by every stream.
+            let ready = tokio::select! {
                 biased;
-                () = &mut self.shutdown => return None,
                 () = async { self.expiry.as_mut().expect("guarded").await }, if self.expiry.is_some() => {
                     tracing::debug!(subscriber = %self.guard.info.id, "token expired: closing");
                     return None;
                 }
-                queued = self.queue.recv() => queued?,
+                ready = self.reader.ready() => ready,
                 _ = async { self.heartbeat.as_mut().expect("guarded").tick().await }, if self.heartbeat.is_some() => {
+                    let every = self.heartbeat.as_ref().expect("guarded").period();
+                    let due = self.wrote_at + every;
+                    if Instant::now() < due {
+                        // Something was written since: the heartbeat is due later.
+                        self.heartbeat.as_mut().expect("guarded").reset_at(due);
+                        continue;
+                    }
+                    self.wrote_at = Instant::now();
                     return Some(HEARTBEAT);
                 }
             };
-            if let Some(chunk) = self.coalesce(first) {
-                if let Some(heartbeat) = &mut self.heartbeat {
-                    heartbeat.reset();
+            let coalesced = match ready {
+                Ok(()) => self.coalesce(),
+                Err(Ended::ShutDown) => return None,
+                Err(Ended::Lagged) => Err(Lagged),
+            };
+            let Ok(coalesced) = coalesced else {
+                // Too far behind: the stream ends, the client resumes from history.
+                self.guard.hub.inner.fanout.lagged(self.guard.key);
+                return None;
+            };
+            if let Some(chunk) = coalesced {
+                if self.heartbeat.is_some() {
+                    self.wrote_at = Instant::now();
                 }
                 return Some(chunk);
             }
         }
     }
 
-    /// The first update plus whatever else is already queued, up to a limit, as one
-    /// write; `None` if all were already sent from history.
-    fn coalesce(&mut self, first: Queued) -> Option<Bytes> {
+    /// What the reader has, up to a limit, as one write; `None` if all were already sent
+    /// from history.
+    fn coalesce(&mut self) -> Result<Option<Bytes>, Lagged> {
         let mut batch = Batch::default();
-        batch.push(first, &mut self.sent);
-        while batch.count < COALESCE_UPDATES && batch.len() < COALESCE_BYTES {
-            match self.queue.try_recv() {
-                Ok(queued) => batch.push(queued, &mut self.sent),
-                Err(_) => break,
-            }
-        }
-        batch.finish()
+        let sent = &mut self.sent;
+        self.reader
+            .drain(COALESCE_UPDATES, COALESCE_BYTES, |queued| {
+                batch.push(queued, sent)
+            })?;
+        Ok(batch.finish())
     }
 
     /// Whether the subscriber's token has expired, without waiting for it to.
@@ -370,10 +390,6 @@ impl Batch {
             }
             self.joined.extend_from_slice(&event);
         }
-    }
-
-    fn len(&self) -> usize {
-        self.single.as_ref().map_or(self.joined.len(), Bytes::len)
     }
 
     fn finish(self) -> Option<Bytes> {

@@ -223,7 +223,12 @@ async fn a_subscriber_that_never_reads_is_closed_after_the_write_timeout() {
     let mut limits = ServerLimits::default();
     limits.write_timeout = write_timeout;
     // A long queue: the write deadline, not the fan-out's queue limit, must cut it off.
-    let (t, addr, _server) = start(limits, |b| b.subscriptions(false).queue_capacity(4096)).await;
+    let (t, addr, _server) = start(limits, |b| {
+        b.subscriptions(false)
+            .queue_capacity(4096)
+            .queue_bytes(1 << 30)
+    })
+    .await;
     let mut stalled = connect(addr, None, true).await;
     stalled
         .write_all(b"GET /.well-known/mercure?topic=big HTTP/1.1\r\nhost: hub\r\n\r\n")

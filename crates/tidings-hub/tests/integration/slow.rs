@@ -1,5 +1,5 @@
-//! A subscriber that stops reading is disconnected once its queue is full, and the hub
-//! holds no more than that queue for it.
+//! A subscriber that stops reading is disconnected once it is too far behind its channel
+//! (in updates or in bytes), and the hub holds no more than that for it.
 
 use crate::support::{PATIENCE, TestHub};
 
@@ -47,4 +47,35 @@ async fn stalled_subscriber_is_disconnected_and_can_resume() {
     for id in &ids[got.len()..] {
         assert_eq!(resumed.expect().await.id, id.as_str());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_too_many_bytes_behind_is_disconnected() {
+    // A queue long enough never to fill: the bound in bytes must end it.
+    let t = TestHub::with(|b| {
+        b.queue_capacity(1_000_000)
+            .queue_bytes(1024 * 1024)
+            .subscriptions(false)
+    })
+    .await;
+    let stalled = t.subscribe("topic=firehose").await;
+    let mut healthy = t.subscribe("topic=firehose").await;
+    let data = "x".repeat(64 * 1024);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut published = 0;
+    while t.hub.connections() == 2 {
+        assert!(tokio::time::Instant::now() < deadline, "never disconnected");
+        let id = t.publish(&[("topic", "firehose"), ("data", &data)]).await;
+        assert_eq!(healthy.expect().await.id, id.as_str());
+        published += 1;
+    }
+    assert!(
+        t.hub
+            .metrics()
+            .contains("tidings_slow_subscriber_disconnects_total 1")
+    );
+    // The socket buffers plus 1.25 MiB of backlog, far from the million updates the
+    // queue allows.
+    assert!(published < 1_000, "{published} updates of 64 KiB");
+    drop(stalled);
 }
