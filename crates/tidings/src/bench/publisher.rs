@@ -298,42 +298,49 @@ pub(crate) async fn run(
             }
             break;
         }
-        let mut stats = stats.borrow_mut();
-        match outcome {
-            Ok(answer) if (200..300).contains(&answer.status) => {
-                record(&mut stats.ack, started.elapsed().as_micros() as u64);
-                stats.acked += 1;
-                stats.acked_per_topic[topic] += 1;
-                if stats.first_id.is_none() {
-                    stats.first_id = Some(String::from_utf8_lossy(&answer.body).trim().to_owned());
+        let failed = {
+            let mut stats = stats.borrow_mut();
+            match outcome {
+                Ok(answer) if (200..300).contains(&answer.status) => {
+                    record(&mut stats.ack, started.elapsed().as_micros() as u64);
+                    stats.acked += 1;
+                    stats.acked_per_topic[topic] += 1;
+                    if stats.first_id.is_none() {
+                        stats.first_id =
+                            Some(String::from_utf8_lossy(&answer.body).trim().to_owned());
+                    }
+                    seqs[topic] = seq;
+                    topic = (topic + 1) % topics;
+                    if answer.close {
+                        connection = None;
+                    }
+                    false
                 }
-                seqs[topic] = seq;
-                topic = (topic + 1) % topics;
-                if answer.close {
-                    connection = None;
+                Ok(answer) => {
+                    stats.errors += 1;
+                    let text: String = String::from_utf8_lossy(&answer.body)
+                        .chars()
+                        .take(200)
+                        .collect();
+                    sample_error(
+                        &mut stats.errors_seen,
+                        format!("publish: HTTP {}: {}", answer.status, text.trim()),
+                    );
+                    if answer.close {
+                        connection = None;
+                    }
+                    false
+                }
+                Err(err) => {
+                    stats.errors += 1;
+                    sample_error(&mut stats.errors_seen, format!("publish: {err}"));
+                    true
                 }
             }
-            Ok(answer) => {
-                stats.errors += 1;
-                let text: String = String::from_utf8_lossy(&answer.body)
-                    .chars()
-                    .take(200)
-                    .collect();
-                sample_error(
-                    &mut stats.errors_seen,
-                    format!("publish: HTTP {}: {}", answer.status, text.trim()),
-                );
-                if answer.close {
-                    connection = None;
-                }
-            }
-            Err(err) => {
-                stats.errors += 1;
-                sample_error(&mut stats.errors_seen, format!("publish: {err}"));
-                drop(stats);
-                // A server that refuses connections is not hammered in a tight loop.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        };
+        if failed {
+            // A server that refuses connections is not hammered in a tight loop.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

@@ -157,11 +157,13 @@ impl Run {
         Ok(now)
     }
 
-    /// Runs publishers on `schedule` until it is over; returns how long it took.
-    async fn publish(&self, connections: usize, schedule: Schedule) -> Duration {
+    /// Runs publishers `first..first + connections` on `schedule` until it is over;
+    /// returns how long it took. (A publisher's number keeps its sequence numbers apart
+    /// from the others'.)
+    async fn publish(&self, first: usize, connections: usize, schedule: Schedule) -> Duration {
         let schedule = Rc::new(schedule);
         let start = Instant::now();
-        let tasks: Vec<_> = (0..connections)
+        let tasks: Vec<_> = (first..first + connections)
             .map(|index| {
                 tokio::task::spawn_local(publisher::run(
                     index,
@@ -337,10 +339,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if resume {
         run.phase.set("fill");
         let first = Schedule::new(0.0, Instant::now() + duration, 1);
-        let mut fill = run.publish(1, first).await;
+        let mut fill = run.publish(run.settings.publishers, 1, first).await;
         let rest = run.settings.history.saturating_sub(1);
         let schedule = Schedule::new(run.settings.rate, Instant::now() + duration, rest);
-        fill += run.publish(run.settings.publishers, schedule).await;
+        fill += run.publish(0, run.settings.publishers, schedule).await;
         publish_seconds = fill.as_secs_f64();
         let (acked, first_id) = {
             let stats = run.pub_stats.borrow();
@@ -390,7 +392,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         run.phase.set("publish");
         let schedule = Schedule::new(run.settings.rate, Instant::now() + duration, u64::MAX);
         publish_seconds = run
-            .publish(run.settings.publishers, schedule)
+            .publish(0, run.settings.publishers, schedule)
             .await
             .as_secs_f64();
     } else {

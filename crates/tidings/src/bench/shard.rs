@@ -115,10 +115,11 @@ impl Child {
                 while let Ok(Some(line)) = lines.next_line().await {
                     if let Some(p) = Progress::parse(&line) {
                         progress.set(p);
-                    } else if let Some(json) = line.strip_prefix("result ") {
-                        if let Ok(wire) = serde_json::from_str::<SubStatsWire>(json) {
-                            *result.borrow_mut() = Some(SubStats::from_wire(wire));
-                        }
+                    } else if let Some(Ok(wire)) = line
+                        .strip_prefix("result ")
+                        .map(serde_json::from_str::<SubStatsWire>)
+                    {
+                        *result.borrow_mut() = Some(SubStats::from_wire(wire));
                     }
                 }
             }

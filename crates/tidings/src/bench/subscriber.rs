@@ -380,6 +380,15 @@ mod tests {
         assert!(matches!(stream.feed(b"0\r\n\r\n", &shard), Ok(Flow::Ended)));
     }
 
+    /// The state a subscriber keeps while it waits for bytes: its task's future (the
+    /// socket's registration and the task header come on top, about 200 bytes).
+    #[test]
+    fn a_subscriber_is_a_few_hundred_bytes() {
+        let future = run(0, Rc::new(plan()), Rc::new(Shard::new(Arc::default())));
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 640, "a subscriber's future takes {size} bytes");
+    }
+
     #[test]
     fn a_refusal_is_an_error_with_its_status() {
         let shard = Shard::new(Arc::default());
