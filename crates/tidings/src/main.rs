@@ -8,6 +8,7 @@ use std::{io::IsTerminal, process::ExitCode};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
+mod bench;
 mod config;
 mod listen;
 mod publish;
@@ -52,6 +53,8 @@ enum Command {
     Listen(listen::Args),
     /// Mint a JWT for publishers and subscribers.
     Token(token::Args),
+    /// Load-test an SSE server (this hub or another): subscribers, publishers, latency.
+    Bench(Box<bench::Args>),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +77,12 @@ fn main() -> ExitCode {
         .with_writer(writer)
         .with_ansi(ansi && std::io::stderr().is_terminal())
         .init();
+    // `bench` runs on one thread of its own (a load generator must be cheaper than the
+    // server it measures).
+    let command = match cli.command {
+        Command::Bench(args) => return finish(bench::main(*args)),
+        command => command,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -82,13 +91,19 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Listen(args) => listen::run(args).await,
             Command::Serve(args) => serve::run(*args).await,
             Command::Publish(args) => publish::run(args).await,
             Command::Token(args) => token::run(args),
+            Command::Bench(_) => unreachable!("bench runs on its own runtime"),
         }
     });
+    finish(result)
+}
+
+/// The exit code of a subcommand's result, its error printed on one line.
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -1,8 +1,9 @@
 //! Integration tests of the `tidings` binary as a process, against real servers on
 //! 127.0.0.1:0: one module per subcommand, its configuration, and a hub that is killed
 //! and restarted; `shutdown` ends one with SIGTERM while a peer never reads; `readme` runs
-//! the README's first screen verbatim with bash.
+//! the README's first screen verbatim with bash; `bench` runs the load generator against a hub.
 
+mod bench;
 mod cli;
 mod crash;
 mod listen;
