@@ -539,6 +539,21 @@ pub(crate) async fn serve<F>(hub: Hub, listener: TcpListener, shutdown: F) -> io
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    let router = crate::http::app(hub.clone());
+    serve_router(hub, router, listener, shutdown).await
+}
+
+/// [`serve`] with another router: the operations routes on a private listener
+/// ([`Hub::serve_ops`]).
+pub(crate) async fn serve_router<F>(
+    hub: Hub,
+    router: Router,
+    listener: TcpListener,
+    shutdown: F,
+) -> io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let limits = hub.inner.config.server.clone();
     let streams = StreamExecutor {
         abandon: CancellationToken::new(),
@@ -551,7 +566,6 @@ where
         hub.inner.metrics.clone(),
         streams.clone(),
     ));
-    let router = crate::http::app(hub.clone());
     let token = hub.inner.shutdown.clone();
     // Tells every connection to finish what it is doing and close.
     let closing = CancellationToken::new();
@@ -680,7 +694,7 @@ fn admit(
 /// Answers a connection over a cap with a `503` and closes it, without holding up the
 /// accept loop.
 fn refuse(shared: &Shared, mut stream: TcpStream, peer: SocketAddr, reason: String) {
-    tracing::debug!(%peer, %reason, "connection refused");
+    tracing::info!(client = %peer.ip(), status = 503, %reason, "connection refused");
     let Ok(permit) = Arc::clone(&shared.refusals).try_acquire_owned() else {
         // Too many refusals under way already: close this one without a word.
         return;
@@ -788,6 +802,10 @@ impl Connection {
             }
         })
         .await;
+        if let Some(version) = activity.version.get() {
+            let observed = &shared.metrics.observed;
+            observed.http_connections(*version).decrement(1.0);
+        }
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::debug!(cause = %err, %peer, "connection ended with an error"),
@@ -888,6 +906,8 @@ struct Activity {
     phase: Mutex<Phase>,
     /// The connection task, woken when a response ends in another task.
     waker: AtomicWaker,
+    /// The HTTP version of its first request, counted in `tidings_http_connections`.
+    version: std::sync::OnceLock<Version>,
 }
 
 impl Activity {
@@ -895,6 +915,7 @@ impl Activity {
         Self {
             phase: Mutex::new(Phase::new(accepted)),
             waker: AtomicWaker::new(),
+            version: std::sync::OnceLock::new(),
         }
     }
 
@@ -942,12 +963,30 @@ impl tower::Service<Request<Incoming>> for ConnectionService {
 
     fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
         self.activity.phase().request(request.version());
+        if self.activity.version.set(request.version()).is_ok() {
+            let observed = &self.shared.metrics.observed;
+            observed.http_connections(request.version()).increment(1.0);
+        }
         let mut in_flight = InFlight {
             activity: Arc::clone(&self.activity),
             _client: None,
         };
-        let refuse = |refusal: Refusal, in_flight: InFlight| -> Self::Future {
+        let metrics = self.shared.metrics.clone();
+        // Before the router (and its request log): logged here, in the request's span.
+        let refuse = move |refusal: Refusal, in_flight: InFlight| -> Self::Future {
             let response = refusal.into_response();
+            if let Some(note) = response
+                .extensions()
+                .get::<crate::http::trace::RefusalNote>()
+            {
+                crate::http::trace::refused(
+                    &metrics,
+                    response.status(),
+                    note.code,
+                    &note.reason,
+                    Duration::ZERO,
+                );
+            }
             Box::pin(async move { Ok(track(response, in_flight)) })
         };
         let client = if self.via_proxy {
@@ -956,8 +995,12 @@ impl tower::Service<Request<Incoming>> for ConnectionService {
                 Err(entry) => {
                     self.shared.metrics.invalid_forwarded_for.increment(1);
                     let reason = invalid_forwarded(entry);
-                    tracing::debug!(peer = %self.peer, "request refused: {reason}");
-                    return refuse(Refusal::bad_request(reason), in_flight);
+                    let peer = Some(self.peer.ip());
+                    let _span = crate::http::trace::request_span(&request, peer).entered();
+                    return refuse(
+                        Refusal::bad_request(reason).code("forwarded_for"),
+                        in_flight,
+                    );
                 }
             }
         } else {
@@ -972,9 +1015,9 @@ impl tower::Service<Request<Incoming>> for ConnectionService {
                     self.shared.metrics.refusals_requests_per_ip.increment(1);
                 }
                 let reason = self.shared.requests_refusal(client);
-                tracing::debug!(peer = %self.peer, %client, "request refused: {reason}");
+                let _span = crate::http::trace::request_span(&request, Some(client)).entered();
                 return refuse(
-                    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason),
+                    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason).code("requests_per_ip"),
                     in_flight,
                 );
             }

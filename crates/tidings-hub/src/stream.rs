@@ -101,6 +101,7 @@ pub(crate) async fn open(hub: &Hub, request: Request) -> Result<Opened, OpenErro
         hub: hub.clone(),
         key: live.key,
         info,
+        tally: Tally::new(),
     };
     hub.inner
         .metrics
@@ -135,6 +136,8 @@ pub(crate) async fn open(hub: &Hub, request: Request) -> Result<Opened, OpenErro
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval
     });
+    let mut guard = guard;
+    guard.log_open(last_event_id.as_deref());
     let connection = Connection {
         failed: false,
         replay: replay.map(|cursor| Replay {
@@ -155,7 +158,9 @@ pub(crate) async fn open(hub: &Hub, request: Request) -> Result<Opened, OpenErro
         guard,
     };
     let body = futures_util::stream::unfold(connection, |mut c| async move {
-        c.next_chunk().await.map(|chunk| (chunk, c))
+        let chunk = c.next_chunk().await?;
+        c.guard.tally.bytes += chunk.len() as u64;
+        Some((chunk, c))
     });
     Ok(Opened {
         body: Box::pin(body),
@@ -203,10 +208,12 @@ struct Subscription {
     hub: Hub,
     key: u64,
     info: Arc<SubscriberInfo>,
+    tally: Tally,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.log_close();
         self.hub.inner.fanout.unregister(self.key);
         self.hub
             .inner
@@ -217,6 +224,115 @@ impl Drop for Subscription {
             announce(&self.hub, &self.info, false);
         }
     }
+}
+
+/// What a subscription's log lines say: its request's span, when it opened, what it
+/// sent and why it ended.
+struct Tally {
+    /// The `request` span of the request that opened it, so that the close line (written
+    /// outside it, when the body is dropped) names the request and its client.
+    span: tracing::Span,
+    opened: std::time::Instant,
+    /// Events written (replayed and live; heartbeats are not events).
+    events: u64,
+    bytes: u64,
+    /// Why the stream ended; `None` when its body was dropped before it did: the client
+    /// went away (or the server's write deadline dropped the connection).
+    end: Option<End>,
+    /// The open line was written: a stream that fails while opening (its refusal is
+    /// logged) has no close line.
+    open: bool,
+}
+
+/// Why a stream ended by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Shutdown,
+    TokenExpired,
+    /// The fan-out dropped it: its queue was full.
+    TooSlow,
+    ReplayFailed,
+}
+
+impl End {
+    fn as_str(self) -> &'static str {
+        match self {
+            End::Shutdown => "hub shutting down",
+            End::TokenExpired => "token expired",
+            End::TooSlow => "too slow: its queue of updates was full",
+            End::ReplayFailed => "history could not be read for replay",
+        }
+    }
+}
+
+/// The longest topic list written in a subscription line.
+const MAX_LOGGED_TOPICS: usize = 1024;
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            span: tracing::Span::current(),
+            opened: std::time::Instant::now(),
+            events: 0,
+            bytes: 0,
+            end: None,
+            open: false,
+        }
+    }
+}
+
+impl Subscription {
+    fn log_open(&mut self, last_event_id: Option<&str>) {
+        self.tally.open = true;
+        tracing::info!(
+            subscriber = %self.info.id,
+            topics = %logged_topics(&self.info.topics),
+            last_event_id,
+            "subscription opened"
+        );
+    }
+
+    fn log_close(&self) {
+        let tally = &self.tally;
+        if !tally.open {
+            return;
+        }
+        let reason = tally.end.map_or("client went away", End::as_str);
+        tracing::info!(
+            parent: &tally.span,
+            subscriber = %self.info.id,
+            topics = %logged_topics(&self.info.topics),
+            duration_ms = crate::http::trace::millis(tally.opened.elapsed()),
+            events = tally.events,
+            bytes = tally.bytes,
+            reason,
+            "subscription closed"
+        );
+    }
+}
+
+/// The topics, quoted and comma-separated, cut at [`MAX_LOGGED_TOPICS`] bytes.
+fn logged_topics(topics: &[String]) -> String {
+    let mut out = String::new();
+    for topic in topics {
+        if out.len() >= MAX_LOGGED_TOPICS {
+            out.push_str(",...");
+            break;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&format!("{topic:?}"));
+    }
+    if out.len() > MAX_LOGGED_TOPICS + 4 {
+        let mut cut = MAX_LOGGED_TOPICS;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str("...");
+    }
+    out
 }
 
 struct Replay {
@@ -246,10 +362,12 @@ impl Connection {
             // History can be long: an expired token or a hub shutting down ends the
             // stream between two chunks of it, not only once it is all sent.
             if self.guard.hub.inner.shutdown.is_cancelled() {
+                self.guard.tally.end = Some(End::Shutdown);
                 return None;
             }
             if self.expired() {
                 tracing::debug!(subscriber = %self.guard.info.id, "token expired during replay: closing");
+                self.guard.tally.end = Some(End::TokenExpired);
                 return None;
             }
             if let Some(chunk) = self.replay_chunk().await {
@@ -259,17 +377,29 @@ impl Connection {
         if self.failed {
             // Not one live update before the missed history: the client would move its
             // last event ID past the gap and never get it.
+            self.guard.tally.end = Some(End::ReplayFailed);
             return None;
         }
         loop {
             let first = tokio::select! {
                 biased;
-                () = &mut self.shutdown => return None,
-                () = async { self.expiry.as_mut().expect("guarded").await }, if self.expiry.is_some() => {
-                    tracing::debug!(subscriber = %self.guard.info.id, "token expired: closing");
+                () = &mut self.shutdown => {
+                    self.guard.tally.end = Some(End::Shutdown);
                     return None;
                 }
-                queued = self.queue.recv() => queued?,
+                () = async { self.expiry.as_mut().expect("guarded").await }, if self.expiry.is_some() => {
+                    tracing::debug!(subscriber = %self.guard.info.id, "token expired: closing");
+                    self.guard.tally.end = Some(End::TokenExpired);
+                    return None;
+                }
+                queued = self.queue.recv() => match queued {
+                    Some(queued) => queued,
+                    // Only the fan-out drops the sender, and only for a full queue.
+                    None => {
+                        self.guard.tally.end = Some(End::TooSlow);
+                        return None;
+                    }
+                },
                 _ = async { self.heartbeat.as_mut().expect("guarded").tick().await }, if self.heartbeat.is_some() => {
                     return Some(HEARTBEAT);
                 }
@@ -287,13 +417,23 @@ impl Connection {
     /// write; `None` if all were already sent from history.
     fn coalesce(&mut self, first: Queued) -> Option<Bytes> {
         let mut batch = Batch::default();
-        batch.push(first, &mut self.sent);
+        // The delivery lag of each stored update, taken when its bytes go to the socket
+        // (the caller writes them at once).
+        let observed = &self.guard.hub.inner.metrics.observed;
+        let now = std::time::Instant::now();
+        let written = |position: Option<u64>| {
+            if let Some(position) = position {
+                observed.delivered(position, now);
+            }
+        };
+        written(batch.push(first, &mut self.sent));
         while batch.count < COALESCE_UPDATES && batch.len() < COALESCE_BYTES {
             match self.queue.try_recv() {
-                Ok(queued) => batch.push(queued, &mut self.sent),
+                Ok(queued) => written(batch.push(queued, &mut self.sent)),
                 Err(_) => break,
             }
         }
+        self.guard.tally.events += batch.count as u64;
         batch.finish()
     }
 
@@ -340,6 +480,7 @@ impl Connection {
             self.replay = None;
         }
         hub.inner.metrics.replayed_updates.increment(replayed);
+        self.guard.tally.events += replayed;
         (!buf.is_empty()).then(|| buf.freeze())
     }
 }
@@ -354,10 +495,13 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, (position, event): Queued, sent: &mut u64) {
-        if position != LIVE_ONLY {
+    /// Adds an update unless it was sent already; returns its position when it is
+    /// added and is one of the log's.
+    fn push(&mut self, (position, event): Queued, sent: &mut u64) -> Option<u64> {
+        let stored = position != LIVE_ONLY;
+        if stored {
             if position <= *sent {
-                return;
+                return None;
             }
             *sent = position;
         }
@@ -370,6 +514,7 @@ impl Batch {
             }
             self.joined.extend_from_slice(&event);
         }
+        stored.then_some(position)
     }
 
     fn len(&self) -> usize {
