@@ -985,6 +985,7 @@ impl tower::Service<Request<Incoming>> for ConnectionService {
                     note.code,
                     &note.reason,
                     Duration::ZERO,
+                    http_body::Body::size_hint(response.body()).exact(),
                 );
             }
             Box::pin(async move { Ok(track(response, in_flight)) })

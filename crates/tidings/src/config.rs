@@ -442,6 +442,21 @@ pub(crate) struct FileConfig {
     pub(crate) h2_max_streams: Option<u32>,
     #[serde(default, deserialize_with = "duration_key")]
     pub(crate) shutdown_grace: Option<String>,
+    /// `text` or `json` (read before the rest, to set up logging).
+    pub(crate) log_format: Option<LogFormat>,
+    pub(crate) metrics_addr: Option<String>,
+}
+
+/// How `tidings serve` writes its log lines on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// One human-readable line per event, with the span's fields before it.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers): timestamp, level, target, the
+    /// event's fields and the request span's.
+    Json,
 }
 
 impl FileConfig {

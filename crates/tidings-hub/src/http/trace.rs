@@ -122,13 +122,20 @@ impl<B: http_body::Body> OnResponse<B> for LogResponse {
         let status = response.status();
         let bytes = response.body().size_hint().exact();
         if let Some(note) = response.extensions().get::<RefusalNote>() {
-            refused(&self.metrics, status, note.code, &note.reason, latency);
+            refused(
+                &self.metrics,
+                status,
+                note.code,
+                &note.reason,
+                latency,
+                bytes,
+            );
             return;
         }
         if status.is_client_error() || status.is_server_error() {
             // Not one of ours (axum's 404 or 405): its reason is the status's.
             let reason = status.canonical_reason().unwrap_or("refused");
-            refused(&self.metrics, status, "other", reason, latency);
+            refused(&self.metrics, status, "other", reason, latency, bytes);
             return;
         }
         let stream = response
@@ -159,14 +166,29 @@ pub(crate) fn refused(
     code: &'static str,
     reason: &str,
     latency: Duration,
+    bytes: Option<u64>,
 ) {
     metrics.observed.refused(status.as_u16(), code);
     let duration_ms = millis(latency);
     let status_code = status.as_u16();
     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-        tracing::warn!(status = status_code, duration_ms, code, reason, "refused");
+        tracing::warn!(
+            status = status_code,
+            duration_ms,
+            bytes,
+            code,
+            reason,
+            "refused"
+        );
     } else {
-        tracing::info!(status = status_code, duration_ms, code, reason, "refused");
+        tracing::info!(
+            status = status_code,
+            duration_ms,
+            bytes,
+            code,
+            reason,
+            "refused"
+        );
     }
 }
 
