@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod listen;
 mod mistakes;
+mod observability;
 mod process;
 mod readme;
 mod shutdown;
