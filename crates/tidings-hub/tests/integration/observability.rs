@@ -264,6 +264,17 @@ async fn json_lines_parse_and_carry_the_request_span() {
     assert_eq!(value["span"]["name"], "request");
     assert_eq!(value["span"]["method"], "GET");
     assert_eq!(value["span"]["client"], "127.0.0.1");
+    // The close line, written outside the request (when the body is dropped), still
+    // carries the request's span.
+    let stream = hub.subscribe("topic=/j").await;
+    drop(stream);
+    let line = capture.line_with(&["\"subscription closed\""]).await;
+    let value: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(value["reason"], "client went away");
+    assert_eq!(value["events"], 0);
+    assert!(value["duration_ms"].is_number(), "{line}");
+    assert_eq!(value["span"]["client"], "127.0.0.1");
+    assert_eq!(value["span"]["path"], "/.well-known/mercure?topic=/j");
     for line in capture.text().lines() {
         serde_json::from_str::<serde_json::Value>(line).expect("every line is JSON");
     }
@@ -354,4 +365,31 @@ async fn metrics_on_a_private_listener_are_not_public() {
         .expect("the ops server stopped")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_subscriber_too_slow_for_its_queue_is_logged_as_such() {
+    let (capture, _guard) = capture_text();
+    let hub = TestHub::with(|b| b.queue_capacity(8).subscriptions(false)).await;
+    // Never read: the socket buffers fill, then the queue.
+    let stalled = hub.subscribe("topic=/firehose").await;
+    let data = "x".repeat(64 * 1024);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while hub.hub.connections() == 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never disconnected");
+        hub.publish(&[("topic", "/firehose"), ("data", &data)])
+            .await;
+    }
+    // The stream ends once it has written what was queued: read it to its end.
+    let mut stalled = crate::support::Stream::new(stalled.response);
+    while tokio::time::timeout(PATIENCE, stalled.next_or_end())
+        .await
+        .unwrap()
+        .is_some()
+    {}
+    let closed = capture.line_with(&["subscription closed"]).await;
+    assert!(
+        closed.contains("reason=\"too slow: its queue of updates was full\""),
+        "{closed}"
+    );
 }
