@@ -32,6 +32,9 @@ use crate::log::{Cursor, LogError};
 use crate::subscription;
 use crate::topic::{Selector, SelectorSet};
 
+mod tally;
+use tally::{End, Tally};
+
 /// Updates read from history per log request during replay.
 const REPLAY_BATCH: usize = 256;
 /// Queued updates written in one go when they pile up.
@@ -97,7 +100,7 @@ pub(crate) async fn open(hub: &Hub, request: Request) -> Result<Opened, OpenErro
             return Err(refused.into());
         }
     };
-    let guard = Subscription {
+    let mut guard = Subscription {
         hub: hub.clone(),
         key: live.key,
         info,
@@ -136,8 +139,7 @@ pub(crate) async fn open(hub: &Hub, request: Request) -> Result<Opened, OpenErro
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval
     });
-    let mut guard = guard;
-    guard.log_open(last_event_id.as_deref());
+    guard.tally.opened(&guard.info, last_event_id.as_deref());
     let connection = Connection {
         failed: false,
         replay: replay.map(|cursor| Replay {
@@ -213,7 +215,7 @@ struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.log_close();
+        self.tally.closed(&self.info);
         self.hub.inner.fanout.unregister(self.key);
         self.hub
             .inner
@@ -224,115 +226,6 @@ impl Drop for Subscription {
             announce(&self.hub, &self.info, false);
         }
     }
-}
-
-/// What a subscription's log lines say: its request's span, when it opened, what it
-/// sent and why it ended.
-struct Tally {
-    /// The `request` span of the request that opened it, so that the close line (written
-    /// outside it, when the body is dropped) names the request and its client.
-    span: tracing::Span,
-    opened: std::time::Instant,
-    /// Events written (replayed and live; heartbeats are not events).
-    events: u64,
-    bytes: u64,
-    /// Why the stream ended; `None` when its body was dropped before it did: the client
-    /// went away (or the server's write deadline dropped the connection).
-    end: Option<End>,
-    /// The open line was written: a stream that fails while opening (its refusal is
-    /// logged) has no close line.
-    open: bool,
-}
-
-/// Why a stream ended by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    Shutdown,
-    TokenExpired,
-    /// The fan-out dropped it: its queue was full.
-    TooSlow,
-    ReplayFailed,
-}
-
-impl End {
-    fn as_str(self) -> &'static str {
-        match self {
-            End::Shutdown => "hub shutting down",
-            End::TokenExpired => "token expired",
-            End::TooSlow => "too slow: its queue of updates was full",
-            End::ReplayFailed => "history could not be read for replay",
-        }
-    }
-}
-
-/// The longest topic list written in a subscription line.
-const MAX_LOGGED_TOPICS: usize = 1024;
-
-impl Tally {
-    fn new() -> Self {
-        Self {
-            span: tracing::Span::current(),
-            opened: std::time::Instant::now(),
-            events: 0,
-            bytes: 0,
-            end: None,
-            open: false,
-        }
-    }
-}
-
-impl Subscription {
-    fn log_open(&mut self, last_event_id: Option<&str>) {
-        self.tally.open = true;
-        tracing::info!(
-            subscriber = %self.info.id,
-            topics = %logged_topics(&self.info.topics),
-            last_event_id,
-            "subscription opened"
-        );
-    }
-
-    fn log_close(&self) {
-        let tally = &self.tally;
-        if !tally.open {
-            return;
-        }
-        let reason = tally.end.map_or("client went away", End::as_str);
-        tracing::info!(
-            parent: &tally.span,
-            subscriber = %self.info.id,
-            topics = %logged_topics(&self.info.topics),
-            duration_ms = crate::http::trace::millis(tally.opened.elapsed()),
-            events = tally.events,
-            bytes = tally.bytes,
-            reason,
-            "subscription closed"
-        );
-    }
-}
-
-/// The topics, quoted and comma-separated, cut at [`MAX_LOGGED_TOPICS`] bytes.
-fn logged_topics(topics: &[String]) -> String {
-    let mut out = String::new();
-    for topic in topics {
-        if out.len() >= MAX_LOGGED_TOPICS {
-            out.push_str(",...");
-            break;
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        out.push_str(&format!("{topic:?}"));
-    }
-    if out.len() > MAX_LOGGED_TOPICS + 4 {
-        let mut cut = MAX_LOGGED_TOPICS;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-        out.push_str("...");
-    }
-    out
 }
 
 struct Replay {
