@@ -971,7 +971,7 @@ impl tower::Service<Request<Incoming>> for ConnectionService {
             activity: Arc::clone(&self.activity),
             _client: None,
         };
-        let metrics = self.shared.metrics.clone();
+        let metrics = &self.shared.metrics.observed;
         // Before the router (and its request log): logged here, in the request's span.
         let refuse = move |refusal: Refusal, in_flight: InFlight| -> Self::Future {
             let response = refusal.into_response();
@@ -980,7 +980,7 @@ impl tower::Service<Request<Incoming>> for ConnectionService {
                 .get::<crate::http::trace::RefusalNote>()
             {
                 crate::http::trace::refused(
-                    &metrics,
+                    metrics,
                     response.status(),
                     note.code,
                     &note.reason,
@@ -1016,9 +1016,14 @@ impl tower::Service<Request<Incoming>> for ConnectionService {
                     self.shared.metrics.refusals_requests_per_ip.increment(1);
                 }
                 let reason = self.shared.requests_refusal(client);
+                let code = if self.via_proxy {
+                    "forwarded_per_ip"
+                } else {
+                    "requests_per_ip"
+                };
                 let _span = crate::http::trace::request_span(&request, Some(client)).entered();
                 return refuse(
-                    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason).code("requests_per_ip"),
+                    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason).code(code),
                     in_flight,
                 );
             }

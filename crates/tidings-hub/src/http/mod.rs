@@ -86,7 +86,7 @@ fn ops_routes(hub: Hub, with_metrics: bool) -> Router {
 pub(crate) fn app(hub: Hub) -> Router {
     let pages = hub.config().pages;
     let with_metrics = hub.config().public_metrics;
-    let metrics = hub.inner.metrics.clone();
+    let metrics = std::sync::Arc::clone(&hub.inner.metrics.observed);
     let mut app = router(hub.clone()).merge(ops_routes(hub, with_metrics));
     if pages {
         app = app.merge(crate::web::routes());

@@ -12,6 +12,7 @@
 //! logged at DEBUG, so that probes do not fill the log.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -20,7 +21,7 @@ use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{MakeSpan, OnResponse, TraceLayer};
 use tracing::Span;
 
-use crate::metrics::Metrics;
+use crate::metrics::Observed;
 use crate::server::ClientAddr;
 
 /// What replaces a credential in a logged path.
@@ -67,8 +68,9 @@ pub(crate) type Layer = TraceLayer<
     (),
 >;
 
-/// The request log's layer; refusals are counted in `metrics`.
-pub(crate) fn layer(metrics: Metrics) -> Layer {
+/// The request log's layer; refusals are counted in `metrics` (one `Arc`, cloned per
+/// request by the layer).
+pub(crate) fn layer(metrics: Arc<Observed>) -> Layer {
     TraceLayer::new_for_http()
         .make_span_with(MakeRequestSpan)
         .on_request(())
@@ -112,9 +114,9 @@ pub(crate) fn request_span<B>(request: &Request<B>, client: Option<IpAddr>) -> S
 }
 
 /// Writes each request's line when its response head is ready.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct LogResponse {
-    metrics: Metrics,
+    metrics: Arc<Observed>,
 }
 
 impl<B: http_body::Body> OnResponse<B> for LogResponse {
@@ -161,14 +163,14 @@ pub(crate) struct OpsRoute;
 /// Counts and logs a refused request, in the current (`request`) span: a 5xx other than
 /// 503 (a cap, shutting down) at WARN, the rest at INFO.
 pub(crate) fn refused(
-    metrics: &Metrics,
+    metrics: &Observed,
     status: StatusCode,
     code: &'static str,
     reason: &str,
     latency: Duration,
     bytes: Option<u64>,
 ) {
-    metrics.observed.refused(status.as_u16(), code);
+    metrics.refused(status.as_u16(), code);
     let duration_ms = millis(latency);
     let status_code = status.as_u16();
     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
