@@ -685,6 +685,18 @@ mod tests {
     }
 
     #[test]
+    fn log_format_and_metrics_addr_keys() {
+        let file: FileConfig =
+            toml::from_str("log_format = \"json\"\nmetrics_addr = \"127.0.0.1:9100\"").unwrap();
+        assert_eq!(file.log_format, Some(LogFormat::Json));
+        assert_eq!(file.metrics_addr.as_deref(), Some("127.0.0.1:9100"));
+        let file: FileConfig = toml::from_str("log_format = \"text\"").unwrap();
+        assert_eq!(file.log_format, Some(LogFormat::Text));
+        let err = toml::from_str::<FileConfig>("log_format = \"xml\"").unwrap_err();
+        assert!(err.to_string().contains("xml"), "{err}");
+    }
+
+    #[test]
     fn file_refuses_unknown_keys() {
         let err = toml::from_str::<FileConfig>("adress = \"x\"").unwrap_err();
         assert!(err.to_string().contains("adress"));

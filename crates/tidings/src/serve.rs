@@ -616,7 +616,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(getting_started) = &getting_started {
         getting_started.print(&url);
     }
-    tracing::info!(%addr, history = ?settings.db, "hub started");
+    tracing::info!(%addr, history = ?settings.db, metrics_addr = ?settings.metrics_addr, "hub started");
     let demo = settings.demo.then(|| tidings_hub::web::spawn_demo(&hub));
     hub.clone()
         .serve(listener, shutdown_signal())
