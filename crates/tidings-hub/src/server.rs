@@ -979,8 +979,8 @@ impl tower::Service<Request<Incoming>> for ConnectionService {
                 .extensions()
                 .get::<crate::http::trace::RefusalNote>()
             {
+                metrics.refused(response.status().as_u16(), note.code);
                 crate::http::trace::refused(
-                    metrics,
                     response.status(),
                     note.code,
                     &note.reason,

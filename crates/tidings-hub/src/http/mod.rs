@@ -47,8 +47,13 @@ pub(crate) fn router(hub: Hub) -> Router {
                 get(subscriptions::one),
             );
     }
+    let observed = std::sync::Arc::clone(&hub.inner.metrics.observed);
     let router = router
         .layer(axum::middleware::from_fn(advertise_hub))
+        .layer(axum::middleware::map_response_with_state(
+            observed,
+            count_refusal,
+        ))
         .with_state(hub);
     match cors {
         Some(cors) => router.layer(cors),
@@ -71,7 +76,12 @@ fn ops_routes(hub: Hub, with_metrics: bool) -> Router {
     if with_metrics {
         router = router.route(METRICS_PATH, get(metrics));
     }
+    let observed = std::sync::Arc::clone(&hub.inner.metrics.observed);
     router
+        .layer(axum::middleware::map_response_with_state(
+            observed,
+            count_refusal,
+        ))
         .layer(axum::middleware::map_response(
             |mut response: Response| async move {
                 response.extensions_mut().insert(trace::OpsRoute);
@@ -93,6 +103,18 @@ pub(crate) fn app(hub: Hub) -> Router {
     }
     // The request log, around everything (the 404s of unknown paths too).
     app.layer(trace::layer(metrics))
+}
+
+/// Counts the refusals of the hub's routes in `tidings_refusals_total`, wherever the
+/// routes are mounted (the request log of [`app`] only writes them).
+async fn count_refusal(
+    State(observed): State<std::sync::Arc<crate::metrics::Observed>>,
+    response: Response,
+) -> Response {
+    if let Some(note) = response.extensions().get::<trace::RefusalNote>() {
+        observed.refused(response.status().as_u16(), note.code);
+    }
+    response
 }
 
 /// Every response says where the hub is, so that a page served next to it can be

@@ -68,8 +68,8 @@ pub(crate) type Layer = TraceLayer<
     (),
 >;
 
-/// The request log's layer; refusals are counted in `metrics` (one `Arc`, cloned per
-/// request by the layer).
+/// The request log's layer; the 4xx and 5xx that are not the hub's refusals (axum's
+/// 404, 405) are counted in `metrics` (one `Arc`, cloned per request by the layer).
 pub(crate) fn layer(metrics: Arc<Observed>) -> Layer {
     TraceLayer::new_for_http()
         .make_span_with(MakeRequestSpan)
@@ -124,20 +124,15 @@ impl<B: http_body::Body> OnResponse<B> for LogResponse {
         let status = response.status();
         let bytes = response.body().size_hint().exact();
         if let Some(note) = response.extensions().get::<RefusalNote>() {
-            refused(
-                &self.metrics,
-                status,
-                note.code,
-                &note.reason,
-                latency,
-                bytes,
-            );
+            // Counted by the routes that refused (`count_refusal`).
+            refused(status, note.code, &note.reason, latency, bytes);
             return;
         }
         if status.is_client_error() || status.is_server_error() {
             // Not one of ours (axum's 404 or 405): its reason is the status's.
             let reason = status.canonical_reason().unwrap_or("refused");
-            refused(&self.metrics, status, "other", reason, latency, bytes);
+            self.metrics.refused(status.as_u16(), "other");
+            refused(status, "other", reason, latency, bytes);
             return;
         }
         let stream = response
@@ -160,17 +155,15 @@ impl<B: http_body::Body> OnResponse<B> for LogResponse {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OpsRoute;
 
-/// Counts and logs a refused request, in the current (`request`) span: a 5xx other than
-/// 503 (a cap, shutting down) at WARN, the rest at INFO.
+/// Logs a refused request, in the current (`request`) span: a 5xx other than 503 (a
+/// cap, shutting down) at WARN, the rest at INFO.
 pub(crate) fn refused(
-    metrics: &Observed,
     status: StatusCode,
     code: &'static str,
     reason: &str,
     latency: Duration,
     bytes: Option<u64>,
 ) {
-    metrics.refused(status.as_u16(), code);
     let duration_ms = millis(latency);
     let status_code = status.as_u16();
     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {

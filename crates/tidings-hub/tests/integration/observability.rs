@@ -393,3 +393,39 @@ async fn a_subscriber_too_slow_for_its_queue_is_logged_as_such() {
         "{closed}"
     );
 }
+
+#[tokio::test]
+async fn refusals_are_counted_when_an_app_mounts_the_routes() {
+    let hub = Hub::builder()
+        .jwt_key(tidings_hub::auth::KeyConfig::hmac(crate::support::KEY))
+        .anonymous(false)
+        .build()
+        .await
+        .unwrap();
+    let app = axum::Router::new()
+        .nest("/events", hub.router())
+        .merge(hub.ops_router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let response = client
+        .get(format!("{base}/events{HUB_PATH}?topic=/a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tidings_refusals_total{status=\"401\",reason=\"missing_token\"} 1"),
+        "{metrics}"
+    );
+    server.abort();
+}
