@@ -45,6 +45,17 @@ impl End {
 
 /// The longest topic list written in a subscription line.
 const MAX_LOGGED_TOPICS: usize = 1024;
+/// The longest `Last-Event-ID` written in the open line.
+const MAX_LOGGED_ID: usize = 256;
+
+/// `text` cut at `max` bytes (on a character boundary).
+fn cut(text: &str, max: usize) -> &str {
+    let mut at = max.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    &text[..at]
+}
 
 impl Tally {
     /// Starts counting, in the current span (the request's).
@@ -62,6 +73,8 @@ impl Tally {
     /// Writes the open line.
     pub(super) fn opened(&mut self, info: &SubscriberInfo, last_event_id: Option<&str>) {
         self.open = true;
+        // A client's header: cut, as a line must stay a line's length.
+        let last_event_id = last_event_id.map(|id| cut(id, MAX_LOGGED_ID));
         tracing::info!(
             subscriber = %info.id,
             topics = %logged_topics(&info.topics),
@@ -92,10 +105,10 @@ impl Tally {
 /// The topics, quoted and comma-separated, cut at [`MAX_LOGGED_TOPICS`] bytes.
 fn logged_topics(topics: &[String]) -> String {
     let mut out = String::new();
-    let mut cut = false;
+    let mut truncated = false;
     for topic in topics {
         if out.len() >= MAX_LOGGED_TOPICS {
-            cut = true;
+            truncated = true;
             break;
         }
         if !out.is_empty() {
@@ -104,14 +117,11 @@ fn logged_topics(topics: &[String]) -> String {
         out.push_str(&format!("{topic:?}"));
     }
     if out.len() > MAX_LOGGED_TOPICS {
-        let mut at = MAX_LOGGED_TOPICS;
-        while !out.is_char_boundary(at) {
-            at -= 1;
-        }
+        let at = cut(&out, MAX_LOGGED_TOPICS).len();
         out.truncate(at);
-        cut = true;
+        truncated = true;
     }
-    if cut {
+    if truncated {
         out.push_str("...");
     }
     out
@@ -131,5 +141,7 @@ mod tests {
         let logged = logged_topics(&many);
         assert!(logged.len() <= MAX_LOGGED_TOPICS + 3, "{}", logged.len());
         assert!(logged.ends_with("..."), "{logged}");
+        assert_eq!(cut("ab\u{e9}", 3), "ab");
+        assert_eq!(cut("ab", 5), "ab");
     }
 }
