@@ -94,6 +94,8 @@ pub(crate) struct Config {
     pub(crate) server: crate::server::ServerLimits,
     pub(crate) selector_limits: crate::topic::SelectorLimits,
     pub(crate) tls: Option<crate::tls::TlsConfig>,
+    /// Whether [`Hub::serve`] serves `/metrics` (off when [`Hub::serve_ops`] does).
+    pub(crate) public_metrics: bool,
 }
 
 /// Builds a [`Hub`].
@@ -263,6 +265,14 @@ impl HubBuilder {
         self
     }
 
+    /// Whether [`Hub::serve`] serves `/metrics` beside the protocol (default: on). Turn
+    /// it off when [`Hub::serve_ops`] serves the metrics on a private listener, so that
+    /// they are not public. `/healthz` and `/readyz` stay on both.
+    pub fn public_metrics(mut self, enabled: bool) -> Self {
+        self.config.public_metrics = enabled;
+        self
+    }
+
     /// The limits of [`Hub::serve`]'s server loop: timeouts, connection caps, trusted
     /// proxies, the shutdown grace period (default: [`ServerLimits::default`](crate::ServerLimits)).
     pub fn server_limits(mut self, limits: crate::server::ServerLimits) -> Self {
@@ -414,6 +424,7 @@ impl Hub {
                 server: crate::server::ServerLimits::default(),
                 selector_limits: crate::topic::SelectorLimits::default(),
                 tls: None,
+                public_metrics: true,
             },
         }
     }
@@ -545,6 +556,18 @@ impl Hub {
         crate::server::serve(self, listener, shutdown).await
     }
 
+    /// Serves [`Hub::ops_router`] (`/healthz`, `/readyz`, `/metrics`) on `listener`, a
+    /// private address for the machines that watch the hub, under the same
+    /// [`ServerLimits`](crate::ServerLimits) as [`Hub::serve`] and without the request
+    /// log; stops like it (at `shutdown`, or when the hub shuts down).
+    pub async fn serve_ops<F>(self, listener: TcpListener, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let router = crate::http::ops_router(self.clone());
+        crate::server::serve_router(self, router, listener, shutdown, false).await
+    }
+
     /// Ends every event stream and stops [`Hub::serve`].
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
@@ -621,6 +644,8 @@ impl Hub {
     /// caller goes away (a publisher that disconnects), and then it must be sent too.
     pub(crate) async fn append(&self, update: Update) -> Result<Stored, PublishError> {
         let inner = Arc::clone(&self.inner);
+        // The update's acceptance, for the delivery lag (`tidings_delivery_lag_seconds`).
+        let accepted = std::time::Instant::now();
         let task = self.inner.appends.spawn(async move {
             // Checked inside the tracked task: `close` cancels before it waits for the
             // tracker, so a task that passes this check is one `close` waits for.
@@ -631,6 +656,9 @@ impl Hub {
                 LogError::Closed => PublishError::ShuttingDown,
                 other => PublishError::Log(other),
             })?;
+            let observed = &inner.metrics.observed;
+            observed.log_commit_duration.record_since(accepted);
+            observed.accepts.accepted(stored.position, accepted);
             inner.metrics.publishes.increment(1);
             // Waits while the dispatch task is behind: publishers slow down rather than
             // the queue growing. It stops only by failing (logged, and reported by the

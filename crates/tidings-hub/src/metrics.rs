@@ -4,6 +4,10 @@
 //! not take over the process's metrics, and two hubs in one process (tests) must not
 //! count into each other.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use metrics::{Counter, Gauge, Key, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
@@ -43,6 +47,9 @@ pub(crate) struct Metrics {
     pub(crate) tls_handshake_failures: Counter,
     pub(crate) tls_reloads_ok: Counter,
     pub(crate) tls_reloads_failed: Counter,
+    /// Observability (issue 11): latency histograms, refusals by reason, connections by
+    /// protocol version, build info.
+    pub(crate) observed: Arc<Observed>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -152,12 +159,15 @@ impl Metrics {
             tls_reloads_ok: tls_reloads(&recorder, "ok"),
             tls_reloads_failed: tls_reloads(&recorder, "error"),
             handle: recorder.handle(),
+            observed: Arc::new(Observed::new(recorder)),
         }
     }
 
     /// The Prometheus text exposition of every metric.
     pub(crate) fn render(&self) -> String {
-        self.handle.render()
+        let mut text = self.handle.render();
+        self.observed.render_histograms(&mut text);
+        text
     }
 }
 
@@ -210,4 +220,329 @@ fn labelled(
     recorder.describe_counter(name.into(), None, help.into());
     let key = Key::from_parts(name, vec![metrics::Label::new(label, value)]);
     recorder.register_counter(&key, &META)
+}
+
+/// The upper bounds of the latency histograms' buckets, in seconds: from 100 µs (a
+/// delivery on an idle hub) to 10 s (a disk that stalls), about three per decade.
+pub(crate) const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// A latency histogram with fixed buckets, kept as counters.
+///
+/// The exporter's own histograms keep every sample until `/metrics` is rendered (or an
+/// upkeep task drains them): a hub nobody scrapes would grow by 8 bytes per delivery.
+/// This one is a fixed set of atomics, whatever the rate and however rarely it is read.
+pub(crate) struct LatencyHistogram {
+    name: &'static str,
+    help: &'static str,
+    /// The bucket bounds in nanoseconds.
+    bounds: [u64; LATENCY_BUCKETS.len()],
+    /// Samples per bucket (not cumulative); the last one is `+Inf`.
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    fn new(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            help,
+            bounds: LATENCY_BUCKETS.map(|secs| (secs * 1e9) as u64),
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one sample.
+    pub(crate) fn record(&self, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = self.bounds.partition_point(|&bound| bound < nanos);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Counts the time since `start`.
+    pub(crate) fn record_since(&self, start: Instant) {
+        self.record(start.elapsed());
+    }
+
+    /// Appends the Prometheus text of the histogram.
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let name = self.name;
+        let _ = writeln!(out, "# HELP {name} {}", self.help);
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0u64;
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            match LATENCY_BUCKETS.get(i) {
+                Some(bound) => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {cumulative}");
+        out.push('\n');
+    }
+}
+
+/// How many recent acceptances [`AcceptClock`] remembers.
+const ACCEPT_SLOTS: usize = 16_384;
+
+/// When each recent update was accepted, by log position, for the delivery lag: a ring
+/// of [`ACCEPT_SLOTS`] (position, time) pairs, so that the fan-out's queues carry no
+/// timestamp. An update delivered after 16k later ones were accepted has lost its slot
+/// and is not measured (the dispatch queue holds 4,096, a subscriber's 1,024 by default).
+pub(crate) struct AcceptClock {
+    base: Instant,
+    positions: Box<[AtomicU64]>,
+    /// Nanoseconds since `base`.
+    times: Box<[AtomicU64]>,
+}
+
+impl AcceptClock {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            positions: (0..ACCEPT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            times: (0..ACCEPT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Remembers that the update stored at `position` was accepted at `at`.
+    pub(crate) fn accepted(&self, position: u64, at: Instant) {
+        let slot = (position % ACCEPT_SLOTS as u64) as usize;
+        // Position 0 first: a reader between the two stores sees no match, never this
+        // position with the time of the update before it.
+        self.positions[slot].store(0, Ordering::Release);
+        self.times[slot].store(self.nanos(at), Ordering::Release);
+        self.positions[slot].store(position, Ordering::Release);
+    }
+
+    /// How long ago the update at `position` was accepted, if it is still remembered.
+    fn since(&self, position: u64, now: Instant) -> Option<Duration> {
+        let slot = (position % ACCEPT_SLOTS as u64) as usize;
+        if self.positions[slot].load(Ordering::Acquire) != position {
+            return None;
+        }
+        let accepted = self.times[slot].load(Ordering::Acquire);
+        if self.positions[slot].load(Ordering::Acquire) != position {
+            return None;
+        }
+        Some(Duration::from_nanos(
+            self.nanos(now).saturating_sub(accepted),
+        ))
+    }
+}
+
+/// The metrics of issue 11's observability part, apart from the others so that they
+/// can be added to without touching every constructor.
+pub(crate) struct Observed {
+    /// Registers the refusal counters on first use (their labels are a fixed set).
+    recorder: PrometheusRecorder,
+    /// A publish request in, its response out (HTTP publishes that succeed).
+    pub(crate) publish_duration: LatencyHistogram,
+    /// An update handed to the history until its append is durable.
+    pub(crate) log_commit_duration: LatencyHistogram,
+    /// An update accepted until its bytes are written to a subscriber.
+    pub(crate) delivery_lag: LatencyHistogram,
+    pub(crate) accepts: AcceptClock,
+    http1_0: Gauge,
+    http1_1: Gauge,
+    http2: Gauge,
+}
+
+impl Observed {
+    fn new(recorder: PrometheusRecorder) -> Self {
+        recorder.describe_gauge(
+            "tidings_build_info".into(),
+            None,
+            "Always 1; the labels say which build is running.".into(),
+        );
+        let key = Key::from_parts(
+            "tidings_build_info",
+            vec![
+                metrics::Label::new("version", env!("CARGO_PKG_VERSION")),
+                metrics::Label::new(
+                    "commit",
+                    option_env!("TIDINGS_GIT_COMMIT").unwrap_or("unknown"),
+                ),
+            ],
+        );
+        recorder.register_gauge(&key, &META).set(1.0);
+        recorder.describe_counter(
+            "tidings_refusals_total".into(),
+            None,
+            "Requests refused with a 4xx or 5xx status and a one-line reason, by status and reason."
+                .into(),
+        );
+        recorder.describe_gauge(
+            "tidings_http_connections".into(),
+            None,
+            "Open connections that have sent a request, by HTTP version.".into(),
+        );
+        let version = |v: &'static str| {
+            let key = Key::from_parts(
+                "tidings_http_connections",
+                vec![metrics::Label::new("version", v)],
+            );
+            recorder.register_gauge(&key, &META)
+        };
+        Self {
+            http1_0: version("HTTP/1.0"),
+            http1_1: version("HTTP/1.1"),
+            http2: version("HTTP/2"),
+            publish_duration: LatencyHistogram::new(
+                "tidings_publish_duration_seconds",
+                "Publish requests that succeeded, from the request to its response (the update durable).",
+            ),
+            log_commit_duration: LatencyHistogram::new(
+                "tidings_log_commit_duration_seconds",
+                "Updates handed to the history until their append was durable (group commit included).",
+            ),
+            delivery_lag: LatencyHistogram::new(
+                "tidings_delivery_lag_seconds",
+                "Live updates from their acceptance by the hub to the write of their bytes to a subscriber.",
+            ),
+            accepts: AcceptClock::new(),
+            recorder,
+        }
+    }
+
+    /// Counts a refusal: `reason` is one of a fixed set of short names, never text a
+    /// client chose.
+    pub(crate) fn refused(&self, status: u16, reason: &'static str) {
+        let key = Key::from_parts(
+            "tidings_refusals_total",
+            vec![
+                metrics::Label::new("status", status_label(status)),
+                metrics::Label::new("reason", reason),
+            ],
+        );
+        self.recorder.register_counter(&key, &META).increment(1);
+    }
+
+    /// The gauge of open connections of this HTTP version.
+    pub(crate) fn http_connections(&self, version: axum::http::Version) -> &Gauge {
+        match version {
+            axum::http::Version::HTTP_10 | axum::http::Version::HTTP_09 => &self.http1_0,
+            axum::http::Version::HTTP_2 | axum::http::Version::HTTP_3 => &self.http2,
+            _ => &self.http1_1,
+        }
+    }
+
+    /// Records the delivery lag of the update at `position`, written at `now` (nothing
+    /// for one no longer remembered, nor for a live-only one, position 0).
+    pub(crate) fn delivered(&self, position: u64, now: Instant) {
+        if let Some(lag) = self.accepts.since(position, now) {
+            self.delivery_lag.record(lag);
+        }
+    }
+
+    fn render_histograms(&self, out: &mut String) {
+        if !out.is_empty() && !out.ends_with("\n\n") {
+            out.push('\n');
+        }
+        self.publish_duration.render(out);
+        self.log_commit_duration.render(out);
+        self.delivery_lag.render(out);
+    }
+}
+
+/// A status as a label value without allocating: the statuses the hub refuses with.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ if status < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_cover_sub_millisecond_to_seconds() {
+        let histogram = LatencyHistogram::new("t_seconds", "test");
+        histogram.record(Duration::from_micros(50));
+        histogram.record(Duration::from_micros(100));
+        histogram.record(Duration::from_millis(3));
+        histogram.record(Duration::from_secs(60));
+        let mut text = String::new();
+        histogram.render(&mut text);
+        assert!(text.contains("# TYPE t_seconds histogram"), "{text}");
+        assert!(
+            text.contains("t_seconds_bucket{le=\"0.0001\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t_seconds_bucket{le=\"0.0025\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t_seconds_bucket{le=\"0.005\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("t_seconds_bucket{le=\"10\"} 3\n"), "{text}");
+        assert!(text.contains("t_seconds_bucket{le=\"+Inf\"} 4\n"), "{text}");
+        assert!(text.contains("t_seconds_count 4\n"), "{text}");
+        assert!(text.contains("t_seconds_sum 60.00315\n"), "{text}");
+    }
+
+    #[test]
+    fn the_accept_clock_forgets_a_slot_reused_by_a_later_position() {
+        let clock = AcceptClock::new();
+        let at = Instant::now();
+        clock.accepted(7, at);
+        let later = at + Duration::from_millis(5);
+        assert_eq!(clock.since(7, later), Some(Duration::from_millis(5)));
+        clock.accepted(7 + ACCEPT_SLOTS as u64, at);
+        assert_eq!(clock.since(7, later), None);
+        assert_eq!(clock.since(8, later), None);
+    }
+
+    #[test]
+    fn metrics_render_the_new_names() {
+        let metrics = Metrics::new();
+        metrics.observed.refused(401, "invalid_token");
+        metrics
+            .observed
+            .http_connections(axum::http::Version::HTTP_2)
+            .increment(1.0);
+        let text = metrics.render();
+        for name in [
+            "tidings_build_info{version=\"",
+            "tidings_refusals_total{status=\"401\",reason=\"invalid_token\"} 1",
+            "tidings_http_connections{version=\"HTTP/2\"} 1",
+            "tidings_publish_duration_seconds_bucket",
+            "tidings_log_commit_duration_seconds_count",
+            "tidings_delivery_lag_seconds_sum",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
 }

@@ -549,6 +549,22 @@ pub(crate) async fn serve<F>(hub: Hub, listener: TcpListener, shutdown: F) -> io
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    let router = crate::http::app(hub.clone());
+    serve_router(hub, router, listener, shutdown, true).await
+}
+
+/// [`serve`] with another router: the operations routes on a private listener
+/// ([`Hub::serve_ops`]), which never speaks TLS (`tls` false).
+pub(crate) async fn serve_router<F>(
+    hub: Hub,
+    router: Router,
+    listener: TcpListener,
+    shutdown: F,
+    tls: bool,
+) -> io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let limits = hub.inner.config.server.clone();
     let streams = StreamExecutor {
         abandon: CancellationToken::new(),
@@ -557,7 +573,8 @@ where
     // However serve ends (dropped too), HTTP/2 streams still running are dropped.
     let _abandon = streams.abandon.clone().drop_guard();
     let mut shared = Shared::new(&limits, hub.inner.metrics.clone(), streams.clone());
-    let tls = hub.inner.config.tls.as_ref();
+    // TLS is the public listener's; the private operations listener stays plain.
+    let tls = if tls { hub.inner.config.tls.as_ref() } else { None };
     shared.tls = tls.map(crate::tls::TlsConfig::server_config);
     shared.refusal_tls = tls.map(|tls| tls.clone().http2(false).server_config());
     let shared = Arc::new(shared);
@@ -567,7 +584,6 @@ where
     if let Some(tls) = tls {
         tls.watch(watching.clone());
     }
-    let router = crate::http::app(hub.clone());
     let token = hub.inner.shutdown.clone();
     // Tells every connection to finish what it is doing and close.
     let closing = CancellationToken::new();
@@ -696,7 +712,7 @@ fn admit(
 /// Answers a connection over a cap with a `503` and closes it, without holding up the
 /// accept loop.
 fn refuse(shared: &Shared, stream: TcpStream, peer: SocketAddr, reason: String) {
-    tracing::debug!(%peer, %reason, "connection refused");
+    tracing::info!(client = %peer.ip(), status = 503, %reason, "connection refused");
     let Ok(permit) = Arc::clone(&shared.refusals).try_acquire_owned() else {
         // Too many refusals under way already: close this one without a word.
         return;
@@ -829,6 +845,10 @@ impl Connection {
             }
         })
         .await;
+        if let Some(version) = activity.version.get() {
+            let observed = &shared.metrics.observed;
+            observed.http_connections(*version).decrement(1.0);
+        }
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::debug!(cause = %err, %peer, "connection ended with an error"),
@@ -1034,6 +1054,8 @@ struct Activity {
     phase: Mutex<Phase>,
     /// The connection task, woken when a response ends in another task.
     waker: AtomicWaker,
+    /// The HTTP version of its first request, counted in `tidings_http_connections`.
+    version: std::sync::OnceLock<Version>,
 }
 
 impl Activity {
@@ -1041,6 +1063,7 @@ impl Activity {
         Self {
             phase: Mutex::new(Phase::new(accepted)),
             waker: AtomicWaker::new(),
+            version: std::sync::OnceLock::new(),
         }
     }
 
@@ -1088,12 +1111,31 @@ impl tower::Service<Request<Incoming>> for ConnectionService {
 
     fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
         self.activity.phase().request(request.version());
+        if self.activity.version.set(request.version()).is_ok() {
+            let observed = &self.shared.metrics.observed;
+            observed.http_connections(request.version()).increment(1.0);
+        }
         let mut in_flight = InFlight {
             activity: Arc::clone(&self.activity),
             _client: None,
         };
-        let refuse = |refusal: Refusal, in_flight: InFlight| -> Self::Future {
+        let metrics = &self.shared.metrics.observed;
+        // Before the router (and its request log): logged here, in the request's span.
+        let refuse = move |refusal: Refusal, in_flight: InFlight| -> Self::Future {
             let response = refusal.into_response();
+            if let Some(note) = response
+                .extensions()
+                .get::<crate::http::trace::RefusalNote>()
+            {
+                metrics.refused(response.status().as_u16(), note.code);
+                crate::http::trace::refused(
+                    response.status(),
+                    note.code,
+                    &note.reason,
+                    Duration::ZERO,
+                    http_body::Body::size_hint(response.body()).exact(),
+                );
+            }
             Box::pin(async move { Ok(track(response, in_flight)) })
         };
         let client = if self.via_proxy {
@@ -1102,8 +1144,12 @@ impl tower::Service<Request<Incoming>> for ConnectionService {
                 Err(entry) => {
                     self.shared.metrics.invalid_forwarded_for.increment(1);
                     let reason = invalid_forwarded(entry);
-                    tracing::debug!(peer = %self.peer, "request refused: {reason}");
-                    return refuse(Refusal::bad_request(reason), in_flight);
+                    let peer = Some(self.peer.ip());
+                    let _span = crate::http::trace::request_span(&request, peer).entered();
+                    return refuse(
+                        Refusal::bad_request(reason).code("forwarded_for"),
+                        in_flight,
+                    );
                 }
             }
         } else {
@@ -1118,9 +1164,14 @@ impl tower::Service<Request<Incoming>> for ConnectionService {
                     self.shared.metrics.refusals_requests_per_ip.increment(1);
                 }
                 let reason = self.shared.requests_refusal(client);
-                tracing::debug!(peer = %self.peer, %client, "request refused: {reason}");
+                let code = if self.via_proxy {
+                    "forwarded_per_ip"
+                } else {
+                    "requests_per_ip"
+                };
+                let _span = crate::http::trace::request_span(&request, Some(client)).entered();
                 return refuse(
-                    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason),
+                    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason).code(code),
                     in_flight,
                 );
             }

@@ -32,6 +32,9 @@ use crate::log::{Cursor, LogError};
 use crate::subscription;
 use crate::topic::{Selector, SelectorSet};
 
+mod tally;
+use tally::{End, Tally};
+
 /// Updates read from history per log request during replay.
 const REPLAY_BATCH: usize = 256;
 /// Queued updates written in one go when they pile up.
@@ -97,10 +100,11 @@ pub(crate) async fn open(hub: &Hub, request: Request) -> Result<Opened, OpenErro
             return Err(refused.into());
         }
     };
-    let guard = Subscription {
+    let mut guard = Subscription {
         hub: hub.clone(),
         key: live.key,
         info,
+        tally: Tally::new(),
     };
     hub.inner
         .metrics
@@ -135,6 +139,7 @@ pub(crate) async fn open(hub: &Hub, request: Request) -> Result<Opened, OpenErro
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval
     });
+    guard.tally.opened(&guard.info, last_event_id.as_deref());
     let connection = Connection {
         failed: false,
         replay: replay.map(|cursor| Replay {
@@ -155,7 +160,9 @@ pub(crate) async fn open(hub: &Hub, request: Request) -> Result<Opened, OpenErro
         guard,
     };
     let body = futures_util::stream::unfold(connection, |mut c| async move {
-        c.next_chunk().await.map(|chunk| (chunk, c))
+        let chunk = c.next_chunk().await?;
+        c.guard.tally.bytes += chunk.len() as u64;
+        Some((chunk, c))
     });
     Ok(Opened {
         body: Box::pin(body),
@@ -203,10 +210,12 @@ struct Subscription {
     hub: Hub,
     key: u64,
     info: Arc<SubscriberInfo>,
+    tally: Tally,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.tally.closed(&self.info);
         self.hub.inner.fanout.unregister(self.key);
         self.hub
             .inner
@@ -249,10 +258,12 @@ impl Connection {
             // History can be long: an expired token or a hub shutting down ends the
             // stream between two chunks of it, not only once it is all sent.
             if self.guard.hub.inner.shutdown.is_cancelled() {
+                self.guard.tally.end = Some(End::Shutdown);
                 return None;
             }
             if self.expired() {
                 tracing::debug!(subscriber = %self.guard.info.id, "token expired during replay: closing");
+                self.guard.tally.end = Some(End::TokenExpired);
                 return None;
             }
             if let Some(chunk) = self.replay_chunk().await {
@@ -262,6 +273,7 @@ impl Connection {
         if self.failed {
             // Not one live update before the missed history: the client would move its
             // last event ID past the gap and never get it.
+            self.guard.tally.end = Some(End::ReplayFailed);
             return None;
         }
         loop {
@@ -271,6 +283,7 @@ impl Connection {
                 biased;
                 () = async { self.expiry.as_mut().expect("guarded").await }, if self.expiry.is_some() => {
                     tracing::debug!(subscriber = %self.guard.info.id, "token expired: closing");
+                    self.guard.tally.end = Some(End::TokenExpired);
                     return None;
                 }
                 ready = self.reader.ready() => ready,
@@ -288,11 +301,15 @@ impl Connection {
             };
             let coalesced = match ready {
                 Ok(()) => self.coalesce(),
-                Err(Ended::ShutDown) => return None,
+                Err(Ended::ShutDown) => {
+                    self.guard.tally.end = Some(End::Shutdown);
+                    return None;
+                }
                 Err(Ended::Lagged) => Err(Lagged),
             };
             let Ok(coalesced) = coalesced else {
                 // Too far behind: the stream ends, the client resumes from history.
+                self.guard.tally.end = Some(End::TooSlow);
                 self.guard.hub.inner.fanout.lagged(self.guard.key);
                 return None;
             };
@@ -309,11 +326,18 @@ impl Connection {
     /// from history.
     fn coalesce(&mut self) -> Result<Option<Bytes>, Lagged> {
         let mut batch = Batch::default();
+        // The delivery lag of each stored update, taken when its bytes go to the socket
+        // (the caller writes them at once).
+        let observed = &self.guard.hub.inner.metrics.observed;
+        let now = std::time::Instant::now();
         let sent = &mut self.sent;
         self.reader
             .drain(COALESCE_UPDATES, COALESCE_BYTES, |queued| {
-                batch.push(queued, sent)
+                if let Some(position) = batch.push(queued, sent) {
+                    observed.delivered(position, now);
+                }
             })?;
+        self.guard.tally.events += batch.count as u64;
         Ok(batch.finish())
     }
 
@@ -360,6 +384,7 @@ impl Connection {
             self.replay = None;
         }
         hub.inner.metrics.replayed_updates.increment(replayed);
+        self.guard.tally.events += replayed;
         (!buf.is_empty()).then(|| buf.freeze())
     }
 }
@@ -374,10 +399,13 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, (position, event): Queued, sent: &mut u64) {
-        if position != LIVE_ONLY {
+    /// Adds an update unless it was sent already; returns its position when it is
+    /// added and is one of the log's.
+    fn push(&mut self, (position, event): Queued, sent: &mut u64) -> Option<u64> {
+        let stored = position != LIVE_ONLY;
+        if stored {
             if position <= *sent {
-                return;
+                return None;
             }
             *sent = position;
         }
@@ -390,6 +418,7 @@ impl Batch {
             }
             self.joined.extend_from_slice(&event);
         }
+        stored.then_some(position)
     }
 
     fn finish(self) -> Option<Bytes> {

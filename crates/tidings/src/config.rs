@@ -448,6 +448,21 @@ pub(crate) struct FileConfig {
     pub(crate) tls_no_http2: Option<bool>,
     #[serde(default, deserialize_with = "duration_key")]
     pub(crate) tls_reload_interval: Option<String>,
+    /// `text` or `json` (read before the rest, to set up logging).
+    pub(crate) log_format: Option<LogFormat>,
+    pub(crate) metrics_addr: Option<String>,
+}
+
+/// How `tidings serve` writes its log lines on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// One human-readable line per event, with the span's fields before it.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers): timestamp, level, target, the
+    /// event's fields and the request span's.
+    Json,
 }
 
 impl FileConfig {
@@ -673,6 +688,18 @@ mod tests {
         assert_eq!(file.history_max_bytes.unwrap().bytes(), Ok(4096));
         let file: FileConfig = toml::from_str("history_max_bytes = \"1MiB\"").unwrap();
         assert_eq!(file.history_max_bytes.unwrap().bytes(), Ok(1 << 20));
+    }
+
+    #[test]
+    fn log_format_and_metrics_addr_keys() {
+        let file: FileConfig =
+            toml::from_str("log_format = \"json\"\nmetrics_addr = \"127.0.0.1:9100\"").unwrap();
+        assert_eq!(file.log_format, Some(LogFormat::Json));
+        assert_eq!(file.metrics_addr.as_deref(), Some("127.0.0.1:9100"));
+        let file: FileConfig = toml::from_str("log_format = \"text\"").unwrap();
+        assert_eq!(file.log_format, Some(LogFormat::Text));
+        let err = toml::from_str::<FileConfig>("log_format = \"xml\"").unwrap_err();
+        assert!(err.to_string().contains("xml"), "{err}");
     }
 
     #[test]

@@ -6,7 +6,10 @@
 use std::{io::IsTerminal, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+use crate::config::LogFormat;
 
 mod bench;
 mod config;
@@ -69,14 +72,34 @@ fn main() -> ExitCode {
         }
         _ => (BoxMakeWriter::new(std::io::stderr), true),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(writer)
-        .with_ansi(ansi && std::io::stderr().is_terminal())
-        .init();
+    let filter = match log_filter(std::env::var_os("RUST_LOG")) {
+        Ok(filter) => filter,
+        Err(message) => {
+            eprintln!("tidings: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let format = match &cli.command {
+        Command::Serve(args) => args.log_format(),
+        _ => LogFormat::Text,
+    };
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .with_ansi(ansi && std::io::stderr().is_terminal())
+            .init(),
+        // One object per line: the event's fields at the top level, the request span's
+        // under `span`.
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .init(),
+    }
     // `bench` runs on one thread of its own (a load generator must be cheaper than the
     // server it measures).
     let command = match cli.command {
@@ -111,6 +134,27 @@ fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The log filter of `RUST_LOG` (`info` when it is unset or empty). A filter with a
+/// directive that does not parse is refused, with the reason, rather than dropped: a
+/// typo would otherwise silence the very lines one asked for.
+fn log_filter(value: Option<std::ffi::OsString>) -> Result<EnvFilter, String> {
+    let Some(value) = value else {
+        return Ok(EnvFilter::new("info"));
+    };
+    let Some(text) = value.to_str() else {
+        return Err("invalid RUST_LOG: not UTF-8".to_owned());
+    };
+    if text.trim().is_empty() {
+        return Ok(EnvFilter::new("info"));
+    }
+    EnvFilter::builder().parse(text).map_err(|err| {
+        format!(
+            "invalid RUST_LOG {text:?}: {err} (expected directives such as `info`, \
+             `tidings_hub=debug` or `warn,tower_http=trace`)"
+        )
+    })
 }
 
 /// An error and its causes on one line, `error: cause: cause`, each cause once.
@@ -156,6 +200,19 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             self.1.as_deref().map(|s| s as _)
         }
+    }
+
+    #[test]
+    fn an_invalid_log_filter_is_refused() {
+        use super::log_filter;
+        assert!(log_filter(None).is_ok());
+        assert!(log_filter(Some("".into())).is_ok());
+        assert!(log_filter(Some("warn,tidings_hub=debug".into())).is_ok());
+        let err = log_filter(Some("tidings_hub=loud".into())).unwrap_err();
+        assert!(
+            err.starts_with("invalid RUST_LOG \"tidings_hub=loud\": "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -20,7 +20,9 @@ use tidings_hub::{
     ServerLimits,
 };
 
-use crate::config::{ByteSize, FileConfig, duration_setting, key_rule, parse_addr, verifying_key};
+use crate::config::{
+    ByteSize, FileConfig, LogFormat, duration_setting, key_rule, parse_addr, verifying_key,
+};
 
 mod getting_started;
 
@@ -151,9 +153,40 @@ pub(crate) struct Args {
     server: Box<ServerFlags>,
     #[command(flatten)]
     tls: Box<TlsFlags>,
+    observability: ObservabilityFlags,
     /// Check the configuration and exit without starting.
     #[arg(long)]
     check: bool,
+}
+
+/// Logs and metrics.
+#[derive(Debug, clap::Args)]
+struct ObservabilityFlags {
+    /// How log lines are written on stderr: `text`, or `json` (one object per line, for
+    /// log shippers) [default: text]. RUST_LOG filters them as usual (default `info`).
+    #[arg(long, env = "TIDINGS_LOG_FORMAT", value_name = "FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Serve /metrics, /healthz and /readyz on this separate (private) address; the
+    /// public address then serves no /metrics (its /healthz and /readyz stay). Same forms
+    /// as --addr.
+    #[arg(long, env = "TIDINGS_METRICS_ADDR", value_name = "ADDR")]
+    metrics_addr: Option<String>,
+}
+
+impl Args {
+    /// The log format: the flag (or variable), else the configuration file's key, else
+    /// text. Read before logging is set up; a file that cannot be read counts as none
+    /// here, and `run` then reports it.
+    pub(crate) fn log_format(&self) -> LogFormat {
+        if let Some(format) = self.observability.log_format {
+            return format;
+        }
+        self.config
+            .as_deref()
+            .and_then(|path| FileConfig::load(path).ok())
+            .and_then(|file| file.log_format)
+            .unwrap_or_default()
+    }
 }
 
 /// The server loop's limits: timeouts, connection caps, trusted proxies, shutdown.
@@ -389,6 +422,8 @@ struct Settings {
     demo: bool,
     server: ServerLimits,
     tls: Option<TlsSetup>,
+    /// Where `/metrics` and the health checks are served apart (`--metrics-addr`).
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -405,6 +440,17 @@ impl Settings {
             .or_else(|| file.addr.clone())
             .and_then(|text| certificate_host(&text, parse_addr(&text).ok()?));
         let tls = args.tls.resolve(&file, tls_host)?;
+        let metrics_addr =
+            match args
+                .observability
+                .metrics_addr
+                .or(file.metrics_addr.clone())
+            {
+                Some(text) => Some(parse_addr(&text).map_err(|reason| {
+                    anyhow::anyhow!("invalid --metrics-addr {text:?}: {reason}")
+                })?),
+                None => None,
+            };
         let addr_text = args
             .addr
             .or(file.addr)
@@ -591,6 +637,7 @@ impl Settings {
                 demo: !(args.no_demo || file.no_demo.unwrap_or(false)),
                 server,
                 tls,
+                metrics_addr,
             },
             args.check,
         ))
@@ -611,7 +658,8 @@ impl Settings {
             .max_subscribers(self.max_subscribers)
             .max_live_templates(self.max_live_templates)
             .server_limits(self.server.clone())
-            .selector_limits(self.selector_limits.clone());
+            .selector_limits(self.selector_limits.clone())
+            .public_metrics(self.metrics_addr.is_none());
         if let Some(tls) = &self.tls {
             builder = builder.tls(tls.config().clone());
         }
@@ -689,6 +737,24 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .tls
         .as_ref()
         .map(|setup| reload_on_hangup(setup.config().handle()));
+    // Bound before the hub says it listens, so that a wrong address stops the start.
+    let ops = match settings.metrics_addr {
+        Some(metrics_addr) => {
+            let ops_listener = tokio::net::TcpListener::bind(metrics_addr)
+                .await
+                .with_context(|| format!("cannot listen on --metrics-addr {metrics_addr}"))?;
+            let ops_addr = ops_listener.local_addr()?;
+            println!("tidings: metrics and health checks on http://{ops_addr}/metrics");
+            // Ends when the hub shuts down (the public server's end cancels it).
+            let ops_hub = hub.clone();
+            Some(tokio::spawn(async move {
+                ops_hub
+                    .serve_ops(ops_listener, std::future::pending())
+                    .await
+            }))
+        }
+        None => None,
+    };
     // The token file exists before the hub says it listens; it goes when `run` ends.
     let getting_started = generated
         .map(|secret| GettingStarted::new(secret, settings.db.as_deref()))
@@ -698,7 +764,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(getting_started) = &getting_started {
         getting_started.print(&url, &curl);
     }
-    tracing::info!(%addr, history = ?settings.db, "hub started");
+    tracing::info!(%addr, history = ?settings.db, metrics_addr = ?settings.metrics_addr, "hub started");
     let demo = settings.demo.then(|| tidings_hub::web::spawn_demo(&hub));
     hub.clone()
         .serve(listener, shutdown_signal())
@@ -710,6 +776,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Every acknowledged publish is durable already; this lets the ones still in
     // flight finish and closes the history cleanly (it then opens at once).
     hub.close().await;
+    if let Some(ops) = ops {
+        match ops.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(cause = %err, "the metrics server failed"),
+            Err(err) => tracing::error!(cause = %err, "the metrics server panicked"),
+        }
+    }
     tracing::info!("hub stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,7 @@ use crate::log::{LogError, LogHealth};
 pub(crate) mod publish;
 mod subscribe;
 mod subscriptions;
+pub(crate) mod trace;
 
 /// The hub's URL path, fixed by the Mercure protocol.
 pub const HUB_PATH: &str = "/.well-known/mercure";
@@ -46,8 +47,13 @@ pub(crate) fn router(hub: Hub) -> Router {
                 get(subscriptions::one),
             );
     }
+    let observed = std::sync::Arc::clone(&hub.inner.metrics.observed);
     let router = router
         .layer(axum::middleware::from_fn(advertise_hub))
+        .layer(axum::middleware::map_response_with_state(
+            observed,
+            count_refusal,
+        ))
         .with_state(hub);
     match cors {
         Some(cors) => router.layer(cors),
@@ -58,10 +64,30 @@ pub(crate) fn router(hub: Hub) -> Router {
 /// The operations routes: liveness, readiness and metrics, for the machines that watch
 /// the hub rather than for its clients (no CORS, no `Link`).
 pub(crate) fn ops_router(hub: Hub) -> Router {
-    Router::new()
+    ops_routes(hub, true)
+}
+
+/// The operations routes, `/metrics` only when `with_metrics`; their responses are
+/// marked for the request log ([`trace::OpsRoute`]).
+fn ops_routes(hub: Hub, with_metrics: bool) -> Router {
+    let mut router = Router::new()
         .route(HEALTH_PATH, get(health))
-        .route(READY_PATH, get(ready))
-        .route(METRICS_PATH, get(metrics))
+        .route(READY_PATH, get(ready));
+    if with_metrics {
+        router = router.route(METRICS_PATH, get(metrics));
+    }
+    let observed = std::sync::Arc::clone(&hub.inner.metrics.observed);
+    router
+        .layer(axum::middleware::map_response_with_state(
+            observed,
+            count_refusal,
+        ))
+        .layer(axum::middleware::map_response(
+            |mut response: Response| async move {
+                response.extensions_mut().insert(trace::OpsRoute);
+                response
+            },
+        ))
         .with_state(hub)
 }
 
@@ -69,11 +95,26 @@ pub(crate) fn ops_router(hub: Hub) -> Router {
 /// are on, the browser pages.
 pub(crate) fn app(hub: Hub) -> Router {
     let pages = hub.config().pages;
-    let mut app = router(hub.clone()).merge(ops_router(hub));
+    let with_metrics = hub.config().public_metrics;
+    let metrics = std::sync::Arc::clone(&hub.inner.metrics.observed);
+    let mut app = router(hub.clone()).merge(ops_routes(hub, with_metrics));
     if pages {
         app = app.merge(crate::web::routes());
     }
-    app
+    // The request log, around everything (the 404s of unknown paths too).
+    app.layer(trace::layer(metrics))
+}
+
+/// Counts the refusals of the hub's routes in `tidings_refusals_total`, wherever the
+/// routes are mounted (the request log of [`app`] only writes them).
+async fn count_refusal(
+    State(observed): State<std::sync::Arc<crate::metrics::Observed>>,
+    response: Response,
+) -> Response {
+    if let Some(note) = response.extensions().get::<trace::RefusalNote>() {
+        observed.refused(response.status().as_u16(), note.code);
+    }
+    response
 }
 
 /// Every response says where the hub is, so that a page served next to it can be
@@ -174,10 +215,14 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 
 async fn health(State(hub): State<Hub>) -> Response {
     if hub.inner.shutdown.is_cancelled() {
-        return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+        return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+            .code("shutting_down")
+            .into_response();
     }
     if let Some(failure) = hub.failure() {
-        return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, failure).into_response();
+        return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, failure)
+            .code("dispatch_failed")
+            .into_response();
     }
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -191,7 +236,9 @@ async fn health(State(hub): State<Hub>) -> Response {
 /// recovered by itself, without making it dead.
 async fn ready(State(hub): State<Hub>) -> Response {
     if hub.inner.shutdown.is_cancelled() {
-        return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+        return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+            .code("shutting_down")
+            .into_response();
     }
     match hub.inner.log.health() {
         LogHealth::Writable => (
@@ -209,12 +256,14 @@ async fn ready(State(hub): State<Hub>) -> Response {
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("storage cannot write: {cause}"),
             )
+            .code("storage")
             .into_response()
         }
         _ => Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "storage cannot write: the history log is closed",
         )
+        .code("storage")
         .into_response(),
     }
 }
@@ -255,6 +304,8 @@ async fn metrics(State(hub): State<Hub>) -> Response {
 pub(crate) struct Refusal {
     status: StatusCode,
     reason: String,
+    /// The reason's short fixed name, for the metrics (`tidings_refusals_total`).
+    code: &'static str,
 }
 
 impl Refusal {
@@ -262,7 +313,17 @@ impl Refusal {
         let reason: String = reason.into();
         // One line, whatever the cause's text: a multi-line body is hard to read in logs.
         let reason = reason.replace(['\r', '\n'], " ");
-        Self { status, reason }
+        let code = default_code(status);
+        Self {
+            status,
+            reason,
+            code,
+        }
+    }
+    /// Names the reason for the metrics (a short, fixed name: never client text).
+    pub(crate) fn code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
     }
     pub(crate) fn bad_request(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, reason)
@@ -275,6 +336,21 @@ impl Refusal {
     }
 }
 
+/// The reason's name of a refusal that did not name it: its status's.
+fn default_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "content_type",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::INTERNAL_SERVER_ERROR => "internal",
+        _ => "other",
+    }
+}
+
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let mut response = (
@@ -283,6 +359,11 @@ impl IntoResponse for Refusal {
             format!("{}\n", self.reason),
         )
             .into_response();
+        // For the request log and the metrics (`trace::LogResponse`).
+        response.extensions_mut().insert(trace::RefusalNote {
+            code: self.code,
+            reason: self.reason.clone(),
+        });
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -297,8 +378,9 @@ impl IntoResponse for Refusal {
 pub(crate) fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, Refusal> {
     match query {
         None | Some("") => Ok(Vec::new()),
-        Some(query) => serde_urlencoded::from_str(query)
-            .map_err(|err| Refusal::bad_request(format!("malformed query string: {err}"))),
+        Some(query) => serde_urlencoded::from_str(query).map_err(|err| {
+            Refusal::bad_request(format!("malformed query string: {err}")).code("malformed_query")
+        }),
     }
 }
 
@@ -312,7 +394,7 @@ pub(crate) fn subscriber_claims(
     hub.inner
         .auth
         .authenticate(crate::auth::Role::Subscriber, headers, query)
-        .map_err(|err| Refusal::unauthorized(err.to_string()))
+        .map_err(|err| Refusal::unauthorized(err.to_string()).code("invalid_token"))
 }
 
 #[cfg(test)]

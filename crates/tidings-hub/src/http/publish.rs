@@ -19,11 +19,16 @@ pub(crate) async fn publish(
     uri: Uri,
     body: Body,
 ) -> Response {
+    let start = std::time::Instant::now();
     match accept(&hub, &headers, &uri, body).await {
-        Ok(id) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], id).into_response(),
+        Ok(id) => {
+            let observed = &hub.inner.metrics.observed;
+            observed.publish_duration.record_since(start);
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], id).into_response()
+        }
         Err(refusal) => {
+            // The request log writes the refusal's line.
             hub.inner.metrics.publish_refusals.increment(1);
-            tracing::debug!(status = %refusal.status, reason = %refusal.reason, "publish refused");
             refusal.into_response()
         }
     }
@@ -42,7 +47,8 @@ async fn accept(hub: &Hub, headers: &HeaderMap, uri: &Uri, body: Body) -> Result
     {
         return Err(Refusal::forbidden(format!(
             "not allowed: the token's mercure.publish does not cover topic {topic:?}"
-        )));
+        ))
+        .code("not_allowed"));
     }
     let stored = hub.append(update).await.map_err(refusal)?;
     Ok(stored.update.id.clone())
@@ -50,12 +56,13 @@ async fn accept(hub: &Hub, headers: &HeaderMap, uri: &Uri, body: Body) -> Result
 
 fn authenticate(hub: &Hub, headers: &HeaderMap, uri: &Uri) -> Result<Claims, Refusal> {
     let (token, source) = crate::auth::extract_token(headers, uri.query())
-        .map_err(|err| Refusal::unauthorized(err.to_string()))?
+        .map_err(|err| Refusal::unauthorized(err.to_string()).code("invalid_token"))?
         .ok_or_else(|| {
             Refusal::unauthorized(
                 "missing token: publishing needs a JWT (Authorization: Bearer, the authorization \
                  query parameter or the mercureAuthorization cookie)",
             )
+            .code("missing_token")
         })?;
     if source == TokenSource::Cookie {
         check_publish_origin(hub, headers)?;
@@ -63,7 +70,7 @@ fn authenticate(hub: &Hub, headers: &HeaderMap, uri: &Uri) -> Result<Claims, Ref
     hub.inner
         .auth
         .verify_publisher(&token)
-        .map_err(|err| Refusal::unauthorized(err.to_string()))
+        .map_err(|err| Refusal::unauthorized(err.to_string()).code("invalid_token"))
 }
 
 /// A browser sends the cookie with any site's form post: only the allowed origins may
@@ -82,7 +89,8 @@ fn check_publish_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), Refusal> {
     let Some(origin) = origin else {
         return Err(Refusal::forbidden(
             "cookie-authenticated publish without Origin or Referer header (CSRF protection)",
-        ));
+        )
+        .code("origin"));
     };
     if allowed
         .iter()
@@ -92,7 +100,8 @@ fn check_publish_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), Refusal> {
     } else {
         Err(Refusal::forbidden(format!(
             "origin {origin:?} may not publish with a cookie (not an allowed publish origin)"
-        )))
+        ))
+        .code("origin"))
     }
 }
 
@@ -227,15 +236,15 @@ fn parse_retry(value: &str) -> Result<u64, Refusal> {
 }
 
 fn refusal(err: PublishError) -> Refusal {
-    let status = match err {
-        PublishError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        PublishError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::BAD_REQUEST,
+    let (status, code) = match err {
+        PublishError::Log(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+        PublishError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        _ => (StatusCode::BAD_REQUEST, "invalid_update"),
     };
     if status.is_server_error() {
         tracing::error!(cause = %err, "publish failed");
     }
-    Refusal::new(status, err.to_string())
+    Refusal::new(status, err.to_string()).code(code)
 }
 
 #[cfg(test)]

@@ -36,19 +36,22 @@ async fn open(hub: Hub, headers: &HeaderMap, uri: &Uri) -> Result<Response, Refu
     if topics.is_empty() {
         return Err(Refusal::bad_request(
             "missing topic: subscribe with at least one `topic` query parameter",
-        ));
+        )
+        .code("missing_topic"));
     }
     let limit = hub.config().max_topics;
     if topics.len() > limit {
         return Err(Refusal::bad_request(format!(
             "too many topics: at most {limit} per subscription"
-        )));
+        ))
+        .code("too_many_topics"));
     }
     let auth = subscriber_claims(&hub, headers, uri.query())?;
     if auth.is_none() && !hub.config().anonymous {
         return Err(Refusal::unauthorized(
             "missing token: this hub does not accept anonymous subscribers",
-        ));
+        )
+        .code("missing_token"));
     }
     let requested_last_id = headers
         .get("last-event-id")
@@ -69,11 +72,11 @@ async fn open(hub: Hub, headers: &HeaderMap, uri: &Uri) -> Result<Response, Refu
         .await
         .map_err(|err| {
             hub.inner.metrics.selector_refusals.increment(1);
-            let status = match err {
-                SelectorError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::BAD_REQUEST,
+            let (status, code) = match err {
+                SelectorError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "compile_busy"),
+                _ => (StatusCode::BAD_REQUEST, "selector"),
             };
-            Refusal::new(status, err.to_string())
+            Refusal::new(status, err.to_string()).code(code)
         })?;
     let request = stream::Request {
         info: SubscriberInfo {
@@ -88,11 +91,14 @@ async fn open(hub: Hub, headers: &HeaderMap, uri: &Uri) -> Result<Response, Refu
         last_event_id: requested_last_id,
     };
     let opened = stream::open(&hub, request).await.map_err(|err| {
-        let status = match err {
-            stream::OpenError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
-            stream::OpenError::History(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        let (status, code) = match err {
+            stream::OpenError::Refused(crate::fanout::Refused::Subscribers(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "max_subscribers")
+            }
+            stream::OpenError::Refused(_) => (StatusCode::SERVICE_UNAVAILABLE, "max_templates"),
+            stream::OpenError::History(_) => (StatusCode::INTERNAL_SERVER_ERROR, "history"),
         };
-        Refusal::new(status, err.to_string())
+        Refusal::new(status, err.to_string()).code(code)
     })?;
     let body = Body::from_stream(opened.body.map(Ok::<_, Infallible>));
     let mut response = Response::new(body);

@@ -56,13 +56,15 @@ fn authorize(hub: &Hub, headers: &HeaderMap, uri: &Uri) -> Result<Claims, Refusa
     let Some((claims, _)) = subscriber_claims(hub, headers, uri.query())? else {
         return Err(Refusal::unauthorized(
             "missing token: the subscriptions API needs a subscriber JWT",
-        ));
+        )
+        .code("missing_token"));
     };
     if !claims.can_subscribe_any([uri.path()]) {
         return Err(Refusal::forbidden(format!(
             "not allowed: the token's mercure.subscribe does not cover {}",
             uri.path()
-        )));
+        ))
+        .code("not_allowed"));
     }
     Ok(claims)
 }
@@ -124,6 +126,7 @@ fn single(
                 StatusCode::NOT_FOUND,
                 format!("no active subscription of {subscriber:?} to {topic:?}"),
             )
+            .code("not_found")
         })?;
     let mut doc = subscription::document(&info, topic, true);
     doc.insert("@context".into(), CONTEXT.into());

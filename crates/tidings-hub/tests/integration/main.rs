@@ -8,6 +8,7 @@ mod app;
 mod history;
 mod lifecycle;
 mod log;
+mod observability;
 mod private;
 mod protocol;
 mod resume;

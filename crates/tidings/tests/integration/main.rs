@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod listen;
 mod mistakes;
+mod observability;
 mod process;
 mod readme;
 mod shutdown;
