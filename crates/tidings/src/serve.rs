@@ -153,6 +153,7 @@ pub(crate) struct Args {
     server: Box<ServerFlags>,
     #[command(flatten)]
     tls: Box<TlsFlags>,
+    #[command(flatten)]
     observability: ObservabilityFlags,
     /// Check the configuration and exit without starting.
     #[arg(long)]
