@@ -237,4 +237,26 @@ fn tls_flags_that_do_not_go_together_or_do_not_load_are_refused() {
         stdout.contains(&format!("(TLS, certificate SHA-256 {})", a.fingerprint())),
         "{stdout}"
     );
+
+    // The same pair from the TOML file.
+    let toml = dir.path().join("tidings.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "tls_cert = {cert:?}\ntls_key = {:?}\ntls_reload_interval = \"1m\"\n",
+            good_key.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let output = run(&[
+        "serve",
+        "--check",
+        "--jwt-key",
+        KEY,
+        "--config",
+        toml.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains(&a.fingerprint()), "{stdout}");
 }
