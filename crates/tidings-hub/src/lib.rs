@@ -63,6 +63,7 @@ mod fanout;
 pub mod fuzzing;
 mod http;
 mod hub;
+mod lean;
 pub mod log;
 mod metrics;
 mod server;

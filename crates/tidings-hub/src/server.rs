@@ -55,7 +55,6 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::task::AtomicWaker;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -159,6 +158,11 @@ pub struct ServerLimits {
     /// themselves at once) before the server drops them and returns; zero drops them at
     /// once. Default: 10 s.
     pub shutdown_grace: Duration,
+    /// Whether event streams over HTTP/1.1 (`GET /.well-known/mercure`) are served by
+    /// the server's own lean HTTP/1.1 path rather than by hyper, which keeps some 16 KiB
+    /// of buffers per connection for as long as it is open. Everything else is hyper's
+    /// either way. Default: on.
+    pub lean_event_streams: bool,
 }
 
 impl Default for ServerLimits {
@@ -175,6 +179,7 @@ impl Default for ServerLimits {
             max_requests_per_ip: DEFAULT_MAX_REQUESTS_PER_IP,
             trusted_proxies: Vec::new(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            lean_event_streams: true,
         }
     }
 }
@@ -378,6 +383,8 @@ struct Shared {
     requests_per_ip: Arc<PerAddr>,
     refusals: Arc<Semaphore>,
     builder: auto::Builder<StreamExecutor>,
+    /// [`ServerLimits::lean_event_streams`].
+    lean_event_streams: bool,
 }
 
 impl Shared {
@@ -417,6 +424,21 @@ impl Shared {
             requests_per_ip: Arc::new(PerAddr::new(limits.max_requests_per_ip)),
             refusals: Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT)),
             builder,
+            lean_event_streams: limits.lean_event_streams,
+        }
+    }
+
+    /// Counts and logs a connection closed by its deadline.
+    fn timed_out(&self, wait: Wait, peer: SocketAddr) {
+        match wait {
+            Wait::Header => {
+                self.metrics.timeouts_header.increment(1);
+                tracing::debug!(%peer, "request head not received in time: closing");
+            }
+            Wait::Idle => {
+                self.metrics.timeouts_idle.increment(1);
+                tracing::debug!(%peer, "connection idle for too long: closing");
+            }
         }
     }
 
@@ -551,7 +573,9 @@ where
         hub.inner.metrics.clone(),
         streams.clone(),
     ));
-    let router = crate::http::app(hub.clone());
+    // Every route turned into its service once, here, rather than per request: the
+    // connections share this router (an `Arc`).
+    let router = crate::http::app(hub.clone()).with_state(());
     let token = hub.inner.shutdown.clone();
     // Tells every connection to finish what it is doing and close.
     let closing = CancellationToken::new();
@@ -731,7 +755,10 @@ enum Wait {
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream) {
+    async fn run<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let shared = Arc::clone(&self.shared);
         let peer = self.peer;
         let activity = Arc::new(Activity::new(Instant::now()));
@@ -745,17 +772,34 @@ impl Connection {
             metrics: shared.metrics.clone(),
         };
         let closing = self.closing.clone();
-        let service = TowerToHyperService::new(ConnectionService {
+        let mut service = ConnectionService {
             router: self.router,
             shared: Arc::clone(&shared),
             peer,
             via_proxy: self.via_proxy,
             activity: Arc::clone(&activity),
-        });
-        let mut conn = pin!(
+        };
+        // Event streams over HTTP/1.1 are served by the lean path; the first request that
+        // is not one hands the connection (and the bytes read) to hyper.
+        let io = if shared.lean_event_streams {
+            let lean = pin!(crate::lean::serve(io, &mut service, &closing));
+            match supervise(&shared, &activity, lean).await {
+                Ok(crate::lean::Outcome::Closed) => return,
+                Ok(crate::lean::Outcome::Handoff(io)) => io,
+                Err(wait) => {
+                    shared.timed_out(wait, peer);
+                    return;
+                }
+            }
+        } else {
+            crate::lean::Rewind::new(Bytes::new(), io)
+        };
+        let service = TowerToHyperService::new(service);
+        // Boxed: a connection on the lean path does not carry hyper's state in its task.
+        let mut conn = Box::pin(
             shared
                 .builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .serve_connection_with_upgrades(TokioIo::new(io), service),
         );
         let mut closed = pin!(closing.cancelled());
         let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
@@ -791,13 +835,9 @@ impl Connection {
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::debug!(cause = %err, %peer, "connection ended with an error"),
-            Err(Wait::Header) => {
-                shared.metrics.timeouts_header.increment(1);
-                tracing::debug!(%peer, "request head not received in time: closing");
-            }
+            Err(Wait::Header) => shared.timed_out(Wait::Header, peer),
             Err(Wait::Idle) => {
-                shared.metrics.timeouts_idle.increment(1);
-                tracing::debug!(%peer, "connection idle for too long: closing");
+                shared.timed_out(Wait::Idle, peer);
                 // Nothing is in flight: a graceful close ends at once over HTTP/1.1 and
                 // after a GOAWAY over HTTP/2, and the write deadline bounds both.
                 conn.as_mut().graceful_shutdown();
@@ -807,6 +847,37 @@ impl Connection {
             }
         }
     }
+}
+
+/// Polls `work` until it ends, or until the connection's deadline (its [`Phase`]'s)
+/// passes.
+async fn supervise<T>(
+    shared: &Shared,
+    activity: &Activity,
+    mut work: Pin<&mut impl Future<Output = T>>,
+) -> Result<T, Wait> {
+    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+    poll_fn(|cx| {
+        if let Poll::Ready(done) = work.as_mut().poll(cx) {
+            return Poll::Ready(Ok(done));
+        }
+        // Registered before the deadline is read, as in `Connection::run`.
+        activity.waker.register(cx.waker());
+        let deadline = activity
+            .phase()
+            .deadline(shared.header_timeout, shared.idle_timeout);
+        match deadline {
+            Some((at, wait)) => {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+                ready!(timer.as_mut().poll(cx));
+                Poll::Ready(Err(wait))
+            }
+            None => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Where a connection is between requests, and the deadline that applies.
@@ -930,7 +1001,11 @@ struct ConnectionService {
     activity: Arc<Activity>,
 }
 
-impl tower::Service<Request<Incoming>> for ConnectionService {
+impl<B> tower::Service<Request<B>> for ConnectionService
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
@@ -940,7 +1015,7 @@ impl tower::Service<Request<Incoming>> for ConnectionService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         self.activity.phase().request(request.version());
         let mut in_flight = InFlight {
             activity: Arc::clone(&self.activity),
@@ -1030,8 +1105,8 @@ impl http_body::Body for Tracked {
 
 /// The connection's socket, with a write deadline, and its reads reported to the
 /// connection's [`Phase`].
-struct TimedIo {
-    stream: TcpStream,
+struct TimedIo<S> {
+    stream: S,
     activity: Arc<Activity>,
     write_timeout: Option<Duration>,
     /// The write deadline's timer, made at the first stall and reused.
@@ -1042,7 +1117,7 @@ struct TimedIo {
     metrics: Metrics,
 }
 
-impl TimedIo {
+impl<S: AsyncWrite + Unpin> TimedIo<S> {
     /// The socket took bytes (or failed): the deadline no longer runs.
     fn progress<T>(&mut self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         self.armed = false;
@@ -1077,7 +1152,7 @@ impl TimedIo {
     fn poll_write_with<T>(
         &mut self,
         cx: &mut Context<'_>,
-        write: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+        write: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         if self.timed_out {
             return self.stalled(cx);
@@ -1089,7 +1164,7 @@ impl TimedIo {
     }
 }
 
-impl AsyncRead for TimedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -1104,7 +1179,7 @@ impl AsyncRead for TimedIo {
     }
 }
 
-impl AsyncWrite for TimedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
