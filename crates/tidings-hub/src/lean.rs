@@ -31,7 +31,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use axum::http::{
+    HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -425,17 +427,23 @@ mod tests {
         let mut bytes = head.to_vec();
         bytes.extend_from_slice(b"GET /healthz HTTP/1.1\r\n");
         let (request, close, len) = lean(&bytes).expect("lean");
-        assert_eq!(len, head.len(), "the pipelined bytes are not part of the head");
+        assert_eq!(
+            len,
+            head.len(),
+            "the pipelined bytes are not part of the head"
+        );
         assert!(!close);
         assert_eq!(request.uri(), "/.well-known/mercure?topic=a&topic=b");
         assert_eq!(request.headers()["last-event-id"], "7");
         assert_eq!(request.headers()["host"], "x");
-        let (_, close, _) =
-            lean(b"GET /.well-known/mercure?topic=a HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n")
-                .unwrap();
+        let (_, close, _) = lean(
+            b"GET /.well-known/mercure?topic=a HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n",
+        )
+        .unwrap();
         assert!(close);
         assert!(
-            lean(b"GET /.well-known/mercure?topic=a HTTP/1.1\r\ncontent-length: 0\r\n\r\n").is_some()
+            lean(b"GET /.well-known/mercure?topic=a HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
+                .is_some()
         );
     }
 
