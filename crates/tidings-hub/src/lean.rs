@@ -85,7 +85,7 @@ where
                 } => {
                     // Whatever follows is the next request; an empty rest frees the buffer.
                     unread = BytesMut::from(&unread[len..]);
-                    break (request, close);
+                    break (*request, close);
                 }
                 Parsed::Partial if unread.len() < LEAN_HEAD_MAX => {}
                 Parsed::Partial | Parsed::Other => {
@@ -132,7 +132,7 @@ enum Parsed {
     Partial,
     /// A subscribe request, to serve here; its head is `len` bytes long.
     Lean {
-        request: Request<Body>,
+        request: Box<Request<Body>>,
         /// The client asked to close the connection after the response.
         close: bool,
         len: usize,
@@ -166,7 +166,7 @@ fn parse(bytes: &[u8]) -> Parsed {
     let Ok(uri) = Uri::try_from(target) else {
         return Parsed::Other;
     };
-    let mut request = Request::new(Body::empty());
+    let mut request = Box::new(Request::new(Body::empty()));
     *request.method_mut() = Method::GET;
     *request.version_mut() = Version::HTTP_11;
     *request.uri_mut() = uri;
@@ -304,7 +304,16 @@ where
         }
         if chunked {
             let size = format!("{:X}\r\n", data.len());
-            write_all_vectored(io, &[size.as_bytes(), &data, b"\r\n"]).await?;
+            if io.is_write_vectored() {
+                write_all_vectored(io, &[size.as_bytes(), &data, b"\r\n"]).await?;
+            } else {
+                // One write, not three (over TLS, three writes would be three records).
+                let mut chunk = Vec::with_capacity(size.len() + data.len() + 2);
+                chunk.extend_from_slice(size.as_bytes());
+                chunk.extend_from_slice(&data);
+                chunk.extend_from_slice(b"\r\n");
+                io.write_all(&chunk).await?;
+            }
         } else {
             io.write_all(&data).await?;
         }
@@ -416,7 +425,7 @@ mod tests {
                 request,
                 close,
                 len,
-            } => Some((request, close, len)),
+            } => Some((*request, close, len)),
             _ => None,
         }
     }

@@ -1494,3 +1494,39 @@ mod tests {
         drop(peer);
     }
 }
+
+#[cfg(test)]
+mod sizes {
+    use super::*;
+
+    /// What an idle connection's task holds inline (its future), on the lean path and
+    /// once handed to hyper (whose connection state is boxed apart).
+    #[tokio::test]
+    async fn the_connection_task_stays_small() {
+        let limits = ServerLimits::default();
+        let shared = Arc::new(Shared::new(
+            &limits,
+            Metrics::new(),
+            StreamExecutor {
+                abandon: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            },
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let connection = Connection {
+            shared: Arc::clone(&shared),
+            router: Router::new(),
+            peer,
+            via_proxy: false,
+            closing: CancellationToken::new(),
+        };
+        let run = connection.run(stream);
+        let size = std::mem::size_of_val(&run);
+        eprintln!("connection future: {size} bytes");
+        assert!(size <= 4096, "the connection future is {size} bytes");
+    }
+}
