@@ -769,7 +769,7 @@ impl Connection {
             stall: None,
             armed: false,
             timed_out: false,
-            metrics: shared.metrics.clone(),
+            timeouts_write: shared.metrics.timeouts_write.clone(),
         };
         let closing = self.closing.clone();
         let mut service = ConnectionService {
@@ -1114,7 +1114,9 @@ struct TimedIo<S> {
     /// Whether the timer runs: the socket refused bytes and has taken none since.
     armed: bool,
     timed_out: bool,
-    metrics: Metrics,
+    /// The hub's count of write timeouts: the one metric this needs, rather than a copy
+    /// of every handle in every connection.
+    timeouts_write: metrics::Counter,
 }
 
 impl<S: AsyncWrite + Unpin> TimedIo<S> {
@@ -1141,7 +1143,7 @@ impl<S: AsyncWrite + Unpin> TimedIo<S> {
             }
             ready!(stall.as_mut().poll(cx));
             self.timed_out = true;
-            self.metrics.timeouts_write.increment(1);
+            self.timeouts_write.increment(1);
         }
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -1474,7 +1476,7 @@ mod tests {
             stall: None,
             armed: false,
             timed_out: false,
-            metrics: metrics.clone(),
+            timeouts_write: metrics.timeouts_write.clone(),
         };
         let chunk = vec![0u8; 64 * 1024];
         let started = std::time::Instant::now();
@@ -1527,6 +1529,7 @@ mod sizes {
         let run = connection.run(stream);
         let size = std::mem::size_of_val(&run);
         eprintln!("connection future: {size} bytes");
-        assert!(size <= 4096, "the connection future is {size} bytes");
+        // Debug builds lay futures out loosely: a release build's is smaller.
+        assert!(size <= 3072, "the connection future is {size} bytes");
     }
 }
