@@ -1532,4 +1532,31 @@ mod sizes {
         // Debug builds lay futures out loosely: a release build's is smaller.
         assert!(size <= 3072, "the connection future is {size} bytes");
     }
+
+    /// What one idle event stream's body holds (its state is boxed once).
+    #[tokio::test]
+    async fn an_idle_stream_body_is_small() {
+        let hub = crate::Hub::builder()
+            .jwt_key(crate::auth::KeyConfig::hmac(
+                b"sizes unit-test secret, 32+ bytes!",
+            ))
+            .build()
+            .await
+            .unwrap();
+        let request = crate::stream::Request {
+            info: crate::fanout::SubscriberInfo {
+                id: crate::log::Update::generate_id(),
+                topics: vec!["a".into()],
+                payload: None,
+            },
+            selectors: vec![crate::topic::Selector::new("a")],
+            private: None,
+            last_event_id: None,
+            expires_at: None,
+        };
+        let opened = crate::stream::open(&hub, request).await.unwrap();
+        let size = std::mem::size_of_val(&*opened.body);
+        eprintln!("stream body state: {size} bytes");
+        assert!(size <= 2048, "the stream body's state is {size} bytes");
+    }
 }
