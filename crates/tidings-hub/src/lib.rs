@@ -64,6 +64,7 @@ mod fanout;
 pub mod fuzzing;
 mod http;
 mod hub;
+mod lean;
 pub mod log;
 mod metrics;
 mod server;

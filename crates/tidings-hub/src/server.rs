@@ -59,7 +59,6 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::task::AtomicWaker;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -163,6 +162,11 @@ pub struct ServerLimits {
     /// themselves at once) before the server drops them and returns; zero drops them at
     /// once. Default: 10 s.
     pub shutdown_grace: Duration,
+    /// Whether event streams over HTTP/1.1 (`GET /.well-known/mercure`) are served by
+    /// the server's own lean HTTP/1.1 path rather than by hyper, which keeps some 16 KiB
+    /// of buffers per connection for as long as it is open. Everything else is hyper's
+    /// either way. Default: on.
+    pub lean_event_streams: bool,
 }
 
 impl Default for ServerLimits {
@@ -179,6 +183,7 @@ impl Default for ServerLimits {
             max_requests_per_ip: DEFAULT_MAX_REQUESTS_PER_IP,
             trusted_proxies: Vec::new(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            lean_event_streams: true,
         }
     }
 }
@@ -386,6 +391,8 @@ struct Shared {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// TLS for refused connections: HTTP/1.1 only by ALPN, since their answer is one.
     refusal_tls: Option<Arc<rustls::ServerConfig>>,
+    /// [`ServerLimits::lean_event_streams`].
+    lean_event_streams: bool,
 }
 
 impl Shared {
@@ -427,6 +434,21 @@ impl Shared {
             builder,
             tls: None,
             refusal_tls: None,
+            lean_event_streams: limits.lean_event_streams,
+        }
+    }
+
+    /// Counts and logs a connection closed by its deadline.
+    fn timed_out(&self, wait: Wait, peer: SocketAddr) {
+        match wait {
+            Wait::Header => {
+                self.metrics.timeouts_header.increment(1);
+                tracing::debug!(%peer, "request head not received in time: closing");
+            }
+            Wait::Idle => {
+                self.metrics.timeouts_idle.increment(1);
+                tracing::debug!(%peer, "connection idle for too long: closing");
+            }
         }
     }
 
@@ -584,6 +606,9 @@ where
     if let Some(tls) = tls {
         tls.watch(watching.clone());
     }
+    // Every route turned into its service once, here, rather than per request: the
+    // connections share this router (an `Arc`).
+    let router = router.with_state(());
     let token = hub.inner.shutdown.clone();
     // Tells every connection to finish what it is doing and close.
     let closing = CancellationToken::new();
@@ -780,7 +805,10 @@ enum Wait {
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream) {
+    async fn run<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let shared = Arc::clone(&self.shared);
         let peer = self.peer;
         let accepted = Instant::now();
@@ -792,7 +820,7 @@ impl Connection {
             stall: None,
             armed: false,
             timed_out: false,
-            metrics: shared.metrics.clone(),
+            timeouts_write: shared.metrics.timeouts_write.clone(),
         };
         let closing = self.closing.clone();
         let io = match &shared.tls {
@@ -802,17 +830,39 @@ impl Connection {
                 None => return,
             },
         };
-        let service = TowerToHyperService::new(ConnectionService {
+        // HTTP/2 chosen by ALPN goes to hyper at once: the lean path is HTTP/1.1's.
+        let h2_by_alpn = match &io {
+            MaybeTls::Tls(stream) => stream.get_ref().1.alpn_protocol() == Some(b"h2"),
+            MaybeTls::Plain(_) => false,
+        };
+        let mut service = ConnectionService {
             router: self.router,
             shared: Arc::clone(&shared),
             peer,
             via_proxy: self.via_proxy,
             activity: Arc::clone(&activity),
-        });
-        let mut conn = pin!(
+        };
+        // Event streams over HTTP/1.1 are served by the lean path; the first request that
+        // is not one hands the connection (and the bytes read) to hyper.
+        let io = if shared.lean_event_streams && !h2_by_alpn {
+            let lean = pin!(crate::lean::serve(io, &mut service, &closing));
+            match supervise(&shared, &activity, lean).await {
+                Ok(crate::lean::Outcome::Closed) => return,
+                Ok(crate::lean::Outcome::Handoff(io)) => io,
+                Err(wait) => {
+                    shared.timed_out(wait, peer);
+                    return;
+                }
+            }
+        } else {
+            crate::lean::Rewind::new(Bytes::new(), io)
+        };
+        let service = TowerToHyperService::new(service);
+        // Boxed: a connection on the lean path does not carry hyper's state in its task.
+        let mut conn = Box::pin(
             shared
                 .builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .serve_connection_with_upgrades(TokioIo::new(io), service),
         );
         let mut closed = pin!(closing.cancelled());
         let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
@@ -852,13 +902,9 @@ impl Connection {
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::debug!(cause = %err, %peer, "connection ended with an error"),
-            Err(Wait::Header) => {
-                shared.metrics.timeouts_header.increment(1);
-                tracing::debug!(%peer, "request head not received in time: closing");
-            }
+            Err(Wait::Header) => shared.timed_out(Wait::Header, peer),
             Err(Wait::Idle) => {
-                shared.metrics.timeouts_idle.increment(1);
-                tracing::debug!(%peer, "connection idle for too long: closing");
+                shared.timed_out(Wait::Idle, peer);
                 // Nothing is in flight: a graceful close ends at once over HTTP/1.1 and
                 // after a GOAWAY over HTTP/2, and the write deadline bounds both.
                 conn.as_mut().graceful_shutdown();
@@ -874,14 +920,17 @@ impl Connection {
 /// (counted from `accepted`): `None` if the handshake failed, timed out or the server
 /// is shutting down, each counted; a failure is logged at DEBUG only, since scanners and
 /// clients that distrust the certificate make them all day.
-async fn handshake(
+async fn handshake<S>(
     shared: &Shared,
     tls: &Arc<rustls::ServerConfig>,
-    io: TimedIo,
+    io: TimedIo<S>,
     accepted: Instant,
     closing: &CancellationToken,
     peer: SocketAddr,
-) -> Option<tokio_rustls::server::TlsStream<TimedIo>> {
+) -> Option<tokio_rustls::server::TlsStream<TimedIo<S>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let accept = tokio_rustls::TlsAcceptor::from(Arc::clone(tls)).accept(io);
     let deadline = async {
         match shared.header_timeout {
@@ -912,12 +961,12 @@ async fn handshake(
 // plain connection should not carry that room inline; the plain one, inline, costs no
 // allocation.
 #[allow(clippy::large_enum_variant)]
-enum MaybeTls {
-    Plain(TimedIo),
-    Tls(Box<tokio_rustls::server::TlsStream<TimedIo>>),
+enum MaybeTls<S> {
+    Plain(TimedIo<S>),
+    Tls(Box<tokio_rustls::server::TlsStream<TimedIo<S>>>),
 }
 
-impl AsyncRead for MaybeTls {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -930,7 +979,7 @@ impl AsyncRead for MaybeTls {
     }
 }
 
-impl AsyncWrite for MaybeTls {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -973,6 +1022,37 @@ impl AsyncWrite for MaybeTls {
             Self::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
         }
     }
+}
+
+/// Polls `work` until it ends, or until the connection's deadline (its [`Phase`]'s)
+/// passes.
+async fn supervise<T>(
+    shared: &Shared,
+    activity: &Activity,
+    mut work: Pin<&mut impl Future<Output = T>>,
+) -> Result<T, Wait> {
+    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+    poll_fn(|cx| {
+        if let Poll::Ready(done) = work.as_mut().poll(cx) {
+            return Poll::Ready(Ok(done));
+        }
+        // Registered before the deadline is read, as in `Connection::run`.
+        activity.waker.register(cx.waker());
+        let deadline = activity
+            .phase()
+            .deadline(shared.header_timeout, shared.idle_timeout);
+        match deadline {
+            Some((at, wait)) => {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+                ready!(timer.as_mut().poll(cx));
+                Poll::Ready(Err(wait))
+            }
+            None => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Where a connection is between requests, and the deadline that applies.
@@ -1099,7 +1179,11 @@ struct ConnectionService {
     activity: Arc<Activity>,
 }
 
-impl tower::Service<Request<Incoming>> for ConnectionService {
+impl<B> tower::Service<Request<B>> for ConnectionService
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
@@ -1109,7 +1193,7 @@ impl tower::Service<Request<Incoming>> for ConnectionService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         self.activity.phase().request(request.version());
         if self.activity.version.set(request.version()).is_ok() {
             let observed = &self.shared.metrics.observed;
@@ -1227,8 +1311,8 @@ impl http_body::Body for Tracked {
 
 /// The connection's socket, with a write deadline, and its reads reported to the
 /// connection's [`Phase`].
-struct TimedIo {
-    stream: TcpStream,
+struct TimedIo<S> {
+    stream: S,
     activity: Arc<Activity>,
     write_timeout: Option<Duration>,
     /// The write deadline's timer, made at the first stall and reused.
@@ -1236,10 +1320,12 @@ struct TimedIo {
     /// Whether the timer runs: the socket refused bytes and has taken none since.
     armed: bool,
     timed_out: bool,
-    metrics: Metrics,
+    /// The hub's count of write timeouts: the one metric this needs, rather than a copy
+    /// of every handle in every connection.
+    timeouts_write: metrics::Counter,
 }
 
-impl TimedIo {
+impl<S: AsyncWrite + Unpin> TimedIo<S> {
     /// The socket took bytes (or failed): the deadline no longer runs.
     fn progress<T>(&mut self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         self.armed = false;
@@ -1263,7 +1349,7 @@ impl TimedIo {
             }
             ready!(stall.as_mut().poll(cx));
             self.timed_out = true;
-            self.metrics.timeouts_write.increment(1);
+            self.timeouts_write.increment(1);
         }
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -1274,7 +1360,7 @@ impl TimedIo {
     fn poll_write_with<T>(
         &mut self,
         cx: &mut Context<'_>,
-        write: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+        write: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         if self.timed_out {
             return self.stalled(cx);
@@ -1286,7 +1372,7 @@ impl TimedIo {
     }
 }
 
-impl AsyncRead for TimedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -1301,7 +1387,7 @@ impl AsyncRead for TimedIo {
     }
 }
 
-impl AsyncWrite for TimedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -1596,7 +1682,7 @@ mod tests {
             stall: None,
             armed: false,
             timed_out: false,
-            metrics: metrics.clone(),
+            timeouts_write: metrics.timeouts_write.clone(),
         };
         let chunk = vec![0u8; 64 * 1024];
         let started = std::time::Instant::now();
@@ -1668,5 +1754,69 @@ mod tests {
             text.contains("tidings_tls_handshake_failures_total 0"),
             "a timeout is not a failure: {text}"
         );
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    use super::*;
+
+    /// What an idle connection's task holds inline (its future), on the lean path and
+    /// once handed to hyper (whose connection state is boxed apart).
+    #[tokio::test]
+    async fn the_connection_task_stays_small() {
+        let limits = ServerLimits::default();
+        let shared = Arc::new(Shared::new(
+            &limits,
+            Metrics::new(),
+            StreamExecutor {
+                abandon: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            },
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let connection = Connection {
+            shared: Arc::clone(&shared),
+            router: Router::new(),
+            peer,
+            via_proxy: false,
+            closing: CancellationToken::new(),
+        };
+        let run = connection.run(stream);
+        let size = std::mem::size_of_val(&run);
+        eprintln!("connection future: {size} bytes");
+        // Debug builds lay futures out loosely: a release build's is smaller.
+        assert!(size <= 3072, "the connection future is {size} bytes");
+    }
+
+    /// What one idle event stream's body holds (its state is boxed once).
+    #[tokio::test]
+    async fn an_idle_stream_body_is_small() {
+        let hub = crate::Hub::builder()
+            .jwt_key(crate::auth::KeyConfig::hmac(
+                b"sizes unit-test secret, 32+ bytes!",
+            ))
+            .build()
+            .await
+            .unwrap();
+        let request = crate::stream::Request {
+            info: crate::fanout::SubscriberInfo {
+                id: crate::log::Update::generate_id(),
+                topics: vec!["a".into()],
+                payload: None,
+            },
+            selectors: vec![crate::topic::Selector::new("a")],
+            private: None,
+            last_event_id: None,
+            expires_at: None,
+        };
+        let opened = crate::stream::open(&hub, request).await.unwrap();
+        let size = std::mem::size_of_val(&*opened.body);
+        eprintln!("stream body state: {size} bytes");
+        assert!(size <= 2048, "the stream body's state is {size} bytes");
     }
 }

@@ -6,6 +6,7 @@
 mod api;
 mod app;
 mod history;
+mod lean;
 mod lifecycle;
 mod log;
 mod observability;

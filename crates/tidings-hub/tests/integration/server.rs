@@ -14,10 +14,10 @@ use tokio::time::Instant;
 use crate::support::{KEY, PATIENCE, TestHub, token};
 
 /// Slack on top of a deadline before a test calls it missed.
-const SLACK: Duration = Duration::from_secs(20);
+pub(crate) const SLACK: Duration = Duration::from_secs(20);
 
 /// A hub served with `limits`, and the handle of its `serve`.
-async fn start(
+pub(crate) async fn start(
     limits: ServerLimits,
     configure: impl FnOnce(tidings_hub::HubBuilder) -> tidings_hub::HubBuilder,
 ) -> (TestHub, SocketAddr, JoinHandle<std::io::Result<()>>) {
@@ -38,7 +38,7 @@ async fn start(
 }
 
 /// The value of an unlabelled metric, or of one labelled series (`name{label="v"}`).
-fn metric(hub: &Hub, series: &str) -> f64 {
+pub(crate) fn metric(hub: &Hub, series: &str) -> f64 {
     hub.metrics()
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
@@ -46,7 +46,7 @@ fn metric(hub: &Hub, series: &str) -> f64 {
 }
 
 /// Waits until `check` holds, for at most `within`.
-async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !check() {
         assert!(Instant::now() < deadline, "not in time: {what}");
@@ -56,7 +56,11 @@ async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> boo
 
 /// A TCP connection to `addr` from `from` (any loopback address), with a small receive
 /// buffer when asked (a peer that does not read then fills up sooner).
-async fn connect(addr: SocketAddr, from: Option<IpAddr>, small_buffer: bool) -> TcpStream {
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    from: Option<IpAddr>,
+    small_buffer: bool,
+) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     if let Some(ip) = from {
         socket.bind(SocketAddr::new(ip, 0)).unwrap();
@@ -68,7 +72,7 @@ async fn connect(addr: SocketAddr, from: Option<IpAddr>, small_buffer: bool) -> 
 }
 
 /// Everything the peer sends until it closes.
-async fn read_to_close(stream: &mut TcpStream) -> String {
+pub(crate) async fn read_to_close(stream: &mut TcpStream) -> String {
     let mut all = Vec::new();
     tokio::time::timeout(PATIENCE, async {
         let mut buf = [0u8; 4096];
@@ -84,7 +88,7 @@ async fn read_to_close(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&all).into_owned()
 }
 
-const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: hub\r\n\r\n";
+pub(crate) const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: hub\r\n\r\n";
 
 /// Sends a request for `/healthz` and reads one response head and body (`ok\n`).
 async fn healthz(stream: &mut TcpStream) -> String {
@@ -106,14 +110,19 @@ async fn healthz(stream: &mut TcpStream) -> String {
 
 /// A publisher that opens a connection per request, so that the hub's connection count
 /// holds only the test's own connections once it is done.
-fn unpooled() -> reqwest::Client {
+pub(crate) fn unpooled() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap()
 }
 
-async fn publish(t: &TestHub, client: &reqwest::Client, topic: &str, data: &str) -> String {
+pub(crate) async fn publish(
+    t: &TestHub,
+    client: &reqwest::Client,
+    topic: &str,
+    data: &str,
+) -> String {
     let body = serde_urlencoded::to_string([("topic", topic), ("data", data)]).unwrap();
     let response = client
         .post(t.url())
