@@ -1,12 +1,14 @@
 //! Integration tests of the `tidings` binary as a process, against real servers on
 //! 127.0.0.1:0: one module per subcommand, its configuration, and a hub that is killed
 //! and restarted; `shutdown` ends one with SIGTERM while a peer never reads; `readme` runs
-//! the README's first screen verbatim with bash.
+//! the README's first screen verbatim with bash; `nginx` runs Debian's nginx in front of a
+//! hub with the documented configuration.
 
 mod cli;
 mod crash;
 mod listen;
 mod mistakes;
+mod nginx;
 mod process;
 mod readme;
 mod shutdown;
