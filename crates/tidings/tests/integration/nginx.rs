@@ -49,6 +49,19 @@ fn nginx_or_skip() -> Option<PathBuf> {
     found
 }
 
+/// docs/OPERATIONS.md, which quotes [`CONFIG`] whole.
+const OPERATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/OPERATIONS.md");
+
+#[test]
+fn operations_quotes_the_tested_configuration_whole() {
+    let config = std::fs::read_to_string(CONFIG).expect("read docs/nginx/tidings.conf");
+    let doc = std::fs::read_to_string(OPERATIONS).expect("read docs/OPERATIONS.md");
+    assert!(
+        doc.contains(&format!("```nginx\n{config}```\n")),
+        "docs/OPERATIONS.md should quote docs/nginx/tidings.conf whole, as it is"
+    );
+}
+
 /// The documented configuration with this test's ports, upstream and certificate. Each
 /// replaced text must be in the file exactly once, so that the file cannot change under
 /// the test unnoticed.
