@@ -384,9 +384,13 @@ async fn updates_cross_nginx_at_once_and_a_reconnect_resumes_with_last_event_id(
     for round in 0..10 {
         let data = format!("round {round}");
         let start = Instant::now();
-        let (id, (event_id, event_data)) =
-            tokio::join!(publish(&client, &url, &token, topic, &data), events.next());
-        lags.push(start.elapsed());
+        let arrival = async {
+            let event = events.next().await;
+            (event, start.elapsed())
+        };
+        let (id, ((event_id, event_data), lag)) =
+            tokio::join!(publish(&client, &url, &token, topic, &data), arrival);
+        lags.push(lag);
         assert_eq!(
             (event_id.as_str(), event_data.as_str()),
             (id.as_str(), data.as_str())
