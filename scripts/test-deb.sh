@@ -59,6 +59,11 @@ for option in 'User=tidings' 'ProtectSystem=strict' 'ProtectHome=yes' 'NoNewPriv
   'RestrictAddressFamilies=' 'SystemCallFilter=@system-service' 'LimitNOFILE='; do
   grep -q "^$option" "$unit" || fail "$unit lacks $option"
 done
+# systemd-analyze only warns (exit 0) on an unknown or misspelt key: read what it says.
+if command -v systemd-analyze >/dev/null 2>&1; then
+  complaints=$(systemd-analyze verify "$unit" 2>&1 | grep 'tidings\.service' || true)
+  [ -z "$complaints" ] || fail "systemd-analyze verify $unit: $complaints"
+fi
 dpkg-query -W -f='${Conffiles}\n' tidings | grep -q '/etc/tidings/tidings.toml' ||
   fail "/etc/tidings/tidings.toml is not a conffile"
 getent passwd tidings >/dev/null || fail "no tidings user"
