@@ -66,6 +66,8 @@ if command -v systemd-analyze >/dev/null 2>&1; then
 fi
 dpkg-query -W -f='${Conffiles}\n' tidings | grep -q '/etc/tidings/tidings.toml' ||
   fail "/etc/tidings/tidings.toml is not a conffile"
+cmp -s /usr/share/doc/tidings/examples/nginx.conf docs/nginx/tidings.conf ||
+  fail "/usr/share/doc/tidings/examples/nginx.conf is not docs/nginx/tidings.conf"
 getent passwd tidings >/dev/null || fail "no tidings user"
 [ "$(stat -c '%U:%G %a' /etc/tidings/jwt.key)" = "root:tidings 640" ] ||
   fail "/etc/tidings/jwt.key is $(stat -c '%U:%G %a' /etc/tidings/jwt.key), not root:tidings 640"
