@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of Tidings, installing what they need on a fresh Debian
 # machine with Rust (rustup): formatting, lints, unit/integration/doc tests, docs, packaging
-# (`cargo package` of every crate, built from its archive), and the browser tests
+# (`cargo package` of every crate, built from its archive), the Debian package (built with
+# cargo-deb, installed, run and purged: scripts/test-deb.sh), and the browser tests
 # (installs Chromium, Node.js and the npm packages where missing).
 # Usage: scripts/test.sh
 set -euo pipefail
@@ -21,9 +22,11 @@ for component in rustfmt clippy; do
   fi
 done
 
-step "system tools the tests run (curl, kill)"
+step "system tools the tests run (curl, kill, nginx)"
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The nginx test runs Debian's nginx in front of a hub (and fails without it under CI).
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; } || missing+=(procps)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
@@ -49,6 +52,9 @@ step "cargo package: every crate packages and builds from its own files"
 # reads from outside its folder, or leaves out of its package, fails here. Per crate
 # (`-p tidings-hub`) it cannot work before tidings-wire is on crates.io; `--workspace` can.
 cargo package --workspace --allow-dirty --quiet
+
+step "Debian package: cargo deb, dpkg -i, the installed hub answers /healthz, purge"
+scripts/test-deb.sh
 
 step "browser end-to-end tests (Playwright, Debian's Chromium, a real tidings serve)"
 web/e2e/run.sh

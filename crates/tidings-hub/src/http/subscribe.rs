@@ -100,7 +100,11 @@ async fn open(hub: Hub, headers: &HeaderMap, uri: &Uri) -> Result<Response, Refu
         };
         Refusal::new(status, err.to_string()).code(code)
     })?;
-    let body = Body::from_stream(opened.body.map(Ok::<_, Infallible>));
+    // A comment first: a proxy that holds a response head until body bytes come (nginx
+    // does over HTTP/2 with TLS) passes it on at once, so the client knows it is
+    // subscribed before the first update or heartbeat.
+    let opening = futures_util::stream::once(async { crate::event::HEARTBEAT });
+    let body = Body::from_stream(opening.chain(opened.body).map(Ok::<_, Infallible>));
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(

@@ -387,6 +387,20 @@ async fn heartbeats_keep_an_idle_stream_alive() {
 }
 
 #[tokio::test]
+async fn a_stream_opens_with_a_comment_before_any_update_or_heartbeat() {
+    // A proxy that holds a response head until body bytes come (nginx over HTTP/2) then
+    // passes it on at once.
+    let t = TestHub::with(|b| b.heartbeat(None)).await;
+    let mut stream = t.subscribe("topic=a").await;
+    let first = tokio::time::timeout(crate::support::PATIENCE, stream.response.chunk())
+        .await
+        .expect("the opening comment in time")
+        .unwrap()
+        .expect("stream open");
+    assert_eq!(&first[..], b":\n\n");
+}
+
+#[tokio::test]
 async fn cors_allows_listed_origins_with_credentials_only() {
     let t = TestHub::with(|b| b.cors_origins(["https://app.example.com"])).await;
     let preflight = |origin: &'static str| {
