@@ -107,6 +107,8 @@ pub(crate) struct Config {
 #[must_use]
 pub struct HubBuilder {
     history: Option<PathBuf>,
+    /// Cluster mode: the Redis URL and stream name of the shared log.
+    redis: Option<(String, String)>,
     retention: Retention,
     publisher_key: Option<KeyConfig>,
     subscriber_key: Option<KeyConfig>,
@@ -134,6 +136,16 @@ impl HubBuilder {
     /// Keeps history in memory only (the default): lost when the hub stops.
     pub fn memory_history(mut self) -> Self {
         self.history = None;
+        self
+    }
+
+    /// Cluster mode: keeps history in the Redis Stream `stream` at `url`
+    /// (`redis://[user:pass@]host:port[/db]`, `rediss://` for TLS), shared with every
+    /// other hub node that names the same stream. Every node delivers every update, in
+    /// the stream's order, and replays for subscribers that reconnect to it, whichever
+    /// node the update was published on. Overrides [`HubBuilder::history_file`].
+    pub fn redis(mut self, url: impl Into<String>, stream: impl Into<String>) -> Self {
+        self.redis = Some((url.into(), stream.into()));
         self
     }
 
@@ -268,9 +280,10 @@ impl HubBuilder {
     /// Opens the history and starts the hub's dispatch task. Must run inside a tokio
     /// runtime.
     pub async fn build(self) -> Result<Hub, HubError> {
-        let log = Arc::new(match &self.history {
-            Some(path) => Log::open(path, self.retention).await?,
-            None => Log::memory(self.retention),
+        let log = Arc::new(match (&self.redis, &self.history) {
+            (Some((url, stream)), _) => Log::redis(url, stream, self.retention).await?,
+            (None, Some(path)) => Log::open(path, self.retention).await?,
+            (None, None) => Log::memory(self.retention),
         });
         let metrics = Metrics::new();
         let dispatched = log.last_position();
@@ -281,6 +294,10 @@ impl HubBuilder {
         fanout.set_last_event_id(log.last_id().await?);
         metrics.history_size.set(log.len().await? as f64);
         let dispatch = dispatch::start(Arc::clone(&log), Arc::clone(&fanout), dispatched);
+        if let Some(feed) = log.take_feed() {
+            // Cluster mode: every node's updates, this one's too, in the stream's order.
+            tokio::spawn(crate::cluster::feed(feed, Arc::clone(&fanout)));
+        }
         Ok(Hub {
             inner: Arc::new(Inner {
                 log,
@@ -353,6 +370,7 @@ impl Hub {
     pub fn builder() -> HubBuilder {
         HubBuilder {
             history: None,
+            redis: None,
             retention: Retention::default(),
             publisher_key: None,
             subscriber_key: None,
@@ -590,7 +608,11 @@ impl Hub {
             // Waits while the dispatch task is behind: publishers slow down rather than
             // the queue growing. It stops only by failing (logged, and reported by the
             // health check) or at close, after every append was handed over.
-            let _ = inner.dispatch.send(stored.clone()).await;
+            if !inner.log.is_shared() {
+                // A shared log's updates reach the fan-out from its reader, in the
+                // stream's order (see `cluster::feed`).
+                let _ = inner.dispatch.send(stored.clone()).await;
+            }
             Ok(stored)
         });
         match task.await {

@@ -55,6 +55,7 @@
 //!   bounded shutdown ([`ServerLimits`]).
 
 pub mod auth;
+mod cluster;
 mod dispatch;
 mod event;
 mod fanout;

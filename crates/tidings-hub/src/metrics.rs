@@ -39,6 +39,10 @@ pub(crate) struct Metrics {
     pub(crate) subscription_refusals_templates: Counter,
     pub(crate) refusals_requests_per_ip: Counter,
     pub(crate) invalid_forwarded_for: Counter,
+    pub(crate) cluster_errors: Counter,
+    pub(crate) cluster_regressions: Counter,
+    pub(crate) cluster_reconnects: Counter,
+    pub(crate) cluster_reader_lag: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -139,6 +143,22 @@ impl Metrics {
             invalid_forwarded_for: counter(
                 "tidings_invalid_forwarded_for_total",
                 "Requests from a trusted proxy refused with 400: the X-Forwarded-For entry naming the client was not an IP address.",
+            ),
+            cluster_errors: counter(
+                "tidings_cluster_redis_errors_total",
+                "Cluster mode: commands to Redis that failed or timed out (appends, reads, retention).",
+            ),
+            cluster_regressions: counter(
+                "tidings_cluster_stream_regressions_total",
+                "Cluster mode: times the Redis stream was found behind what this node had read (Redis lost acknowledged updates).",
+            ),
+            cluster_reconnects: counter(
+                "tidings_cluster_redis_reconnects_total",
+                "Cluster mode: connections to Redis made again after a failure.",
+            ),
+            cluster_reader_lag: gauge(
+                "tidings_cluster_reader_lag_seconds",
+                "Cluster mode: how far behind the stream this node's reader was at its last batch (0 when caught up).",
             ),
             handle: recorder.handle(),
         }

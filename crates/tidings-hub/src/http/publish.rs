@@ -228,6 +228,9 @@ fn parse_retry(value: &str) -> Result<u64, Refusal> {
 
 fn refusal(err: PublishError) -> Refusal {
     let status = match err {
+        PublishError::Log(crate::log::LogError::Unavailable { .. }) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         PublishError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
         PublishError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
