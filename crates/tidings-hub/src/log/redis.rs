@@ -418,16 +418,29 @@ impl RedisLog {
         Ok(connection)
     }
 
+    /// Runs a read; a connection found broken (Redis restarted since its last use) is
+    /// made again and the read tried once more, as reads may be.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, LogError> {
-        let mut connection = self.queries().await?;
-        match cmd.query_async(&mut connection).await {
-            Ok(value) => Ok(value),
-            Err(err) => {
-                if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() {
-                    *self.queries.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut retried = false;
+        loop {
+            let mut connection = self.queries().await?;
+            match cmd.query_async(&mut connection).await {
+                Ok(value) => return Ok(value),
+                Err(err) => {
+                    let broken = err.is_io_error()
+                        || err.is_timeout()
+                        || err.is_connection_dropped()
+                        || err.is_connection_refusal();
+                    if broken {
+                        *self.queries.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    }
+                    if broken && !retried && !err.is_timeout() {
+                        retried = true;
+                        continue;
+                    }
+                    self.counters.read_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(unavailable(&self.target, &err));
                 }
-                self.counters.read_errors.fetch_add(1, Ordering::Relaxed);
-                Err(unavailable(&self.target, &err))
             }
         }
     }

@@ -4,6 +4,7 @@
 //! the README's first screen verbatim with bash.
 
 mod cli;
+mod cluster;
 mod crash;
 mod listen;
 mod mistakes;
