@@ -298,6 +298,13 @@ impl HubBuilder {
             // Cluster mode: every node's updates, this one's too, in the stream's order.
             tokio::spawn(crate::cluster::feed(feed, Arc::clone(&fanout)));
         }
+        let cluster = match &self.redis {
+            Some((url, stream)) => Some(crate::cluster::Cluster::start(
+                crate::log::redis::Target::new(url, stream)?,
+                Arc::clone(&fanout),
+            )),
+            None => None,
+        };
         Ok(Hub {
             inner: Arc::new(Inner {
                 log,
@@ -309,6 +316,7 @@ impl HubBuilder {
                 shutdown: CancellationToken::new(),
                 closing: CancellationToken::new(),
                 appends: TaskTracker::new(),
+                cluster,
             }),
         })
     }
@@ -327,6 +335,8 @@ pub(crate) struct Inner {
     closing: CancellationToken,
     /// The publishes being stored and handed to the dispatch task.
     appends: TaskTracker,
+    /// Cluster mode: the subscriptions shared with the other nodes.
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// A Mercure hub: publish to it over HTTP or from Rust, subscribe over HTTP.
@@ -536,6 +546,9 @@ impl Hub {
         self.inner.appends.close();
         self.inner.appends.wait().await;
         self.inner.dispatch.close().await;
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.close().await;
+        }
         Log::clone(&self.inner.log).close().await;
     }
 

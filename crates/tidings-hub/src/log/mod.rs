@@ -41,7 +41,7 @@
 
 mod file;
 mod memory;
-mod redis;
+pub(crate) mod redis;
 pub(crate) mod record;
 
 use std::fmt;

@@ -76,13 +76,13 @@ const READ_BLOCK: Duration = Duration::from_secs(2);
 /// falls behind the stream, which the lag metric shows).
 const FEED_QUEUE: usize = 64;
 /// How long Redis may take to answer one command before it counts as unreachable.
-pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The first pause before reconnecting; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest pause between two attempts to reconnect.
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the writer applies retention when nothing is appended (for the age limit).
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// The most entries one script call removes, so that a script never runs long; the
@@ -200,7 +200,7 @@ pub(super) fn entry_of_position(position: u64) -> String {
 
 /// Where to reach Redis and which stream to use.
 #[derive(Clone)]
-pub(super) struct Target {
+pub(crate) struct Target {
     client: Client,
     /// The URL with its password replaced, for messages.
     shown: String,
@@ -210,7 +210,24 @@ pub(super) struct Target {
 }
 
 impl Target {
-    pub(super) fn new(url: &str, stream: &str) -> Result<Target, LogError> {
+    /// The stream's name, which the cluster's other keys start with.
+    pub(crate) fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The URL as it may be printed.
+    pub(crate) fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The client, for connections of other kinds (pub/sub).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Target {
+    pub(crate) fn new(url: &str, stream: &str) -> Result<Target, LogError> {
         let shown = redact_url(url);
         let client = Client::open(url).map_err(|err| LogError::Unavailable {
             reason: format!("invalid Redis URL {shown}: {}", err.detail().unwrap_or("malformed")),
@@ -224,7 +241,10 @@ impl Target {
         })
     }
 
-    async fn connect(&self, response_timeout: Duration) -> Result<MultiplexedConnection, String> {
+    pub(crate) async fn connect(
+        &self,
+        response_timeout: Duration,
+    ) -> Result<MultiplexedConnection, String> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(response_timeout));

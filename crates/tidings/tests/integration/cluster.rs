@@ -512,3 +512,94 @@ mod tokio_util_like {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_of_every_node_are_listed_and_announced_everywhere() {
+    let redis = Redis::start();
+    let a = node(&redis);
+    let b = node(&redis);
+    let client = client();
+    // A watcher of subscription events on A.
+    let mut watcher = reqwest::Client::new()
+        .get(format!(
+            "{}?topic={}",
+            a.url,
+            "/.well-known/mercure/subscriptions%7B/topic%7D%7B/subscriber%7D"
+        ))
+        .bearer_auth(token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watcher.status(), 200);
+
+    let on_b = subscribe(&b, None).await;
+    // The event of B's new subscriber reaches the watcher on A.
+    let mut decoder = tidings_wire::Decoder::new();
+    let announced = tokio::time::timeout(GUARD, async {
+        loop {
+            let chunk = watcher.chunk().await.unwrap().expect("watcher open");
+            decoder.feed(chunk);
+            while let Some(frame) = decoder.next_frame().unwrap() {
+                if let tidings_wire::Frame::Event(event) = frame
+                    && event.data.contains("\"/cluster\"")
+                {
+                    return serde_json::from_str::<serde_json::Value>(&event.data).unwrap();
+                }
+            }
+        }
+    })
+    .await
+    .expect("no subscription event from B reached A");
+    assert_eq!(announced["active"], true);
+    let subscriber = announced["subscriber"].as_str().unwrap().to_owned();
+
+    // The subscriptions API on A lists it.
+    let list = client
+        .get(format!("{}/subscriptions", a.url))
+        .bearer_auth(token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let listed: Vec<&str> = list["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["topic"] == "/cluster")
+        .map(|s| s["subscriber"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [subscriber.as_str()], "{list}");
+
+    // Gone from B, gone from A's list, and announced inactive; never in history.
+    drop(on_b);
+    let deadline = tokio::time::Instant::now() + GUARD;
+    loop {
+        let list = client
+            .get(format!("{}/subscriptions", a.url))
+            .bearer_auth(token())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+        let still = list["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["topic"] == "/cluster");
+        if !still {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still listed: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(publish(&client, &a, "only", None).await.0, 200);
+    let mut all = subscribe(&a, Some("earliest")).await;
+    let history = all.take(1).await;
+    assert_eq!(history[0].1, "only", "subscription events are not history");
+}
