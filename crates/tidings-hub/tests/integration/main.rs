@@ -10,6 +10,7 @@ mod lifecycle;
 mod log;
 mod private;
 mod protocol;
+mod redis_log;
 mod resume;
 mod selectors;
 mod server;
