@@ -149,7 +149,12 @@ impl Cluster {
     }
 
     async fn connection(&self) -> Result<MultiplexedConnection, LogError> {
-        if let Some(con) = self.queries.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(con) = self
+            .queries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Ok(con);
         }
         let con = self
@@ -161,7 +166,10 @@ impl Cluster {
         Ok(con)
     }
 
-    async fn run_pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, LogError> {
+    async fn run_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, LogError> {
         let mut con = self.connection().await?;
         match pipe.query_async(&mut con).await {
             Ok(value) => Ok(value),
@@ -185,7 +193,8 @@ impl Cluster {
         }
         let mut pipe = redis::pipe();
         for node in &others {
-            pipe.exists(self.alive_key(node)).hgetall(self.subs_key(node));
+            pipe.exists(self.alive_key(node))
+                .hgetall(self.subs_key(node));
         }
         let replies: Vec<redis::Value> = self.run_pipe(&pipe).await?;
         let mut out = Vec::new();
@@ -251,7 +260,10 @@ impl Cluster {
                 };
                 pipe.publish(&self.channel, json(&event)).ignore();
             }
-            if self.dropped.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            if self
+                .dropped
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
                 resync = true;
             }
             if resync || received_none {
@@ -319,7 +331,8 @@ impl Cluster {
                             message = messages.next() => message,
                         };
                         let Some(message) = message else { break };
-                        let Ok(event) = serde_json::from_slice::<Event>(message.get_payload_bytes())
+                        let Ok(event) =
+                            serde_json::from_slice::<Event>(message.get_payload_bytes())
                         else {
                             continue;
                         };
@@ -335,7 +348,9 @@ impl Cluster {
                             fanout.notify_subscription(&update);
                         }
                     }
-                    tracing::warn!("lost the Redis subscription to other nodes' subscription events: reconnecting");
+                    tracing::warn!(
+                        "lost the Redis subscription to other nodes' subscription events: reconnecting"
+                    );
                 }
                 Ok(Err(err)) => {
                     tracing::warn!(cause = %err, redis = %self.target.shown(), "cannot subscribe to other nodes' subscription events");
@@ -371,4 +386,3 @@ pub(crate) fn merge(
 fn json(value: &impl Serialize) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
-

@@ -74,7 +74,12 @@ pub(crate) struct Args {
     /// Cluster mode: keep history in a Redis Stream shared by every node given the same
     /// URL and stream, `redis://[user:pass@]HOST:PORT[/DB]` (`rediss://` for TLS).
     /// Replaces --db. See docs/OPERATIONS.md, "Cluster".
-    #[arg(long, env = "TIDINGS_REDIS", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_REDIS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     redis: Option<String>,
     /// The Redis Stream of the cluster (its keys start with it), to share one Redis
     /// between hubs [default: tidings].
@@ -339,8 +344,7 @@ impl Settings {
             anyhow::bail!("invalid --redis-stream: the stream name must not be empty");
         }
         let redis = redis.map(|url| (url, redis_stream));
-        let no_history =
-            args.no_history || file.no_history.unwrap_or(false) || redis.is_some();
+        let no_history = args.no_history || file.no_history.unwrap_or(false) || redis.is_some();
         let db = (!no_history).then(|| args.db.or(file.db).unwrap_or_else(|| DEFAULT_DB.into()));
         if let Some(db) = &db {
             let parent = db.parent().filter(|p| !p.as_os_str().is_empty());

@@ -78,7 +78,14 @@ pub(crate) async fn one(
         Ok(subscribers) => subscribers,
         Err(refusal) => return refusal.into_response(),
     };
-    respond(single(&hub, &headers, &uri, &topic, &subscriber, subscribers))
+    respond(single(
+        &hub,
+        &headers,
+        &uri,
+        &topic,
+        &subscriber,
+        subscribers,
+    ))
 }
 
 fn respond(result: Result<Value, Refusal>) -> Response {

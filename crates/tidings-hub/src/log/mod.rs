@@ -41,8 +41,8 @@
 
 mod file;
 mod memory;
-pub(crate) mod redis;
 pub(crate) mod record;
+pub(crate) mod redis;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

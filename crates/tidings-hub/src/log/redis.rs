@@ -230,7 +230,10 @@ impl Target {
     pub(crate) fn new(url: &str, stream: &str) -> Result<Target, LogError> {
         let shown = redact_url(url);
         let client = Client::open(url).map_err(|err| LogError::Unavailable {
-            reason: format!("invalid Redis URL {shown}: {}", err.detail().unwrap_or("malformed")),
+            reason: format!(
+                "invalid Redis URL {shown}: {}",
+                err.detail().unwrap_or("malformed")
+            ),
         })?;
         Ok(Target {
             client,
@@ -426,7 +429,12 @@ impl RedisLog {
 
     /// A connection for queries: the shared one, made again if it failed.
     async fn queries(&self) -> Result<MultiplexedConnection, LogError> {
-        if let Some(connection) = self.queries.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(connection) = self
+            .queries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Ok(connection);
         }
         let connection = self
@@ -533,7 +541,10 @@ impl RedisLog {
         if self.stop.is_cancelled() {
             return LogHealth::Closed;
         }
-        self.health.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(super) fn watch(&self) -> watch::Receiver<u64> {
@@ -728,7 +739,9 @@ impl Writer {
                                 })
                             }
                             None => Err(LogError::Unavailable {
-                                reason: format!("Redis gave the entry id {entry:?}, out of the range of positions"),
+                                reason: format!(
+                                    "Redis gave the entry id {entry:?}, out of the range of positions"
+                                ),
                             }),
                         };
                         let _ = pending.reply.send(answer);
@@ -775,11 +788,9 @@ impl Writer {
             .key(&self.target.counter)
             .arg(limit(self.retention.max_updates))
             .arg(limit(self.retention.max_bytes))
-            .arg(
-                self.retention
-                    .max_age
-                    .map_or(0, |age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX).max(1)),
-            )
+            .arg(self.retention.max_age.map_or(0, |age| {
+                u64::try_from(age.as_millis()).unwrap_or(u64::MAX).max(1)
+            }))
             .arg(TRIM_LIMIT);
         for pending in batch {
             invocation.arg(&pending.update.id).arg(&pending.record);
@@ -792,8 +803,12 @@ impl Writer {
                     Some(redis::Value::Int(n)) => u64::try_from(n).unwrap_or(0),
                     _ => 0,
                 };
-                self.counters.bytes.store(number(values.next()), Ordering::Relaxed);
-                self.counters.len.store(number(values.next()), Ordering::Relaxed);
+                self.counters
+                    .bytes
+                    .store(number(values.next()), Ordering::Relaxed);
+                self.counters
+                    .len
+                    .store(number(values.next()), Ordering::Relaxed);
                 let ids: Vec<String> = values
                     .filter_map(|v| redis::from_redis_value::<String>(v).ok())
                     .collect();
@@ -864,26 +879,24 @@ impl Reader {
         while !self.stop.is_cancelled() {
             let mut con = match connection.clone() {
                 Some(con) => con,
-                None => {
-                    match self.target.connect(READ_BLOCK + RESPONSE_TIMEOUT).await {
-                        Ok(con) => {
-                            connection = Some(con.clone());
-                            if reconnected {
-                                self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                                self.check_forward(&mut con.clone()).await;
-                            }
-                            con
+                None => match self.target.connect(READ_BLOCK + RESPONSE_TIMEOUT).await {
+                    Ok(con) => {
+                        connection = Some(con.clone());
+                        if reconnected {
+                            self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                            self.check_forward(&mut con.clone()).await;
                         }
-                        Err(reason) => {
-                            self.failed(&mut backoff, LogError::Unavailable { reason });
-                            reconnected = true;
-                            if self.pause(&backoff).await {
-                                return;
-                            }
-                            continue;
-                        }
+                        con
                     }
-                }
+                    Err(reason) => {
+                        self.failed(&mut backoff, LogError::Unavailable { reason });
+                        reconnected = true;
+                        if self.pause(&backoff).await {
+                            return;
+                        }
+                        continue;
+                    }
+                },
             };
             let start = if self.position == 0 {
                 "0-0".to_owned()
@@ -1005,7 +1018,10 @@ mod tests {
     #[test]
     fn positions_map_entry_ids_both_ways_in_order() {
         let ids = ["1-0", "1-1", "1-1048575", "2-0", "1733000000000-7"];
-        let positions: Vec<u64> = ids.iter().map(|id| position_of_entry(id).unwrap()).collect();
+        let positions: Vec<u64> = ids
+            .iter()
+            .map(|id| position_of_entry(id).unwrap())
+            .collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]));
         for (id, position) in ids.iter().zip(&positions) {
             assert_eq!(&entry_of_position(*position), id);

@@ -50,7 +50,10 @@ impl Redis {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + GUARD;
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -113,7 +116,12 @@ async fn retention_by_count_trims_the_stream_and_its_id_index() {
     .unwrap();
     let mut positions = Vec::new();
     for n in 0..12 {
-        positions.push(log.append(Update::new(format!("id-{n}"), "/t", "x")).await.unwrap().position);
+        positions.push(
+            log.append(Update::new(format!("id-{n}"), "/t", "x"))
+                .await
+                .unwrap()
+                .position,
+        );
     }
     assert!(positions.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(log.len().await.unwrap(), 5);
@@ -124,7 +132,10 @@ async fn retention_by_count_trims_the_stream_and_its_id_index() {
     // A reused id names its latest occurrence, and its older one's trimming keeps it.
     let again = log.append(Update::new("id-7", "/t", "y")).await.unwrap();
     assert_eq!(log.position_of("id-7").await.unwrap(), Some(again.position));
-    assert_eq!(log.id_before(again.position).await.unwrap().as_deref(), Some("id-11"));
+    assert_eq!(
+        log.id_before(again.position).await.unwrap().as_deref(),
+        Some("id-11")
+    );
     assert_eq!(log.last_id().await.unwrap().as_deref(), Some("id-7"));
     log.close().await;
 }
@@ -163,7 +174,9 @@ async fn retention_by_age_empties_the_history_without_appends() {
     .await
     .unwrap();
     for n in 0..3 {
-        log.append(Update::new(format!("a-{n}"), "/t", "x")).await.unwrap();
+        log.append(Update::new(format!("a-{n}"), "/t", "x"))
+            .await
+            .unwrap();
     }
     // The writer applies retention by itself every second; the guard only stops a hang.
     let deadline = tokio::time::Instant::now() + GUARD;
@@ -179,8 +192,12 @@ async fn retention_by_age_empties_the_history_without_appends() {
 #[tokio::test]
 async fn two_nodes_read_the_same_order_from_their_feeds() {
     let redis = Redis::start(false);
-    let a = Log::redis(&redis.url(), "feed", Retention::default()).await.unwrap();
-    let b = Log::redis(&redis.url(), "feed", Retention::default()).await.unwrap();
+    let a = Log::redis(&redis.url(), "feed", Retention::default())
+        .await
+        .unwrap();
+    let b = Log::redis(&redis.url(), "feed", Retention::default())
+        .await
+        .unwrap();
     let (mut feed_a, mut feed_b) = (a.take_feed().unwrap(), b.take_feed().unwrap());
     assert!(a.take_feed().is_none());
     let appends = (0..50).map(|n| {
@@ -193,7 +210,10 @@ async fn two_nodes_read_the_same_order_from_their_feeds() {
     async fn take(feed: &mut tokio::sync::mpsc::Receiver<Vec<Stored>>) -> Vec<u64> {
         let mut out = Vec::new();
         while out.len() < 50 {
-            let batch = tokio::time::timeout(GUARD, feed.recv()).await.unwrap().unwrap();
+            let batch = tokio::time::timeout(GUARD, feed.recv())
+                .await
+                .unwrap()
+                .unwrap();
             out.extend(batch.iter().map(|s| s.position));
         }
         out
@@ -208,22 +228,34 @@ async fn two_nodes_read_the_same_order_from_their_feeds() {
 #[tokio::test]
 async fn a_stream_that_went_backwards_is_detected_and_moved_forward() {
     let mut redis = Redis::start(false);
-    let log = Log::redis(&redis.url(), "lost", Retention::default()).await.unwrap();
+    let log = Log::redis(&redis.url(), "lost", Retention::default())
+        .await
+        .unwrap();
     let mut feed = log.take_feed().unwrap();
     let mut last = 0;
     for n in 0..3 {
-        last = log.append(Update::new(format!("l-{n}"), "/t", "x")).await.unwrap().position;
+        last = log
+            .append(Update::new(format!("l-{n}"), "/t", "x"))
+            .await
+            .unwrap()
+            .position;
     }
     let mut read = 0;
     while read < last {
-        let batch = tokio::time::timeout(GUARD, feed.recv()).await.unwrap().unwrap();
+        let batch = tokio::time::timeout(GUARD, feed.recv())
+            .await
+            .unwrap()
+            .unwrap();
         read = batch.last().unwrap().position;
     }
     // Redis restarts without persistence: the stream is gone.
     redis.restart();
     let deadline = tokio::time::Instant::now() + GUARD;
     while log.cluster_stats().unwrap().regressions == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the regression went unnoticed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the regression went unnoticed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // New updates come after what was delivered, not before.
@@ -231,13 +263,19 @@ async fn a_stream_that_went_backwards_is_detected_and_moved_forward() {
         match log.append(Update::new("after", "/t", "x")).await {
             Ok(stored) => break stored,
             Err(_) => {
-                assert!(tokio::time::Instant::now() < deadline, "appends never resumed");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "appends never resumed"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     };
     assert!(next.position > last);
-    let batch = tokio::time::timeout(GUARD, feed.recv()).await.unwrap().unwrap();
+    let batch = tokio::time::timeout(GUARD, feed.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(batch[0].update.id, "after");
     log.close().await;
 }

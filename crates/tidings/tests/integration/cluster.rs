@@ -62,7 +62,10 @@ impl Redis {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + GUARD;
         while !ping(self.port) {
-            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -329,7 +332,10 @@ async fn three_nodes_deliver_one_order_and_replay_from_any_node() {
     ids.dedup();
     assert_eq!(ids.len(), 120, "an update was delivered twice");
     for id in &acked {
-        assert!(seen_b.iter().any(|(seen, _)| seen == id), "{id} never delivered");
+        assert!(
+            seen_b.iter().any(|(seen, _)| seen == id),
+            "{id} never delivered"
+        );
     }
     // Each publisher's updates keep the order they were acknowledged in.
     for p in 0..3 {
@@ -435,7 +441,10 @@ async fn redis_stopped_then_killed_and_restarted_loses_and_doubles_nothing() {
     let wait_for = |what: &'static str, check: Box<dyn Fn() -> bool + Send>| async move {
         let deadline = tokio::time::Instant::now() + GUARD;
         while !check() {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
@@ -486,12 +495,18 @@ async fn redis_stopped_then_killed_and_restarted_loses_and_doubles_nothing() {
     ids.dedup();
     assert_eq!(ids.len(), total, "an update was delivered twice");
     for id in acked.lock().unwrap().iter() {
-        assert!(seen.iter().any(|(s, _)| s == id), "acknowledged {id} never delivered");
+        assert!(
+            seen.iter().any(|(s, _)| s == id),
+            "acknowledged {id} never delivered"
+        );
     }
     // And the history, read again from Redis, holds them all too.
     let mut replay = subscribe(&a, Some("earliest")).await;
     let history = replay.until("marker").await;
-    assert_eq!(history, seen, "history differs from what was delivered live");
+    assert_eq!(
+        history, seen,
+        "history differs from what was delivered live"
+    );
     let _ = redis.dir();
 }
 
@@ -523,8 +538,7 @@ async fn subscriptions_of_every_node_are_listed_and_announced_everywhere() {
     let mut watcher = reqwest::Client::new()
         .get(format!(
             "{}?topic={}",
-            a.url,
-            "/.well-known/mercure/subscriptions%7B/topic%7D%7B/subscriber%7D"
+            a.url, "/.well-known/mercure/subscriptions%7B/topic%7D%7B/subscriber%7D"
         ))
         .bearer_auth(token())
         .send()
@@ -595,7 +609,10 @@ async fn subscriptions_of_every_node_are_listed_and_announced_everywhere() {
         if !still {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "still listed: {list}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still listed: {list}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(publish(&client, &a, "only", None).await.0, 200);
