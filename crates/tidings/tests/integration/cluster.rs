@@ -620,3 +620,42 @@ async fn subscriptions_of_every_node_are_listed_and_announced_everywhere() {
     let history = all.take(1).await;
     assert_eq!(history[0].1, "only", "subscription events are not history");
 }
+
+#[test]
+fn the_redis_url_is_checked_and_its_password_never_printed() {
+    let out = crate::process::run(&[
+        "serve",
+        "--check",
+        "--redis",
+        "redis://app:hunter2@db.example:6379/3",
+        "--redis-stream",
+        "orders",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("in the Redis stream orders at redis://app:REDACTED@db.example:6379/3"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2"));
+
+    let out = crate::process::run(&["serve", "--check", "--redis", "http://x:pw@h"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("invalid --redis") && !stderr.contains("pw@"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_redis_at_start_is_a_clear_error() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://u:secret@127.0.0.1:{port}");
+    let out = crate::process::run(&["serve", "--addr", "127.0.0.1:0", "--redis", &url]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("cannot connect to Redis"), "{stderr}");
+    assert!(!stderr.contains("secret"), "{stderr}");
+}
