@@ -89,7 +89,8 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// Starts sharing this node's subscribers and receiving the other nodes' events.
-    pub(crate) fn start(target: Target, fanout: Arc<Fanout>) -> Arc<Cluster> {
+    /// The tasks stop when the handle is dropped, or at [`Cluster::close`].
+    pub(crate) fn start(target: Target, fanout: Arc<Fanout>) -> ClusterHandle {
         let node = uuid::Uuid::new_v4().simple().to_string();
         let (changes, queue) = mpsc::channel(CHANGES_QUEUE);
         let stream = target.stream().to_owned();
@@ -105,7 +106,10 @@ impl Cluster {
         });
         tokio::spawn(Arc::clone(&cluster).write(queue, Arc::clone(&fanout)));
         tokio::spawn(Arc::clone(&cluster).listen(fanout));
-        cluster
+        ClusterHandle {
+            _stop: cluster.stop.clone().drop_guard(),
+            cluster,
+        }
     }
 
     fn subs_key(&self, node: &str) -> String {
@@ -365,6 +369,21 @@ impl Cluster {
             }
             pause = (pause * 2).min(MAX_BACKOFF);
         }
+    }
+}
+
+/// The hub's handle on its [`Cluster`]: dropping it (the hub dropped without
+/// [`Hub::close`](crate::Hub::close)) stops the cluster's tasks.
+pub(crate) struct ClusterHandle {
+    cluster: Arc<Cluster>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl std::ops::Deref for ClusterHandle {
+    type Target = Cluster;
+
+    fn deref(&self) -> &Cluster {
+        &self.cluster
     }
 }
 

@@ -336,7 +336,7 @@ pub(crate) struct Inner {
     /// The publishes being stored and handed to the dispatch task.
     appends: TaskTracker,
     /// Cluster mode: the subscriptions shared with the other nodes.
-    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
+    pub(crate) cluster: Option<crate::cluster::ClusterHandle>,
 }
 
 /// A Mercure hub: publish to it over HTTP or from Rust, subscribe over HTTP.
