@@ -34,6 +34,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+step "redis-server for the cluster tests"
+# The cluster tests start their own redis-server on a free port and fail, never skip,
+# without it.
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq redis-server >/dev/null
+fi
+# Debian's package starts a system Redis on 6379; the tests use their own.
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

@@ -115,6 +115,8 @@ pub(crate) struct Config {
 #[must_use]
 pub struct HubBuilder {
     history: Option<PathBuf>,
+    /// Cluster mode: the Redis URL and stream name of the shared log.
+    redis: Option<(String, String)>,
     retention: Retention,
     publisher_key: Option<KeyConfig>,
     subscriber_key: Option<KeyConfig>,
@@ -142,6 +144,16 @@ impl HubBuilder {
     /// Keeps history in memory only (the default): lost when the hub stops.
     pub fn memory_history(mut self) -> Self {
         self.history = None;
+        self
+    }
+
+    /// Cluster mode: keeps history in the Redis Stream `stream` at `url`
+    /// (`redis://[user:pass@]host:port[/db]`, `rediss://` for TLS), shared with every
+    /// other hub node that names the same stream. Every node delivers every update, in
+    /// the stream's order, and replays for subscribers that reconnect to it, whichever
+    /// node the update was published on. Overrides [`HubBuilder::history_file`].
+    pub fn redis(mut self, url: impl Into<String>, stream: impl Into<String>) -> Self {
+        self.redis = Some((url.into(), stream.into()));
         self
     }
 
@@ -299,9 +311,10 @@ impl HubBuilder {
     /// Opens the history and starts the hub's dispatch task. Must run inside a tokio
     /// runtime.
     pub async fn build(self) -> Result<Hub, HubError> {
-        let log = Arc::new(match &self.history {
-            Some(path) => Log::open(path, self.retention).await?,
-            None => Log::memory(self.retention),
+        let log = Arc::new(match (&self.redis, &self.history) {
+            (Some((url, stream)), _) => Log::redis(url, stream, self.retention).await?,
+            (None, Some(path)) => Log::open(path, self.retention).await?,
+            (None, None) => Log::memory(self.retention),
         });
         let metrics = Metrics::new();
         if let Some(tls) = &self.config.tls {
@@ -318,6 +331,17 @@ impl HubBuilder {
         let dispatch = dispatch::start(Arc::clone(&log), Arc::clone(&fanout), dispatched);
         let shutdown = CancellationToken::new();
         end_streams_on(&shutdown, &fanout);
+        if let Some(feed) = log.take_feed() {
+            // Cluster mode: every node's updates, this one's too, in the stream's order.
+            tokio::spawn(crate::cluster::feed(feed, Arc::clone(&fanout)));
+        }
+        let cluster = match &self.redis {
+            Some((url, stream)) => Some(crate::cluster::Cluster::start(
+                crate::log::redis::Target::new(url, stream)?,
+                Arc::clone(&fanout),
+            )),
+            None => None,
+        };
         Ok(Hub {
             inner: Arc::new(Inner {
                 log,
@@ -329,6 +353,7 @@ impl HubBuilder {
                 shutdown,
                 closing: CancellationToken::new(),
                 appends: TaskTracker::new(),
+                cluster,
             }),
         })
     }
@@ -362,6 +387,8 @@ pub(crate) struct Inner {
     closing: CancellationToken,
     /// The publishes being stored and handed to the dispatch task.
     appends: TaskTracker,
+    /// Cluster mode: the subscriptions shared with the other nodes.
+    pub(crate) cluster: Option<crate::cluster::ClusterHandle>,
 }
 
 /// A Mercure hub: publish to it over HTTP or from Rust, subscribe over HTTP.
@@ -405,6 +432,7 @@ impl Hub {
     pub fn builder() -> HubBuilder {
         HubBuilder {
             history: None,
+            redis: None,
             retention: Retention::default(),
             publisher_key: None,
             subscriber_key: None,
@@ -586,6 +614,9 @@ impl Hub {
         self.inner.appends.close();
         self.inner.appends.wait().await;
         self.inner.dispatch.close().await;
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.close().await;
+        }
         Log::clone(&self.inner.log).close().await;
     }
 
@@ -663,7 +694,11 @@ impl Hub {
             // Waits while the dispatch task is behind: publishers slow down rather than
             // the queue growing. It stops only by failing (logged, and reported by the
             // health check) or at close, after every append was handed over.
-            let _ = inner.dispatch.send(stored.clone()).await;
+            if !inner.log.is_shared() {
+                // A shared log's updates reach the fan-out from its reader, in the
+                // stream's order (see `cluster::feed`).
+                let _ = inner.dispatch.send(stored.clone()).await;
+            }
             Ok(stored)
         });
         match task.await {

@@ -56,6 +56,7 @@
 //! - [`tls`]: TLS (rustls) with HTTP/2 by ALPN, and certificates reloaded while serving.
 
 pub mod auth;
+mod cluster;
 mod dispatch;
 mod event;
 mod fanout;

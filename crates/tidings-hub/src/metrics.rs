@@ -50,6 +50,10 @@ pub(crate) struct Metrics {
     /// Observability (issue 11): latency histograms, refusals by reason, connections by
     /// protocol version, build info.
     pub(crate) observed: Arc<Observed>,
+    pub(crate) cluster_errors: Counter,
+    pub(crate) cluster_regressions: Counter,
+    pub(crate) cluster_reconnects: Counter,
+    pub(crate) cluster_reader_lag: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -158,6 +162,22 @@ impl Metrics {
             ),
             tls_reloads_ok: tls_reloads(&recorder, "ok"),
             tls_reloads_failed: tls_reloads(&recorder, "error"),
+            cluster_errors: counter(
+                "tidings_cluster_redis_errors_total",
+                "Cluster mode: commands to Redis that failed or timed out (appends, reads, retention).",
+            ),
+            cluster_regressions: counter(
+                "tidings_cluster_stream_regressions_total",
+                "Cluster mode: times the Redis stream was found behind what this node had read (Redis lost acknowledged updates).",
+            ),
+            cluster_reconnects: counter(
+                "tidings_cluster_redis_reconnects_total",
+                "Cluster mode: connections to Redis made again after a failure.",
+            ),
+            cluster_reader_lag: gauge(
+                "tidings_cluster_reader_lag_seconds",
+                "Cluster mode: how far behind the stream this node's reader was at its last batch (0 when caught up).",
+            ),
             handle: recorder.handle(),
             observed: Arc::new(Observed::new(recorder)),
         }

@@ -202,6 +202,9 @@ fn announce(hub: &Hub, info: &SubscriberInfo, active: bool) {
     for update in subscription::events(info, active) {
         hub.inner.fanout.notify_subscription(&update);
     }
+    if let Some(cluster) = &hub.inner.cluster {
+        cluster.announce(info, active);
+    }
 }
 
 /// Removes a subscriber from the hub when its stream is dropped, however that happens

@@ -408,6 +408,8 @@ pub(crate) struct FileConfig {
     pub(crate) allow_weak_key: Option<bool>,
     pub(crate) db: Option<PathBuf>,
     pub(crate) no_history: Option<bool>,
+    pub(crate) redis: Option<String>,
+    pub(crate) redis_stream: Option<String>,
     pub(crate) history_size: Option<u64>,
     #[serde(default, deserialize_with = "duration_key")]
     pub(crate) history_max_age: Option<String>,

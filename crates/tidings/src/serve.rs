@@ -30,6 +30,7 @@ use getting_started::GettingStarted;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 const DEFAULT_DB: &str = "./tidings.db";
+const DEFAULT_REDIS_STREAM: &str = "tidings";
 
 /// Options of `tidings serve`.
 #[derive(Debug, clap::Args)]
@@ -73,6 +74,20 @@ pub(crate) struct Args {
     /// Keep history in memory only (lost on restart).
     #[arg(long, env = "TIDINGS_NO_HISTORY", value_parser = BoolishValueParser::new())]
     no_history: bool,
+    /// Cluster mode: keep history in a Redis Stream shared by every node given the same
+    /// URL and stream, `redis://[user:pass@]HOST:PORT[/DB]` (`rediss://` for TLS).
+    /// Replaces --db. See docs/OPERATIONS.md, "Cluster".
+    #[arg(
+        long,
+        env = "TIDINGS_REDIS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    redis: Option<String>,
+    /// The Redis Stream of the cluster (its keys start with it), to share one Redis
+    /// between hubs [default: tidings].
+    #[arg(long, env = "TIDINGS_REDIS_STREAM", value_name = "NAME")]
+    redis_stream: Option<String>,
     /// The most updates kept in history; 0 for no limit [default: 100000].
     #[arg(long, env = "TIDINGS_HISTORY_SIZE", value_name = "N")]
     history_size: Option<u64>,
@@ -406,6 +421,8 @@ struct Settings {
     publisher_key: Option<KeyConfig>,
     subscriber_key: Option<KeyConfig>,
     db: Option<PathBuf>,
+    /// Cluster mode: the Redis URL and stream.
+    redis: Option<(String, String)>,
     retention: Retention,
     anonymous: bool,
     cors_origins: Vec<String>,
@@ -481,7 +498,24 @@ impl Settings {
                 None => (p, s),
             },
         };
-        let no_history = args.no_history || file.no_history.unwrap_or(false);
+        let redis = args.redis.or(file.redis).filter(|url| !url.is_empty());
+        let redis_stream = args
+            .redis_stream
+            .or(file.redis_stream)
+            .unwrap_or_else(|| DEFAULT_REDIS_STREAM.to_owned());
+        if let Some(url) = &redis
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            anyhow::bail!(
+                "invalid --redis {}: expected redis://[user:pass@]HOST:PORT[/DB] or rediss://...",
+                tidings_hub::log::redact_redis_url(url)
+            );
+        }
+        if redis_stream.is_empty() {
+            anyhow::bail!("invalid --redis-stream: the stream name must not be empty");
+        }
+        let redis = redis.map(|url| (url, redis_stream));
+        let no_history = args.no_history || file.no_history.unwrap_or(false) || redis.is_some();
         let db = (!no_history).then(|| args.db.or(file.db).unwrap_or_else(|| DEFAULT_DB.into()));
         if let Some(db) = &db {
             let parent = db.parent().filter(|p| !p.as_os_str().is_empty());
@@ -619,6 +653,7 @@ impl Settings {
                 publisher_key,
                 subscriber_key,
                 db,
+                redis,
                 retention: Retention::UNLIMITED
                     .with_max_updates(max_updates)
                     .with_max_bytes(max_bytes)
@@ -667,6 +702,9 @@ impl Settings {
         if let Some(db) = &self.db {
             builder = builder.history_file(db);
         }
+        if let Some((url, stream)) = &self.redis {
+            builder = builder.redis(url, stream);
+        }
         if let Some(key) = &self.publisher_key {
             builder = builder.publisher_key(key.clone());
         }
@@ -691,10 +729,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Some(TlsSetup::SelfSigned { .. }) => " (TLS, self-signed)".to_owned(),
                 None => String::new(),
             },
-            settings
-                .db
-                .as_ref()
-                .map_or("in memory".to_owned(), |p| p.display().to_string()),
+            match (&settings.redis, &settings.db) {
+                (Some((url, stream)), _) => format!(
+                    "in the Redis stream {stream} at {}",
+                    tidings_hub::log::redact_redis_url(url)
+                ),
+                (None, Some(p)) => p.display().to_string(),
+                (None, None) => "in memory".to_owned(),
+            },
             if settings.anonymous {
                 "allowed"
             } else {
@@ -766,6 +808,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         getting_started.print(&url, &curl);
     }
     tracing::info!(%addr, history = ?settings.db, metrics_addr = ?settings.metrics_addr, "hub started");
+    if let Some((url, stream)) = &settings.redis {
+        tracing::info!(redis = %tidings_hub::log::redact_redis_url(url), %stream, "cluster mode: history in Redis");
+    }
     let demo = settings.demo.then(|| tidings_hub::web::spawn_demo(&hub));
     hub.clone()
         .serve(listener, shutdown_signal())

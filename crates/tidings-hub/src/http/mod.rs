@@ -289,6 +289,14 @@ async fn metrics(State(hub): State<Hub>) -> Response {
     metrics
         .history_corrupt_records
         .absolute(stats.corrupt_records);
+    if let Some(cluster) = hub.inner.log.cluster_stats() {
+        metrics.cluster_errors.absolute(cluster.errors);
+        metrics.cluster_regressions.absolute(cluster.regressions);
+        metrics.cluster_reconnects.absolute(cluster.reconnects);
+        metrics
+            .cluster_reader_lag
+            .set(cluster.reader_lag_ms as f64 / 1000.0);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -237,6 +237,9 @@ fn parse_retry(value: &str) -> Result<u64, Refusal> {
 
 fn refusal(err: PublishError) -> Refusal {
     let (status, code) = match err {
+        PublishError::Log(crate::log::LogError::Unavailable { .. }) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+        }
         PublishError::Log(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
         PublishError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         _ => (StatusCode::BAD_REQUEST, "invalid_update"),

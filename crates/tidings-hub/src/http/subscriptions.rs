@@ -10,12 +10,41 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::{Refusal, SUBSCRIPTIONS_PATH, subscriber_claims};
+use std::sync::Arc;
+
 use crate::auth::Claims;
+use crate::fanout::SubscriberInfo;
 use crate::hub::Hub;
 use crate::subscription::{self, CONTEXT};
 
 pub(crate) async fn all(State(hub): State<Hub>, headers: HeaderMap, uri: Uri) -> Response {
-    respond(list(&hub, &headers, &uri, None))
+    // Checked before Redis is asked anything: a caller without a token costs no query.
+    if let Err(refusal) = authorize(&hub, &headers, &uri) {
+        return refusal.into_response();
+    }
+    let subscribers = match subscribers(&hub).await {
+        Ok(subscribers) => subscribers,
+        Err(refusal) => return refusal.into_response(),
+    };
+    respond(list(&hub, &headers, &uri, None, subscribers))
+}
+
+/// The subscribers to show: this hub's, and in cluster mode every other live node's.
+async fn subscribers(hub: &Hub) -> Result<Vec<Arc<SubscriberInfo>>, Refusal> {
+    let local = hub.inner.fanout.subscribers();
+    let Some(cluster) = &hub.inner.cluster else {
+        return Ok(local);
+    };
+    match cluster.remote_subscribers().await {
+        Ok(remote) => Ok(crate::cluster::merge(local, remote)),
+        Err(err) => {
+            tracing::warn!(cause = %err, "cannot list the other nodes' subscribers");
+            Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot list the subscribers of the other nodes: {err}"),
+            ))
+        }
+    }
 }
 
 pub(crate) async fn by_topic(
@@ -24,7 +53,15 @@ pub(crate) async fn by_topic(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    respond(list(&hub, &headers, &uri, Some(&topic)))
+    // Checked before Redis is asked anything: a caller without a token costs no query.
+    if let Err(refusal) = authorize(&hub, &headers, &uri) {
+        return refusal.into_response();
+    }
+    let subscribers = match subscribers(&hub).await {
+        Ok(subscribers) => subscribers,
+        Err(refusal) => return refusal.into_response(),
+    };
+    respond(list(&hub, &headers, &uri, Some(&topic), subscribers))
 }
 
 pub(crate) async fn one(
@@ -33,7 +70,22 @@ pub(crate) async fn one(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    respond(single(&hub, &headers, &uri, &topic, &subscriber))
+    // Checked before Redis is asked anything: a caller without a token costs no query.
+    if let Err(refusal) = authorize(&hub, &headers, &uri) {
+        return refusal.into_response();
+    }
+    let subscribers = match subscribers(&hub).await {
+        Ok(subscribers) => subscribers,
+        Err(refusal) => return refusal.into_response(),
+    };
+    respond(single(
+        &hub,
+        &headers,
+        &uri,
+        &topic,
+        &subscriber,
+        subscribers,
+    ))
 }
 
 fn respond(result: Result<Value, Refusal>) -> Response {
@@ -76,10 +128,16 @@ fn last_event_id(hub: &Hub) -> String {
         .unwrap_or_else(|| "earliest".to_owned())
 }
 
-fn list(hub: &Hub, headers: &HeaderMap, uri: &Uri, topic: Option<&str>) -> Result<Value, Refusal> {
+fn list(
+    hub: &Hub,
+    headers: &HeaderMap,
+    uri: &Uri,
+    topic: Option<&str>,
+    subscribers: Vec<Arc<SubscriberInfo>>,
+) -> Result<Value, Refusal> {
     let claims = authorize(hub, headers, uri)?;
     let mut subscriptions = Vec::new();
-    for info in hub.inner.fanout.subscribers() {
+    for info in subscribers {
         for t in &info.topics {
             if topic.is_some_and(|wanted| wanted != t) {
                 continue;
@@ -113,12 +171,10 @@ fn single(
     uri: &Uri,
     topic: &str,
     subscriber: &str,
+    subscribers: Vec<Arc<SubscriberInfo>>,
 ) -> Result<Value, Refusal> {
     authorize(hub, headers, uri)?;
-    let info = hub
-        .inner
-        .fanout
-        .subscribers()
+    let info = subscribers
         .into_iter()
         .find(|info| info.id == subscriber && info.topics.iter().any(|t| t == topic))
         .ok_or_else(|| {

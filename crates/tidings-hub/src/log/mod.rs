@@ -42,11 +42,21 @@
 mod file;
 mod memory;
 pub(crate) mod record;
+pub(crate) mod redis;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+pub use redis::ClusterStats;
+/// A Redis URL as it may be printed: its password replaced by `REDACTED`.
+///
+/// ```
+/// let shown = tidings_hub::log::redact_redis_url("redis://app:s3cret@db:6379/1");
+/// assert_eq!(shown, "redis://app:REDACTED@db:6379/1");
+/// ```
+pub use redis::redact_url as redact_redis_url;
 
 /// One update as a publisher sent it, as the history stores it.
 ///
@@ -435,6 +445,15 @@ pub enum LogError {
     /// The log was closed; it accepts no more appends.
     #[error("the history log is closed")]
     Closed,
+    /// The shared log of a cluster (Redis) cannot be reached or did not answer in
+    /// time; the node keeps trying to reconnect. An update that got this error may
+    /// still be in the log (Redis may have had it when the answer was lost), but it
+    /// was not acknowledged.
+    #[error("the cluster's Redis log is unavailable: {reason}")]
+    Unavailable {
+        /// What failed, with the Redis address (never its password).
+        reason: String,
+    },
 }
 
 /// A failure of the storage engine under the file log (the engine's own
@@ -572,6 +591,7 @@ pub struct Log {
 enum Backend {
     Memory(Arc<memory::MemoryLog>),
     File(Arc<file::FileLog>),
+    Redis(Arc<redis::RedisLog>),
 }
 
 impl fmt::Debug for Log {
@@ -580,6 +600,7 @@ impl fmt::Debug for Log {
         match &self.backend {
             Backend::Memory(_) => debug.field("backend", &"memory"),
             Backend::File(log) => debug.field("backend", &"file").field("path", &log.path()),
+            Backend::Redis(_) => debug.field("backend", &"redis"),
         };
         debug
             .field("last_position", &self.last_position())
@@ -646,6 +667,48 @@ impl Log {
         })
     }
 
+    /// Opens the shared log of a cluster: the Redis Stream `stream` at `url`
+    /// (`redis://[user:pass@]host:port[/db]`, or `rediss://` for TLS), and starts this
+    /// node's writer and reader tasks (see `log/redis.rs` for the keys, the positions
+    /// and the faults). Positions are those of the stream, the same on every node;
+    /// they grow but are not contiguous.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Unavailable`] if the URL is malformed or Redis cannot be reached.
+    pub async fn redis(url: &str, stream: &str, retention: Retention) -> Result<Log, LogError> {
+        let target = redis::Target::new(url, stream)?;
+        let log = redis::RedisLog::open(target, retention).await?;
+        Ok(Log {
+            backend: Backend::Redis(Arc::new(log)),
+        })
+    }
+
+    /// Whether the log is shared with other nodes (Redis): the updates to hand to the
+    /// fan-out then come from [`Log::take_feed`], in the stream's order, and not from
+    /// this node's appends.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Redis(_))
+    }
+
+    /// For a shared log, the updates its reader reads from the stream, in order, in
+    /// batches: every node's appends, this one's included. Given once (`None` after,
+    /// and for a log of one node).
+    pub fn take_feed(&self) -> Option<tokio::sync::mpsc::Receiver<Vec<Stored>>> {
+        match &self.backend {
+            Backend::Redis(log) => log.take_feed(),
+            _ => None,
+        }
+    }
+
+    /// What a shared log reports beyond [`Log::stats`]; `None` for a log of one node.
+    pub fn cluster_stats(&self) -> Option<ClusterStats> {
+        match &self.backend {
+            Backend::Redis(log) => Some(log.cluster_stats()),
+            _ => None,
+        }
+    }
+
     /// Appends `update` and returns it with its position, once it is durable
     /// (for the file log: written and `fsync`ed).
     ///
@@ -675,6 +738,7 @@ impl Log {
         match &self.backend {
             Backend::Memory(log) => log.append(update),
             Backend::File(log) => log.append(update).await,
+            Backend::Redis(log) => log.append(update).await,
         }
     }
 
@@ -687,6 +751,7 @@ impl Log {
         match &self.backend {
             Backend::Memory(log) => Ok(log.read_after(after.after(), max)),
             Backend::File(log) => log.read_after(after.after(), max).await,
+            Backend::Redis(log) => log.read_after(after.after(), max).await,
         }
     }
 
@@ -696,6 +761,7 @@ impl Log {
         match &self.backend {
             Backend::Memory(log) => Ok(log.position_of(id)),
             Backend::File(log) => log.position_of(id).await,
+            Backend::Redis(log) => log.position_of(id).await,
         }
     }
 
@@ -722,6 +788,7 @@ impl Log {
         match &self.backend {
             Backend::Memory(log) => Ok(log.id_before(position)),
             Backend::File(log) => log.id_before(position).await,
+            Backend::Redis(log) => log.id_before(position).await,
         }
     }
 
@@ -738,6 +805,7 @@ impl Log {
         match &self.backend {
             Backend::Memory(log) => log.last_position(),
             Backend::File(log) => log.last_position(),
+            Backend::Redis(log) => log.last_position(),
         }
     }
 
@@ -746,6 +814,7 @@ impl Log {
         match &self.backend {
             Backend::Memory(log) => Ok(log.len()),
             Backend::File(log) => log.len().await,
+            Backend::Redis(log) => log.len().await,
         }
     }
 
@@ -755,6 +824,7 @@ impl Log {
         match &self.backend {
             Backend::Memory(log) => log.bytes(),
             Backend::File(log) => log.bytes(),
+            Backend::Redis(log) => log.bytes(),
         }
     }
 
@@ -764,6 +834,7 @@ impl Log {
         match &self.backend {
             Backend::Memory(log) => log.health(),
             Backend::File(log) => log.health(),
+            Backend::Redis(log) => log.health(),
         }
     }
 
@@ -808,6 +879,7 @@ impl Log {
         let positions = match &self.backend {
             Backend::Memory(log) => log.watch(),
             Backend::File(log) => log.watch(),
+            Backend::Redis(log) => log.watch(),
         };
         LogWatch { positions }
     }
@@ -817,6 +889,7 @@ impl Log {
         match &self.backend {
             Backend::Memory(log) => log.stats(),
             Backend::File(log) => log.stats(),
+            Backend::Redis(log) => log.stats(),
         }
     }
 
@@ -831,6 +904,7 @@ impl Log {
         match &self.backend {
             Backend::Memory(log) => log.close(),
             Backend::File(log) => log.close().await,
+            Backend::Redis(log) => log.close().await,
         }
     }
 }

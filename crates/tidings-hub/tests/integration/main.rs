@@ -12,6 +12,7 @@ mod log;
 mod observability;
 mod private;
 mod protocol;
+mod redis_log;
 mod resume;
 mod selectors;
 mod server;

@@ -6,6 +6,7 @@
 
 mod bench;
 mod cli;
+mod cluster;
 mod crash;
 mod listen;
 mod mistakes;
