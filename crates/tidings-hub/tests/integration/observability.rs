@@ -40,11 +40,27 @@ impl Capture {
     }
 }
 
-struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+/// Where this thread's log lines go, and in which format: set by [`capture_text`] and
+/// [`capture_json`] for the length of a test.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<(Format, Capture)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Writes to this thread's capture when it wants `format`, else nowhere.
+struct CaptureWriter(Option<Arc<Mutex<Vec<u8>>>>);
 
 impl Write for CaptureWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        if let Some(lines) = &self.0 {
+            lines.lock().unwrap().extend_from_slice(buf);
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -52,42 +68,70 @@ impl Write for CaptureWriter {
     }
 }
 
-impl<'a> MakeWriter<'a> for Capture {
+/// The writer of one of the two global layers.
+struct ThreadCapture(Format);
+
+impl<'a> MakeWriter<'a> for ThreadCapture {
     type Writer = CaptureWriter;
     fn make_writer(&'a self) -> CaptureWriter {
-        CaptureWriter(Arc::clone(&self.0))
+        CaptureWriter(CURRENT.with(|current| match &*current.borrow() {
+            Some((format, capture)) if *format == self.0 => Some(Arc::clone(&capture.0)),
+            _ => None,
+        }))
     }
 }
 
-/// Text log lines at INFO, for the current thread only.
-fn capture_text() -> (Capture, tracing::subscriber::DefaultGuard) {
+/// One global subscriber for the whole test binary, a text and a JSON layer at INFO, each
+/// writing to the capture of the thread it runs on. Global rather than a scoped
+/// `set_default` per test: tracing caches each call site's interest process-wide, and a
+/// scoped subscriber set while other tests' threads hit the same call sites with none
+/// could miss lines.
+fn install() {
+    use tracing_subscriber::layer::SubscriberExt;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let text = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(ThreadCapture(Format::Text));
+        let json = tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(ThreadCapture(Format::Json));
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::INFO)
+            .with(text)
+            .with(json);
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in the hub's tests");
+    });
+}
+
+/// Ends a thread's capture when the test ends.
+struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|current| current.borrow_mut().take());
+    }
+}
+
+fn capture(format: Format) -> (Capture, CaptureGuard) {
+    install();
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(capture.clone())
-        .finish();
-    (
-        capture.clone(),
-        tracing::subscriber::set_default(subscriber),
-    )
+    CURRENT.with(|current| *current.borrow_mut() = Some((format, capture.clone())));
+    (capture, CaptureGuard)
+}
+
+/// Text log lines at INFO, for the current thread only.
+fn capture_text() -> (Capture, CaptureGuard) {
+    capture(Format::Text)
 }
 
 /// JSON log lines at INFO, as `tidings serve --log-format json` writes them.
-fn capture_json() -> (Capture, tracing::subscriber::DefaultGuard) {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(capture.clone())
-        .finish();
-    (
-        capture.clone(),
-        tracing::subscriber::set_default(subscriber),
-    )
+fn capture_json() -> (Capture, CaptureGuard) {
+    capture(Format::Json)
 }
 
 /// A token the hub refuses: signed with another key.
