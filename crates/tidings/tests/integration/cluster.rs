@@ -642,7 +642,10 @@ fn the_redis_url_is_checked_and_its_password_never_printed() {
     let out = crate::process::run(&["serve", "--check", "--redis", "http://x:pw@h"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("invalid --redis") && !stderr.contains("pw@"), "{stderr}");
+    assert!(
+        stderr.contains("invalid --redis") && !stderr.contains("pw@"),
+        "{stderr}"
+    );
 }
 
 #[test]
