@@ -639,6 +639,31 @@ fn the_redis_url_is_checked_and_its_password_never_printed() {
     );
     assert!(!stdout.contains("hunter2"));
 
+    // The same from the environment and from the TOML file.
+    let out = crate::process::tidings()
+        .args(["serve", "--check"])
+        .env("TIDINGS_REDIS", "rediss://:pw@cache:6380")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("in the Redis stream tidings at rediss://:REDACTED@cache:6380"),
+        "{stdout}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tidings.toml");
+    std::fs::write(
+        &config,
+        "redis = \"redis://h:1/2\"\nredis_stream = \"{hubs}\"\n",
+    )
+    .unwrap();
+    let out = crate::process::run(&["serve", "--check", "--config", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("in the Redis stream {hubs} at redis://h:1/2"),
+        "{stdout}"
+    );
+
     let out = crate::process::run(&["serve", "--check", "--redis", "http://x:pw@h"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
