@@ -500,6 +500,26 @@ async fn redis_stopped_then_killed_and_restarted_loses_and_doubles_nothing() {
             "acknowledged {id} never delivered"
         );
     }
+    // The outage is in the metrics; the node is ready again.
+    let metrics = client
+        .get(format!("{}/metrics", base(&a)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(value("tidings_cluster_redis_errors_total") >= 1.0);
+    assert!(value("tidings_cluster_redis_reconnects_total") >= 1.0);
+    assert_eq!(value("tidings_cluster_stream_regressions_total"), 0.0);
+    assert_eq!(value("tidings_storage_ready"), 1.0);
+    assert_eq!(value("tidings_history_updates"), seen.len() as f64);
     // And the history, read again from Redis, holds them all too.
     let mut replay = subscribe(&a, Some("earliest")).await;
     let history = replay.until("marker").await;
