@@ -1078,6 +1078,20 @@ mod tests {
     }
 
     #[test]
+    fn tls_urls_are_accepted_and_bad_ones_refused_without_their_password() {
+        assert!(Target::new("rediss://:pw@cache.example:6380/1", "s").is_ok());
+        assert!(Target::new("redis://127.0.0.1:6379", "s").is_ok());
+        let Err(err) = Target::new("redis://u:pw@h:notaport", "s") else {
+            panic!("a bad port was accepted");
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("invalid Redis URL") && !text.contains("pw"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn urls_are_shown_without_their_password() {
         assert_eq!(
             redact_url("redis://user:hunter2@db.example:6379/2"),
