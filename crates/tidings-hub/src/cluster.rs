@@ -301,8 +301,9 @@ impl Cluster {
                 pipe.hlen(&key);
                 match self.run_pipe::<(usize,)>(&pipe).await {
                     Ok((len,)) => {
-                        // Drift (a change lost with a failed write): rewrite next time.
-                        resync = len != fanout.len();
+                        // Redis lost the hash (restarted without its data, or the TTL
+                        // ran out while this node could not refresh it): write it again.
+                        resync = len == 0 && fanout.len() > 0;
                     }
                     Err(err) => {
                         tracing::warn!(cause = %err, "cannot share this node's subscriptions");

@@ -336,11 +336,14 @@ impl HubBuilder {
             tokio::spawn(crate::cluster::feed(feed, Arc::clone(&fanout)));
         }
         let cluster = match &self.redis {
-            Some((url, stream)) => Some(crate::cluster::Cluster::start(
-                crate::log::redis::Target::new(url, stream)?,
-                Arc::clone(&fanout),
-            )),
-            None => None,
+            // Without subscription events and the API there is nothing to share.
+            Some((url, stream)) if self.config.subscriptions => {
+                Some(crate::cluster::Cluster::start(
+                    crate::log::redis::Target::new(url, stream)?,
+                    Arc::clone(&fanout),
+                ))
+            }
+            _ => None,
         };
         Ok(Hub {
             inner: Arc::new(Inner {

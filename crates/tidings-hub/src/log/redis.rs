@@ -55,6 +55,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -66,6 +68,8 @@ use super::{LogError, LogHealth, LogStats, Retention, Stored, Update, record};
 pub(super) const WRITE_BATCH: usize = 256;
 /// The most bytes of records one script call appends (a batch has at least one update).
 pub(super) const WRITE_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// The most script calls one node has sent and not yet had answered.
+pub(super) const PIPELINE_DEPTH: usize = 4;
 /// The most appends waiting for the writer; past that, appenders wait.
 const WRITE_QUEUE: usize = 4096;
 /// The most entries the reader asks for per `XREAD`.
@@ -692,25 +696,41 @@ impl Writer {
         let mut trim = tokio::time::interval(TRIM_EVERY);
         trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut carried: Option<Pending> = None;
+        // Script calls sent and not yet answered, oldest first: a multiplexed connection
+        // keeps them in order, and Redis runs them in that order.
+        let mut in_flight = FuturesOrdered::new();
         loop {
-            let first = match carried.take() {
-                Some(first) => first,
-                None => tokio::select! {
-                    next = queue.recv() => match next {
-                        Some(first) => first,
-                        None => return,
-                    },
-                    _ = trim.tick(), if !closing => {
-                        let _ = self.call(&[]).await;
-                        continue;
-                    }
-                    () = stop.cancelled(), if !closing => {
-                        // Answer what is queued, then end.
-                        queue.close();
-                        closing = true;
-                        continue;
+            let first = tokio::select! {
+                biased;
+                Some((batch, reply)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.finish(batch, reply);
+                    continue;
+                }
+                first = async { carried.take() }, if carried.is_some() && in_flight.len() < PIPELINE_DEPTH => {
+                    first.expect("guarded")
+                }
+                next = queue.recv(), if carried.is_none() && in_flight.len() < PIPELINE_DEPTH => match next {
+                    Some(first) => first,
+                    None => {
+                        while let Some((batch, reply)) = in_flight.next().await {
+                            self.finish(batch, reply);
+                        }
+                        return;
                     }
                 },
+                _ = trim.tick(), if !closing && in_flight.is_empty() => {
+                    if let Some(connection) = self.connection().await {
+                        let reply = invoke(connection, self.invocation(&[])).await;
+                        self.finish(Vec::new(), reply);
+                    }
+                    continue;
+                }
+                () = stop.cancelled(), if !closing => {
+                    // Answer what is queued, then end.
+                    queue.close();
+                    closing = true;
+                    continue;
+                }
             };
             let mut bytes = first.record.len();
             let mut batch = vec![first];
@@ -727,27 +747,14 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            match self.call(&batch).await {
-                Ok(ids) => {
-                    for (pending, entry) in batch.into_iter().zip(ids) {
-                        let answer = match position_of_entry(&entry) {
-                            Some(position) => {
-                                self.last_position.fetch_max(position, Ordering::AcqRel);
-                                Ok(Stored {
-                                    position,
-                                    update: Arc::new(pending.update),
-                                })
-                            }
-                            None => Err(LogError::Unavailable {
-                                reason: format!(
-                                    "Redis gave the entry id {entry:?}, out of the range of positions"
-                                ),
-                            }),
-                        };
-                        let _ = pending.reply.send(answer);
-                    }
+            match self.connection().await {
+                Some(connection) => {
+                    let invocation = self.invocation(&batch);
+                    in_flight
+                        .push_back(async move { (batch, invoke(connection, invocation).await) });
                 }
-                Err(err) => {
+                None => {
+                    let err = self.current_error();
                     for pending in batch {
                         let _ = pending.reply.send(Err(err.clone()));
                     }
@@ -757,35 +764,38 @@ impl Writer {
         }
     }
 
-    /// One script call: appends `batch` (possibly empty) and applies retention.
-    /// Returns the entry ids.
-    async fn call(&mut self, batch: &[Pending]) -> Result<Vec<String>, LogError> {
-        let connection = match self.connection.clone() {
-            Some(connection) => connection,
-            None => {
-                if !self.backoff.may_retry() {
-                    return Err(self.current_error());
-                }
-                match self.target.connect(RESPONSE_TIMEOUT).await {
-                    Ok(connection) => {
-                        self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                        self.connection = Some(connection.clone());
-                        connection
-                    }
-                    Err(reason) => {
-                        let err = LogError::Unavailable { reason };
-                        self.fail(&err);
-                        return Err(err);
-                    }
-                }
+    /// The connection to send on: the current one, or a new one unless the last
+    /// attempt failed less than the backoff ago. `None` when there is none (the
+    /// failure is recorded).
+    async fn connection(&mut self) -> Option<MultiplexedConnection> {
+        if let Some(connection) = &self.connection {
+            return Some(connection.clone());
+        }
+        if !self.backoff.may_retry() {
+            return None;
+        }
+        match self.target.connect(RESPONSE_TIMEOUT).await {
+            Ok(connection) => {
+                self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                self.connection = Some(connection.clone());
+                Some(connection)
             }
-        };
-        let mut connection = connection;
+            Err(reason) => {
+                self.fail(&LogError::Unavailable { reason });
+                None
+            }
+        }
+    }
+
+    /// The script call for `batch` (possibly empty: retention only).
+    fn invocation(&self, batch: &[Pending]) -> redis::Cmd {
         let limit = |v: Option<u64>| v.unwrap_or(0);
-        let mut invocation = self.script.key(&self.target.stream);
-        invocation
-            .key(&self.target.index)
-            .key(&self.target.counter)
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash())
+            .arg(3)
+            .arg(&self.target.stream)
+            .arg(&self.target.index)
+            .arg(&self.target.counter)
             .arg(limit(self.retention.max_updates))
             .arg(limit(self.retention.max_bytes))
             .arg(self.retention.max_age.map_or(0, |age| {
@@ -793,40 +803,16 @@ impl Writer {
             }))
             .arg(TRIM_LIMIT);
         for pending in batch {
-            invocation.arg(&pending.update.id).arg(&pending.record);
+            cmd.arg(&pending.update.id).arg(&pending.record);
         }
-        let reply: Result<Vec<redis::Value>, _> = invocation.invoke_async(&mut connection).await;
-        match reply {
-            Ok(values) => {
-                let mut values = values.into_iter();
-                let number = |v: Option<redis::Value>| match v {
-                    Some(redis::Value::Int(n)) => u64::try_from(n).unwrap_or(0),
-                    _ => 0,
-                };
-                self.counters
-                    .bytes
-                    .store(number(values.next()), Ordering::Relaxed);
-                self.counters
-                    .len
-                    .store(number(values.next()), Ordering::Relaxed);
-                let ids: Vec<String> = values
-                    .filter_map(|v| redis::from_redis_value::<String>(v).ok())
-                    .collect();
-                if !batch.is_empty() {
-                    self.counters.batches.fetch_add(1, Ordering::Relaxed);
-                    self.counters
-                        .appended
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                }
-                self.backoff.succeeded();
-                set_health(&self.health, Ok(()));
-                if ids.len() != batch.len() {
-                    return Err(LogError::Unavailable {
-                        reason: "Redis answered the append script with too few entry ids".into(),
-                    });
-                }
-                Ok(ids)
-            }
+        cmd
+    }
+
+    /// Answers the appends of a batch from the script's reply, and records how Redis
+    /// did.
+    fn finish(&mut self, batch: Vec<Pending>, reply: redis::RedisResult<Vec<redis::Value>>) {
+        let values = match reply {
+            Ok(values) => values,
             Err(err) => {
                 if err.is_io_error()
                     || err.is_timeout()
@@ -837,8 +823,49 @@ impl Writer {
                 }
                 let err = unavailable(&self.target, &err);
                 self.fail(&err);
-                Err(err)
+                for pending in batch {
+                    let _ = pending.reply.send(Err(err.clone()));
+                }
+                return;
             }
+        };
+        let mut values = values.into_iter();
+        let number = |v: Option<redis::Value>| match v {
+            Some(redis::Value::Int(n)) => u64::try_from(n).unwrap_or(0),
+            _ => 0,
+        };
+        self.counters
+            .bytes
+            .store(number(values.next()), Ordering::Relaxed);
+        self.counters
+            .len
+            .store(number(values.next()), Ordering::Relaxed);
+        if !batch.is_empty() {
+            self.counters.batches.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .appended
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        self.backoff.succeeded();
+        set_health(&self.health, Ok(()));
+        let mut ids = values.map(|v| redis::from_redis_value::<String>(v).ok());
+        for pending in batch {
+            let entry = ids.next().flatten();
+            let answer = match entry.as_deref().and_then(position_of_entry) {
+                Some(position) => {
+                    self.last_position.fetch_max(position, Ordering::AcqRel);
+                    Ok(Stored {
+                        position,
+                        update: Arc::new(pending.update),
+                    })
+                }
+                None => Err(LogError::Unavailable {
+                    reason: format!(
+                        "Redis answered the append with the entry id {entry:?}, not one in the range of positions"
+                    ),
+                }),
+            };
+            let _ = pending.reply.send(answer);
         }
     }
 
@@ -856,6 +883,25 @@ impl Writer {
                 reason: format!("Redis at {} is unreachable", self.target.shown),
             },
         }
+    }
+}
+
+/// Sends a script call; loads the script first when Redis does not know it (a new or
+/// restarted Redis) and sends the call again.
+async fn invoke(
+    mut connection: MultiplexedConnection,
+    cmd: redis::Cmd,
+) -> redis::RedisResult<Vec<redis::Value>> {
+    match cmd.query_async(&mut connection).await {
+        Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(APPEND_SCRIPT)
+                .query_async::<String>(&mut connection)
+                .await?;
+            cmd.query_async(&mut connection).await
+        }
+        other => other,
     }
 }
 
@@ -1029,6 +1075,20 @@ mod tests {
         assert_eq!(position_of_entry("1-1048576"), None);
         assert_eq!(position_of_entry("x-1"), None);
         assert_eq!(position_of_entry("12"), None);
+    }
+
+    #[test]
+    fn tls_urls_are_accepted_and_bad_ones_refused_without_their_password() {
+        assert!(Target::new("rediss://:pw@cache.example:6380/1", "s").is_ok());
+        assert!(Target::new("redis://127.0.0.1:6379", "s").is_ok());
+        let Err(err) = Target::new("redis://u:pw@h:notaport", "s") else {
+            panic!("a bad port was accepted");
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("invalid Redis URL") && !text.contains("pw"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -500,6 +500,26 @@ async fn redis_stopped_then_killed_and_restarted_loses_and_doubles_nothing() {
             "acknowledged {id} never delivered"
         );
     }
+    // The outage is in the metrics; the node is ready again.
+    let metrics = client
+        .get(format!("{}/metrics", base(&a)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(value("tidings_cluster_redis_errors_total") >= 1.0);
+    assert!(value("tidings_cluster_redis_reconnects_total") >= 1.0);
+    assert_eq!(value("tidings_cluster_stream_regressions_total"), 0.0);
+    assert_eq!(value("tidings_storage_ready"), 1.0);
+    assert_eq!(value("tidings_history_updates"), seen.len() as f64);
     // And the history, read again from Redis, holds them all too.
     let mut replay = subscribe(&a, Some("earliest")).await;
     let history = replay.until("marker").await;
@@ -639,10 +659,38 @@ fn the_redis_url_is_checked_and_its_password_never_printed() {
     );
     assert!(!stdout.contains("hunter2"));
 
+    // The same from the environment and from the TOML file.
+    let out = crate::process::tidings()
+        .args(["serve", "--check"])
+        .env("TIDINGS_REDIS", "rediss://:pw@cache:6380")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("in the Redis stream tidings at rediss://:REDACTED@cache:6380"),
+        "{stdout}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tidings.toml");
+    std::fs::write(
+        &config,
+        "redis = \"redis://h:1/2\"\nredis_stream = \"{hubs}\"\n",
+    )
+    .unwrap();
+    let out = crate::process::run(&["serve", "--check", "--config", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("in the Redis stream {hubs} at redis://h:1/2"),
+        "{stdout}"
+    );
+
     let out = crate::process::run(&["serve", "--check", "--redis", "http://x:pw@h"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("invalid --redis") && !stderr.contains("pw@"), "{stderr}");
+    assert!(
+        stderr.contains("invalid --redis") && !stderr.contains("pw@"),
+        "{stderr}"
+    );
 }
 
 #[test]
