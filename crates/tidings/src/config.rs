@@ -421,6 +421,7 @@ pub(crate) struct FileConfig {
     pub(crate) heartbeat: Option<String>,
     pub(crate) no_subscriptions: Option<bool>,
     pub(crate) queue_size: Option<usize>,
+    pub(crate) queue_bytes: Option<ByteSize>,
     pub(crate) max_body_size: Option<ByteSize>,
     pub(crate) max_topics: Option<usize>,
     pub(crate) max_subscribers: Option<usize>,

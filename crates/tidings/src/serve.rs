@@ -16,8 +16,8 @@ use tidings_hub::tls::{SelfSigned, TlsConfig, TlsError, TlsHandle};
 use tidings_hub::topic::{DEFAULT_TEMPLATE_CACHE_BYTES, SelectorLimits};
 use tidings_hub::{
     AddrRange, DEFAULT_HEARTBEAT, DEFAULT_MAX_BODY, DEFAULT_MAX_LIVE_TEMPLATES,
-    DEFAULT_MAX_SUBSCRIBERS, DEFAULT_MAX_TOPICS, DEFAULT_QUEUE_CAPACITY, Hub, HubBuilder,
-    ServerLimits,
+    DEFAULT_MAX_SUBSCRIBERS, DEFAULT_MAX_TOPICS, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_CAPACITY, Hub,
+    HubBuilder, ServerLimits,
 };
 
 use crate::config::{
@@ -127,6 +127,11 @@ pub(crate) struct Args {
     /// [default: 1024].
     #[arg(long, env = "TIDINGS_QUEUE_SIZE", value_name = "N")]
     queue_size: Option<usize>,
+    /// How many bytes of updates may wait for one subscriber before it is disconnected,
+    /// e.g. `64MiB` or a number of bytes (whichever of this and `--queue-size` comes
+    /// first) [default: 64MiB].
+    #[arg(long, env = "TIDINGS_QUEUE_BYTES", value_name = "SIZE")]
+    queue_bytes: Option<String>,
     /// The largest publish request body, e.g. `1MiB` or a number of bytes (larger: 413)
     /// [default: 1MiB].
     #[arg(long, env = "TIDINGS_MAX_BODY_SIZE", value_name = "SIZE")]
@@ -430,6 +435,7 @@ struct Settings {
     heartbeat: Option<Duration>,
     subscriptions: bool,
     queue_size: usize,
+    queue_bytes: usize,
     max_body_size: usize,
     max_topics: usize,
     max_subscribers: usize,
@@ -579,6 +585,19 @@ impl Settings {
         if queue_size == 0 {
             anyhow::bail!("--queue-size must be at least 1");
         }
+        let queue_bytes = match args.queue_bytes.map(ByteSize::Text).or(file.queue_bytes) {
+            Some(size) => {
+                let bytes = size
+                    .bytes()
+                    .map_err(anyhow::Error::msg)
+                    .context("--queue-bytes")?;
+                usize::try_from(bytes)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .context("--queue-bytes must be at least 1 byte")?
+            }
+            None => DEFAULT_QUEUE_BYTES,
+        };
         let max_body_size = match args
             .max_body_size
             .map(ByteSize::Text)
@@ -664,6 +683,7 @@ impl Settings {
                 heartbeat,
                 subscriptions: !(args.no_subscriptions || file.no_subscriptions.unwrap_or(false)),
                 queue_size,
+                queue_bytes,
                 max_body_size,
                 max_topics,
                 max_subscribers,
@@ -689,6 +709,7 @@ impl Settings {
             .subscriptions(self.subscriptions)
             .pages(true)
             .queue_capacity(self.queue_size)
+            .queue_bytes(self.queue_bytes)
             .max_body_size(self.max_body_size)
             .max_topics(self.max_topics)
             .max_subscribers(self.max_subscribers)
