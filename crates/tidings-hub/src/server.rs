@@ -755,12 +755,20 @@ enum Wait {
 }
 
 impl Connection {
-    async fn run<S>(self, stream: S)
+    /// Serves the connection: on the lean path first, then by hyper from the first
+    /// request that is not an event stream over HTTP/1.1.
+    ///
+    /// Not an `async fn`: the future is what the connection's task holds for as long as
+    /// it is open, so the setup is done here and the future captures only what it uses
+    /// (an `async fn` keeps its arguments, and every local that is alive at an await),
+    /// with the lean path's state and hyper's in boxes of their own.
+    fn run<S>(self, stream: S) -> impl Future<Output = ()> + Send + 'static
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let shared = Arc::clone(&self.shared);
+        let shared = self.shared;
         let peer = self.peer;
+        let closing = self.closing;
         let activity = Arc::new(Activity::new(Instant::now()));
         let io = TimedIo {
             stream,
@@ -771,79 +779,93 @@ impl Connection {
             timed_out: false,
             timeouts_write: shared.metrics.timeouts_write.clone(),
         };
-        let closing = self.closing.clone();
-        let mut service = ConnectionService {
+        let service = ConnectionService {
             router: self.router,
             shared: Arc::clone(&shared),
             peer,
             via_proxy: self.via_proxy,
             activity: Arc::clone(&activity),
         };
-        // Event streams over HTTP/1.1 are served by the lean path; the first request that
-        // is not one hands the connection (and the bytes read) to hyper.
-        let io = if shared.lean_event_streams {
-            let lean = pin!(crate::lean::serve(io, &mut service, &closing));
-            match supervise(&shared, &activity, lean).await {
+        let mut lean = Box::pin(crate::lean::serve(
+            io,
+            service,
+            closing.clone(),
+            shared.lean_event_streams,
+        ));
+        async move {
+            let (io, service) = match supervise(&shared, &activity, lean.as_mut()).await {
                 Ok(crate::lean::Outcome::Closed) => return,
-                Ok(crate::lean::Outcome::Handoff(io)) => io,
+                Ok(crate::lean::Outcome::Handoff(io, service)) => (io, service),
                 Err(wait) => {
                     shared.timed_out(wait, peer);
                     return;
                 }
-            }
-        } else {
-            crate::lean::Rewind::new(Bytes::new(), io)
-        };
-        let service = TowerToHyperService::new(service);
-        // Boxed: a connection on the lean path does not carry hyper's state in its task.
-        let mut conn = Box::pin(
-            shared
-                .builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service),
-        );
-        let mut closed = pin!(closing.cancelled());
-        let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
-        let mut shutting_down = false;
-        let outcome = poll_fn(|cx| {
-            if !shutting_down && closed.as_mut().poll(cx).is_ready() {
-                shutting_down = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                return Poll::Ready(Ok(result));
-            }
-            // Registered before the deadline is read: a response that ends in another
-            // task (HTTP/2 streams run in their own) after the read wakes us.
-            activity.waker.register(cx.waker());
-            let deadline = activity
-                .phase()
-                .deadline(shared.header_timeout, shared.idle_timeout);
-            match deadline {
-                // A connection shutting down has no idle deadline: it closes when idle.
-                Some((_, Wait::Idle)) if shutting_down => Poll::Pending,
-                Some((at, wait)) => {
-                    if timer.deadline() != at {
-                        timer.as_mut().reset(at);
-                    }
-                    ready!(timer.as_mut().poll(cx));
-                    Poll::Ready(Err(wait))
+            };
+            drop(lean);
+            Box::pin(serve_hyper(shared, activity, io, service, closing, peer)).await;
+        }
+    }
+}
+
+/// Serves a connection with hyper (HTTP/1.1 and h2c) under the connection's deadlines.
+async fn serve_hyper<S>(
+    shared: Arc<Shared>,
+    activity: Arc<Activity>,
+    io: crate::lean::Rewind<TimedIo<S>>,
+    service: ConnectionService,
+    closing: CancellationToken,
+    peer: SocketAddr,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(service);
+    let mut conn = pin!(
+        shared
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service),
+    );
+    let mut closed = pin!(closing.cancelled());
+    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+    let mut shutting_down = false;
+    let outcome = poll_fn(|cx| {
+        if !shutting_down && closed.as_mut().poll(cx).is_ready() {
+            shutting_down = true;
+            conn.as_mut().graceful_shutdown();
+        }
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Ok(result));
+        }
+        // Registered before the deadline is read: a response that ends in another
+        // task (HTTP/2 streams run in their own) after the read wakes us.
+        activity.waker.register(cx.waker());
+        let deadline = activity
+            .phase()
+            .deadline(shared.header_timeout, shared.idle_timeout);
+        match deadline {
+            // A connection shutting down has no idle deadline: it closes when idle.
+            Some((_, Wait::Idle)) if shutting_down => Poll::Pending,
+            Some((at, wait)) => {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
                 }
-                None => Poll::Pending,
+                ready!(timer.as_mut().poll(cx));
+                Poll::Ready(Err(wait))
             }
-        })
-        .await;
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::debug!(cause = %err, %peer, "connection ended with an error"),
-            Err(Wait::Header) => shared.timed_out(Wait::Header, peer),
-            Err(Wait::Idle) => {
-                shared.timed_out(Wait::Idle, peer);
-                // Nothing is in flight: a graceful close ends at once over HTTP/1.1 and
-                // after a GOAWAY over HTTP/2, and the write deadline bounds both.
-                conn.as_mut().graceful_shutdown();
-                if let Err(err) = conn.as_mut().await {
-                    tracing::debug!(cause = %err, %peer, "connection ended with an error");
-                }
+            None => Poll::Pending,
+        }
+    })
+    .await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::debug!(cause = %err, %peer, "connection ended with an error"),
+        Err(Wait::Header) => shared.timed_out(Wait::Header, peer),
+        Err(Wait::Idle) => {
+            shared.timed_out(Wait::Idle, peer);
+            // Nothing is in flight: a graceful close ends at once over HTTP/1.1 and
+            // after a GOAWAY over HTTP/2, and the write deadline bounds both.
+            conn.as_mut().graceful_shutdown();
+            if let Err(err) = conn.as_mut().await {
+                tracing::debug!(cause = %err, %peer, "connection ended with an error");
             }
         }
     }
