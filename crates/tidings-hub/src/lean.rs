@@ -93,9 +93,12 @@ where
                     return Outcome::Handoff(Rewind::new(read, io), service);
                 }
             };
-            let response = call(&mut service, *request).await;
-            let keep_alive = !close && !closing.is_cancelled();
-            let (head, body, framing) = prepare(response, keep_alive);
+            let (head, body, framing, keep_alive) = {
+                let response = call(&mut service, request).await;
+                let keep_alive = !close && !closing.is_cancelled();
+                let (head, body, framing) = prepare(response, keep_alive);
+                (head, body, framing, keep_alive)
+            };
             if io.write_all(&head).await.is_err() {
                 return Outcome::Closed;
             }
@@ -167,13 +170,14 @@ where
     }
 }
 
-/// The service's response to `request`.
-async fn call<Svc>(service: &mut Svc, request: Request<Body>) -> Response<Body>
+/// The service's response to `request` (boxed until the call: the argument of an
+/// `async fn` is kept in its future).
+async fn call<Svc>(service: &mut Svc, request: Box<Request<Body>>) -> Response<Body>
 where
     Svc: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
     match poll_fn(|cx| service.poll_ready(cx)).await {
-        Ok(()) => match service.call(request).await {
+        Ok(()) => match service.call(*request).await {
             Ok(response) => response,
             Err(never) => match never {},
         },

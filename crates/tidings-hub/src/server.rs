@@ -878,25 +878,30 @@ async fn supervise<T>(
     activity: &Activity,
     mut work: Pin<&mut impl Future<Output = T>>,
 ) -> Result<T, Wait> {
-    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+    // Only while a deadline runs: an open event stream has none, and holds no timer.
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
     poll_fn(|cx| {
         if let Poll::Ready(done) = work.as_mut().poll(cx) {
             return Poll::Ready(Ok(done));
         }
-        // Registered before the deadline is read, as in `Connection::run`.
+        // Registered before the deadline is read, as in `serve_hyper`.
         activity.waker.register(cx.waker());
         let deadline = activity
             .phase()
             .deadline(shared.header_timeout, shared.idle_timeout);
         match deadline {
             Some((at, wait)) => {
+                let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
                 if timer.deadline() != at {
                     timer.as_mut().reset(at);
                 }
                 ready!(timer.as_mut().poll(cx));
                 Poll::Ready(Err(wait))
             }
-            None => Poll::Pending,
+            None => {
+                timer = None;
+                Poll::Pending
+            }
         }
     })
     .await
