@@ -52,77 +52,136 @@ const READ_STEP: usize = 1024;
 const PROBE: usize = 64;
 
 /// How a connection left the lean path.
-pub(crate) enum Outcome<S> {
+pub(crate) enum Outcome<S, Svc> {
     /// The connection is done: the peer closed, a write failed, the request asked for
     /// `Connection: close`, or the server is shutting down.
     Closed,
-    /// A request the lean path does not serve: hyper takes the connection, and reads the
-    /// bytes already read first.
-    Handoff(Rewind<S>),
+    /// A request the lean path does not serve: hyper takes the connection (and the
+    /// service), and reads the bytes already read first.
+    Handoff(Rewind<S>, Svc),
 }
 
 /// Serves the connection's requests as long as they are lean; hands it to hyper at the
-/// first one that is not.
+/// first one that is not (at once when the lean path is not `enabled`).
+///
+/// The future is what an idle subscriber's task holds, so what it keeps while a body
+/// streams is kept small: the request, the response's head and their buffers live in a
+/// block that ends before the body is written.
 pub(crate) async fn serve<S, Svc>(
     mut io: S,
-    service: &mut Svc,
-    closing: &CancellationToken,
-) -> Outcome<S>
+    mut service: Svc,
+    closing: CancellationToken,
+    enabled: bool,
+) -> Outcome<S, Svc>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     Svc: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
+    if !enabled {
+        return Outcome::Handoff(Rewind::new(Bytes::new(), io), service);
+    }
     // The bytes read and not yet used: a head in the making, or requests pipelined
     // after the last one.
     let mut unread = BytesMut::new();
     loop {
-        let (request, close) = loop {
-            match parse(&unread) {
-                Parsed::Lean {
-                    request,
-                    close,
-                    len,
-                } => {
-                    // Whatever follows is the next request; an empty rest frees the buffer.
-                    unread = BytesMut::from(&unread[len..]);
-                    break (*request, close);
+        let (body, framing, keep_alive) = {
+            let (request, close) = match read_head(&mut io, &mut unread, &closing).await {
+                Head::Lean(request, close) => (request, close),
+                Head::Closed => return Outcome::Closed,
+                Head::Other => {
+                    let read = std::mem::take(&mut unread).freeze();
+                    return Outcome::Handoff(Rewind::new(read, io), service);
                 }
-                Parsed::Partial if unread.len() < LEAN_HEAD_MAX => {}
-                Parsed::Partial | Parsed::Other => {
-                    return Outcome::Handoff(Rewind::new(unread.freeze(), io));
-                }
-            }
-            unread.reserve(READ_STEP);
-            let read = if unread.is_empty() {
-                // Between requests, shutdown closes the connection.
-                tokio::select! {
-                    biased;
-                    () = closing.cancelled() => return Outcome::Closed,
-                    read = io.read_buf(&mut unread) => read,
-                }
-            } else {
-                io.read_buf(&mut unread).await
             };
-            match read {
-                Ok(0) | Err(_) => return Outcome::Closed,
-                Ok(_) => {}
+            let (head, body, framing, keep_alive) = {
+                let response = call(&mut service, request).await;
+                let keep_alive = !close && !closing.is_cancelled();
+                let (head, body, framing) = prepare(response, keep_alive);
+                (head, body, framing, keep_alive)
+            };
+            if io.write_all(&head).await.is_err() {
+                return Outcome::Closed;
+            }
+            (body, framing, keep_alive)
+        };
+        let written = match framing {
+            Framing::None => {
+                drop(body);
+                Ok(Written::Whole)
+            }
+            Framing::Length | Framing::Chunked => {
+                write_body(&mut io, body, framing, &mut unread).await
             }
         };
-        let response = match poll_fn(|cx| service.poll_ready(cx)).await {
-            Ok(()) => match service.call(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            },
-            Err(never) => match never {},
-        };
-        let keep_alive = !close && !closing.is_cancelled();
-        match respond(&mut io, response, keep_alive, &mut unread).await {
+        match written {
             Ok(Written::Whole) if keep_alive && !closing.is_cancelled() => {}
             _ => {
                 let _ = io.shutdown().await;
                 return Outcome::Closed;
             }
         }
+    }
+}
+
+/// What [`read_head`] read.
+enum Head {
+    /// A lean request, and whether its client asked to close the connection after it.
+    Lean(Box<Request<Body>>, bool),
+    /// The peer closed, the read failed, or the server is closing between requests.
+    Closed,
+    /// A request for hyper (perhaps incomplete): `unread` holds its bytes.
+    Other,
+}
+
+/// Reads until `unread` holds a whole head, and takes it out of `unread` if it is lean.
+async fn read_head<S>(io: &mut S, unread: &mut BytesMut, closing: &CancellationToken) -> Head
+where
+    S: AsyncRead + Unpin,
+{
+    loop {
+        match parse(unread) {
+            Parsed::Lean {
+                request,
+                close,
+                len,
+            } => {
+                // Whatever follows is the next request; an empty rest frees the buffer.
+                *unread = BytesMut::from(&unread[len..]);
+                return Head::Lean(request, close);
+            }
+            Parsed::Partial if unread.len() < LEAN_HEAD_MAX => {}
+            Parsed::Partial | Parsed::Other => return Head::Other,
+        }
+        unread.reserve(READ_STEP);
+        let read = if unread.is_empty() {
+            // Between requests, shutdown closes the connection.
+            tokio::select! {
+                biased;
+                () = closing.cancelled() => return Head::Closed,
+                read = io.read_buf(unread) => read,
+            }
+        } else {
+            io.read_buf(unread).await
+        };
+        match read {
+            Ok(0) | Err(_) => return Head::Closed,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The service's response to `request` (boxed until the call: the argument of an
+/// `async fn` is kept in its future).
+async fn call<Svc>(service: &mut Svc, request: Box<Request<Body>>) -> Response<Body>
+where
+    Svc: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    match poll_fn(|cx| service.poll_ready(cx)).await {
+        Ok(()) => match service.call(*request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        Err(never) => match never {},
     }
 }
 
@@ -207,27 +266,21 @@ fn parse(bytes: &[u8]) -> Parsed {
     }
 }
 
-/// How much of a response went out.
-enum Written {
-    /// All of it: the connection can take another request.
-    Whole,
-    /// The peer closed or the body failed before the end.
-    Cut,
+/// How a response's body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (`204`, `304`, or a body known to be empty).
+    None,
+    /// As it is: its length is in the head.
+    Length,
+    /// In chunks: its length is not known (an event stream).
+    Chunked,
 }
 
-/// Writes `response`: its head, then its body as it comes, chunked unless its length is
-/// known. While the body waits, the socket is read to notice the peer closing; bytes
-/// that arrive (pipelined requests) are kept in `unread`, up to [`LEAN_HEAD_MAX`].
-async fn respond<S>(
-    io: &mut S,
-    response: Response<Body>,
-    keep_alive: bool,
-    unread: &mut BytesMut,
-) -> io::Result<Written>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let (parts, mut body) = response.into_parts();
+/// The head of `response` as bytes (like hyper's: its fields, `date`, the framing, and
+/// `connection: close` unless the connection stays open), its body and how to frame it.
+fn prepare(response: Response<Body>, keep_alive: bool) -> (Vec<u8>, Body, Framing) {
+    let (parts, body) = response.into_parts();
     let status = parts.status;
     let bodyless = status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -235,7 +288,13 @@ where
     let framed_by_handler = parts.headers.contains_key(header::CONTENT_LENGTH)
         || parts.headers.contains_key(header::TRANSFER_ENCODING);
     let length = body.size_hint().exact();
-    let chunked = !bodyless && !framed_by_handler && length.is_none();
+    let framing = if bodyless || length == Some(0) {
+        Framing::None
+    } else if framed_by_handler || length.is_some() {
+        Framing::Length
+    } else {
+        Framing::Chunked
+    };
 
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(b"HTTP/1.1 ");
@@ -257,25 +316,43 @@ where
         head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    if chunked {
-        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    } else if let Some(length) = length.filter(|_| !bodyless && !framed_by_handler) {
-        head.extend_from_slice(format!("content-length: {length}\r\n").as_bytes());
+    if !framed_by_handler && !bodyless {
+        match (framing, length) {
+            (Framing::Chunked, _) => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            (_, Some(length)) => {
+                head.extend_from_slice(format!("content-length: {length}\r\n").as_bytes());
+            }
+            (_, None) => {}
+        }
     }
     if !keep_alive {
         head.extend_from_slice(b"connection: close\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    drop(parts);
+    (head, body, framing)
+}
 
-    // A body known to be empty goes out with the head, in one write.
-    if bodyless || length == Some(0) {
-        io.write_all(&head).await?;
-        return Ok(Written::Whole);
-    }
-    io.write_all(&head).await?;
-    drop(head);
+/// How much of a body went out.
+enum Written {
+    /// All of it: the connection can take another request.
+    Whole,
+    /// The peer closed or the body failed before the end.
+    Cut,
+}
 
+/// Writes `body` as it comes. While it waits, the socket is read to notice the peer
+/// closing; bytes that arrive (pipelined requests) are kept in `unread`, up to
+/// [`LEAN_HEAD_MAX`].
+async fn write_body<S>(
+    io: &mut S,
+    mut body: Body,
+    framing: Framing,
+    unread: &mut BytesMut,
+) -> io::Result<Written>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let chunked = framing == Framing::Chunked;
     let mut probe = [0u8; PROBE];
     loop {
         let reading = unread.len() < LEAN_HEAD_MAX;
@@ -302,20 +379,19 @@ where
         if data.is_empty() {
             continue;
         }
-        if chunked {
-            let size = format!("{:X}\r\n", data.len());
-            if io.is_write_vectored() {
-                write_all_vectored(io, &[size.as_bytes(), &data, b"\r\n"]).await?;
-            } else {
-                // One write, not three (over TLS, three writes would be three records).
-                let mut chunk = Vec::with_capacity(size.len() + data.len() + 2);
-                chunk.extend_from_slice(size.as_bytes());
-                chunk.extend_from_slice(&data);
-                chunk.extend_from_slice(b"\r\n");
-                io.write_all(&chunk).await?;
-            }
-        } else {
+        if !chunked {
             io.write_all(&data).await?;
+        } else if io.is_write_vectored() {
+            let size = format!("{:X}\r\n", data.len());
+            write_all_vectored(io, &[size.as_bytes(), &data, b"\r\n"]).await?;
+        } else {
+            // One write, not three (over TLS, three writes would be three records).
+            let size = format!("{:X}\r\n", data.len());
+            let mut chunk = Vec::with_capacity(size.len() + data.len() + 2);
+            chunk.extend_from_slice(size.as_bytes());
+            chunk.extend_from_slice(&data);
+            chunk.extend_from_slice(b"\r\n");
+            io.write_all(&chunk).await?;
         }
     }
     if chunked {

@@ -596,7 +596,11 @@ where
     let _abandon = streams.abandon.clone().drop_guard();
     let mut shared = Shared::new(&limits, hub.inner.metrics.clone(), streams.clone());
     // TLS is the public listener's; the private operations listener stays plain.
-    let tls = if tls { hub.inner.config.tls.as_ref() } else { None };
+    let tls = if tls {
+        hub.inner.config.tls.as_ref()
+    } else {
+        None
+    };
     shared.tls = tls.map(crate::tls::TlsConfig::server_config);
     shared.refusal_tls = tls.map(|tls| tls.clone().http2(false).server_config());
     let shared = Arc::new(shared);
@@ -805,12 +809,20 @@ enum Wait {
 }
 
 impl Connection {
-    async fn run<S>(self, stream: S)
+    /// Serves the connection: the TLS handshake when the hub has TLS, then the lean path,
+    /// then hyper from the first request that is not an event stream over HTTP/1.1.
+    ///
+    /// Not an `async fn`: the future is what the connection's task holds for as long as
+    /// it is open, so the setup is done here and the future captures only what it uses
+    /// (an `async fn` keeps its arguments, and every local that is alive at an await),
+    /// with the handshake's, the lean path's and hyper's state in boxes of their own.
+    fn run<S>(self, stream: S) -> impl Future<Output = ()> + Send + 'static
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let shared = Arc::clone(&self.shared);
+        let shared = self.shared;
         let peer = self.peer;
+        let closing = self.closing;
         let accepted = Instant::now();
         let activity = Arc::new(Activity::new(accepted));
         let io = TimedIo {
@@ -822,95 +834,114 @@ impl Connection {
             timed_out: false,
             timeouts_write: shared.metrics.timeouts_write.clone(),
         };
-        let closing = self.closing.clone();
-        let io = match &shared.tls {
-            None => MaybeTls::Plain(io),
-            Some(tls) => match handshake(&shared, tls, io, accepted, &closing, peer).await {
-                Some(stream) => MaybeTls::Tls(Box::new(stream)),
-                None => return,
-            },
-        };
-        // HTTP/2 chosen by ALPN goes to hyper at once: the lean path is HTTP/1.1's.
-        let h2_by_alpn = match &io {
-            MaybeTls::Tls(stream) => stream.get_ref().1.alpn_protocol() == Some(b"h2"),
-            MaybeTls::Plain(_) => false,
-        };
-        let mut service = ConnectionService {
+        let service = ConnectionService {
             router: self.router,
             shared: Arc::clone(&shared),
             peer,
             via_proxy: self.via_proxy,
             activity: Arc::clone(&activity),
         };
-        // Event streams over HTTP/1.1 are served by the lean path; the first request that
-        // is not one hands the connection (and the bytes read) to hyper.
-        let io = if shared.lean_event_streams && !h2_by_alpn {
-            let lean = pin!(crate::lean::serve(io, &mut service, &closing));
-            match supervise(&shared, &activity, lean).await {
-                Ok(crate::lean::Outcome::Closed) => return,
-                Ok(crate::lean::Outcome::Handoff(io)) => io,
-                Err(wait) => {
-                    shared.timed_out(wait, peer);
-                    return;
-                }
-            }
-        } else {
-            crate::lean::Rewind::new(Bytes::new(), io)
-        };
-        let service = TowerToHyperService::new(service);
-        // Boxed: a connection on the lean path does not carry hyper's state in its task.
-        let mut conn = Box::pin(
-            shared
-                .builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service),
-        );
-        let mut closed = pin!(closing.cancelled());
-        let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
-        let mut shutting_down = false;
-        let outcome = poll_fn(|cx| {
-            if !shutting_down && closed.as_mut().poll(cx).is_ready() {
-                shutting_down = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                return Poll::Ready(Ok(result));
-            }
-            // Registered before the deadline is read: a response that ends in another
-            // task (HTTP/2 streams run in their own) after the read wakes us.
-            activity.waker.register(cx.waker());
-            let deadline = activity
-                .phase()
-                .deadline(shared.header_timeout, shared.idle_timeout);
-            match deadline {
-                // A connection shutting down has no idle deadline: it closes when idle.
-                Some((_, Wait::Idle)) if shutting_down => Poll::Pending,
-                Some((at, wait)) => {
-                    if timer.deadline() != at {
-                        timer.as_mut().reset(at);
+        async move {
+            let io = match shared.tls.clone() {
+                None => MaybeTls::Plain(io),
+                Some(tls) => {
+                    let shaking = handshake(&shared, &tls, io, accepted, &closing, peer);
+                    match Box::pin(shaking).await {
+                        Some(stream) => MaybeTls::Tls(Box::new(stream)),
+                        None => return,
                     }
-                    ready!(timer.as_mut().poll(cx));
-                    Poll::Ready(Err(wait))
                 }
-                None => Poll::Pending,
+            };
+            // HTTP/2 chosen by ALPN goes to hyper at once: the lean path is HTTP/1.1's.
+            let h2_by_alpn = match &io {
+                MaybeTls::Tls(stream) => stream.get_ref().1.alpn_protocol() == Some(b"h2"),
+                MaybeTls::Plain(_) => false,
+            };
+            let mut lean = Box::pin(crate::lean::serve(
+                io,
+                service,
+                closing.clone(),
+                shared.lean_event_streams && !h2_by_alpn,
+            ));
+            let handoff = supervise(&shared, &activity, lean.as_mut()).await;
+            drop(lean);
+            match handoff {
+                Ok(crate::lean::Outcome::Closed) => {}
+                Ok(crate::lean::Outcome::Handoff(io, service)) => {
+                    let hyper =
+                        serve_hyper(Arc::clone(&shared), &activity, io, service, closing, peer);
+                    Box::pin(hyper).await;
+                }
+                Err(wait) => shared.timed_out(wait, peer),
             }
-        })
-        .await;
-        if let Some(version) = activity.version.get() {
-            let observed = &shared.metrics.observed;
-            observed.http_connections(*version).decrement(1.0);
+            if let Some(version) = activity.version.get() {
+                let observed = &shared.metrics.observed;
+                observed.http_connections(*version).decrement(1.0);
+            }
         }
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::debug!(cause = %err, %peer, "connection ended with an error"),
-            Err(Wait::Header) => shared.timed_out(Wait::Header, peer),
-            Err(Wait::Idle) => {
-                shared.timed_out(Wait::Idle, peer);
-                // Nothing is in flight: a graceful close ends at once over HTTP/1.1 and
-                // after a GOAWAY over HTTP/2, and the write deadline bounds both.
-                conn.as_mut().graceful_shutdown();
-                if let Err(err) = conn.as_mut().await {
-                    tracing::debug!(cause = %err, %peer, "connection ended with an error");
+    }
+}
+
+/// Serves a connection with hyper (HTTP/1.1, h2c, and HTTP/2 over TLS) under the
+/// connection's deadlines.
+async fn serve_hyper<I>(
+    shared: Arc<Shared>,
+    activity: &Activity,
+    io: crate::lean::Rewind<I>,
+    service: ConnectionService,
+    closing: CancellationToken,
+    peer: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(service);
+    let mut conn = pin!(
+        shared
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service),
+    );
+    let mut closed = pin!(closing.cancelled());
+    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+    let mut shutting_down = false;
+    let outcome = poll_fn(|cx| {
+        if !shutting_down && closed.as_mut().poll(cx).is_ready() {
+            shutting_down = true;
+            conn.as_mut().graceful_shutdown();
+        }
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Ok(result));
+        }
+        // Registered before the deadline is read: a response that ends in another
+        // task (HTTP/2 streams run in their own) after the read wakes us.
+        activity.waker.register(cx.waker());
+        let deadline = activity
+            .phase()
+            .deadline(shared.header_timeout, shared.idle_timeout);
+        match deadline {
+            // A connection shutting down has no idle deadline: it closes when idle.
+            Some((_, Wait::Idle)) if shutting_down => Poll::Pending,
+            Some((at, wait)) => {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
                 }
+                ready!(timer.as_mut().poll(cx));
+                Poll::Ready(Err(wait))
+            }
+            None => Poll::Pending,
+        }
+    })
+    .await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::debug!(cause = %err, %peer, "connection ended with an error"),
+        Err(Wait::Header) => shared.timed_out(Wait::Header, peer),
+        Err(Wait::Idle) => {
+            shared.timed_out(Wait::Idle, peer);
+            // Nothing is in flight: a graceful close ends at once over HTTP/1.1 and
+            // after a GOAWAY over HTTP/2, and the write deadline bounds both.
+            conn.as_mut().graceful_shutdown();
+            if let Err(err) = conn.as_mut().await {
+                tracing::debug!(cause = %err, %peer, "connection ended with an error");
             }
         }
     }
@@ -1031,25 +1062,30 @@ async fn supervise<T>(
     activity: &Activity,
     mut work: Pin<&mut impl Future<Output = T>>,
 ) -> Result<T, Wait> {
-    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+    // Only while a deadline runs: an open event stream has none, and holds no timer.
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
     poll_fn(|cx| {
         if let Poll::Ready(done) = work.as_mut().poll(cx) {
             return Poll::Ready(Ok(done));
         }
-        // Registered before the deadline is read, as in `Connection::run`.
+        // Registered before the deadline is read, as in `serve_hyper`.
         activity.waker.register(cx.waker());
         let deadline = activity
             .phase()
             .deadline(shared.header_timeout, shared.idle_timeout);
         match deadline {
             Some((at, wait)) => {
+                let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
                 if timer.deadline() != at {
                     timer.as_mut().reset(at);
                 }
                 ready!(timer.as_mut().poll(cx));
                 Poll::Ready(Err(wait))
             }
-            None => Poll::Pending,
+            None => {
+                timer = None;
+                Poll::Pending
+            }
         }
     })
     .await
@@ -1790,7 +1826,7 @@ mod sizes {
         let size = std::mem::size_of_val(&run);
         eprintln!("connection future: {size} bytes");
         // Debug builds lay futures out loosely: a release build's is smaller.
-        assert!(size <= 3072, "the connection future is {size} bytes");
+        assert!(size <= 1024, "the connection future is {size} bytes");
     }
 
     /// What one idle event stream's body holds (its state is boxed once).
