@@ -37,7 +37,11 @@
 //! - for each request, a place in the cap on requests in flight per client address (the
 //!   forwarded one through a trusted proxy), held until its response body is dropped: one
 //!   connection carries many HTTP/2 streams, so a cap on sockets alone would not bound a
-//!   client. A request over it gets a one-line `503`; its connection stays open.
+//!   client. A request over it gets a one-line `503`; its connection stays open;
+//! - event streams over HTTP/1.1 served by the server's own lean path (`lean`), which
+//!   holds a few hundred bytes per open stream where hyper holds some 24 KiB of buffers;
+//!   every other request, and HTTP/2, is hyper's
+//!   ([`ServerLimits::lean_event_streams`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;

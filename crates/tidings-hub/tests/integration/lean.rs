@@ -301,3 +301,19 @@ async fn lean_streams_count_against_the_requests_per_address() {
     let head = read_until(&mut second, "\r\n\r\n", 1).await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_lean_path_off_hyper_serves_the_streams() {
+    let mut limits = ServerLimits::default();
+    limits.lean_event_streams = false;
+    let (t, addr, _server) = start(limits, |b| b.subscriptions(false)).await;
+    let mut stream = connect(addr, None, false).await;
+    stream.write_all(SUBSCRIBE).await.unwrap();
+    let head = read_until(&mut stream, "\r\n\r\n", 1).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+    eventually("subscribed", PATIENCE, || t.hub.connections() == 1).await;
+    let id = publish(&t, &unpooled(), "lean", "via hyper").await;
+    let chunk = read_until(&mut stream, "via hyper\n\n", 1).await;
+    assert!(chunk.contains(&format!("id: {id}\n")), "{chunk}");
+}
