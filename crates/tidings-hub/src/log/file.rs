@@ -63,6 +63,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
+use super::courier::Courier;
 use super::record;
 use super::{LogError, LogHealth, LogStats, Retention, StorageError, Stored, Update};
 
@@ -82,9 +83,19 @@ const PROBE_SIZES: (usize, usize) = (256 * 1024, 4 * 1024 * 1024);
 /// caller of a batch and the size of one transaction.
 const MAX_BATCH: usize = 4096;
 
-/// How often an idle writer looks for expired updates when retention has a
-/// maximum age. Updates outlive their age by at most this much.
+/// How often the writer looks for expired updates when retention has a
+/// maximum age: when idle, and in the commits of a busy log (so that a
+/// steady stream of appends does not rewrite the oldest pages in every
+/// commit to expire one update at a time). Updates outlive their age by at
+/// most this much.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The count and byte limits, when a commit goes over one, prune down to
+/// 1/`PRUNE_STEP` of it below: at the default 100,000 updates, 390 go at
+/// once, so the oldest pages of both tables are rewritten once every few
+/// hundred appends instead of in every commit. A full history therefore
+/// holds between 99.6% and 100% of its limits.
+const PRUNE_STEP: u64 = 256;
 
 /// The pause before the first attempt to reopen the file after a failure.
 const REOPEN_FIRST: Duration = Duration::from_millis(50);
@@ -279,6 +290,8 @@ impl FileLog {
             next_reopen: Instant::now(),
             probe_size: PROBE_SIZES.0,
             last_failure: None,
+            last_age_check: 0,
+            courier: Courier::start(),
         };
         let stopped = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -638,6 +651,10 @@ struct Writer {
     probe_size: usize,
     /// When the last write failed, if one did.
     last_failure: Option<Instant>,
+    /// The log clock's time when a commit last looked for expired updates.
+    last_age_check: u64,
+    /// Takes the answers to the runtime that opened the log.
+    courier: Courier,
 }
 
 type Pending = (Update, oneshot::Sender<Result<Stored, LogError>>);
@@ -726,9 +743,12 @@ impl Writer {
                 .shared
                 .failure()
                 .map_or(LogError::Closed, |(error, _)| error);
-            for reply in replies {
-                let _ = reply.send(Err(error.clone()));
-            }
+            self.courier.deliver(
+                replies
+                    .into_iter()
+                    .map(|reply| (reply, Err(error.clone())))
+                    .collect(),
+            );
             return;
         };
         match self.write(&db, updates, now) {
@@ -744,10 +764,13 @@ impl Writer {
                     .last_position
                     .store(self.last_position, Ordering::Release);
                 self.announce.send_replace(self.last_position);
-                for (stored, reply) in stored.into_iter().zip(replies) {
-                    // A caller that went away still had its update written.
-                    let _ = reply.send(Ok(stored));
-                }
+                self.courier.deliver(
+                    replies
+                        .into_iter()
+                        .zip(stored)
+                        .map(|(reply, stored)| (reply, Ok(stored)))
+                        .collect(),
+                );
             }
             Err(error) => {
                 tracing::error!(cause = %error, size, "history write failed");
@@ -755,9 +778,12 @@ impl Writer {
                 // asks for the log's health hears of it too.
                 self.probe_size = batch_bytes.clamp(PROBE_SIZES.0, PROBE_SIZES.1);
                 self.failed(error.clone());
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
+                self.courier.deliver(
+                    replies
+                        .into_iter()
+                        .map(|reply| (reply, Err(error.clone())))
+                        .collect(),
+                );
             }
         }
     }
@@ -771,6 +797,7 @@ impl Writer {
         updates: Vec<Update>,
         now: u64,
     ) -> Result<Vec<Stored>, LogError> {
+        let check_age = self.age_check_due(now);
         let mut txn = db.begin_write().map_err(LogError::storage)?;
         txn.set_durability(Durability::Immediate);
         let mut next = self.last_position;
@@ -794,7 +821,7 @@ impl Writer {
                     update: Arc::new(update),
                 });
             }
-            self.prune(&mut positions, &mut ids, now, &mut bytes)?;
+            self.prune(&mut positions, &mut ids, now, &mut bytes, check_age)?;
             let mut meta = txn.open_table(META).map_err(LogError::storage)?;
             meta.insert(LAST_POSITION, next)
                 .map_err(LogError::storage)?;
@@ -829,7 +856,8 @@ impl Writer {
                     let removed = {
                         let mut positions = txn.open_table(UPDATES).map_err(LogError::storage)?;
                         let mut ids = txn.open_table(IDS).map_err(LogError::storage)?;
-                        let removed = self.prune(&mut positions, &mut ids, now, &mut bytes)?;
+                        let removed =
+                            self.prune(&mut positions, &mut ids, now, &mut bytes, true)?;
                         txn.open_table(META)
                             .map_err(LogError::storage)?
                             .insert(RETAINED_BYTES, bytes)
@@ -1048,6 +1076,19 @@ fn forget_id(
 }
 
 impl Writer {
+    /// Whether a commit at `now` looks for expired updates: once per
+    /// [`EXPIRY_INTERVAL`] of the log's clock (and whenever the clock went
+    /// back).
+    fn age_check_due(&mut self, now: u64) -> bool {
+        let interval = u64::try_from(EXPIRY_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_age_check;
+        let due = last == 0 || now < last || now - last >= interval;
+        if due {
+            self.last_age_check = now;
+        }
+        due
+    }
+
     /// Removes the oldest updates beyond the retention limits from both
     /// tables, taking their lengths off `bytes`; returns how many went. An
     /// id's entry goes only with the occurrence it points at.
@@ -1060,15 +1101,20 @@ impl Writer {
     /// can still be read; otherwise the entry is left pointing at nothing,
     /// which `position_of` treats as forgotten. A record of a newer format
     /// is never removed: the write fails with [`LogError::NewerFormat`].
+    ///
+    /// The age limit applies only with `check_age` (see
+    /// [`Writer::age_check_due`]); a limit on count or bytes that is passed
+    /// prunes a step below it ([`PRUNE_STEP`]).
     fn prune(
         &self,
         positions: &mut redb::Table<'_, u64, &[u8]>,
         ids: &mut redb::Table<'_, &str, u64>,
         now: u64,
         bytes: &mut u64,
+        check_age: bool,
     ) -> Result<u64, LogError> {
         let mut removed = 0;
-        if let Some(max_age) = self.retention.max_age {
+        if let Some(max_age) = self.retention.max_age.filter(|_| check_age) {
             for (position, size, id) in
                 expired_records(positions, &self.shared, now, max_age, usize::MAX)?
             {
@@ -1081,6 +1127,16 @@ impl Writer {
         let max_updates = self.retention.max_updates.unwrap_or(u64::MAX);
         let max_bytes = self.retention.max_bytes.unwrap_or(u64::MAX);
         let mut len = positions.len().map_err(LogError::storage)?;
+        if len <= max_updates && (*bytes <= max_bytes || len <= 1) {
+            return Ok(removed);
+        }
+        // Over a limit: down to a step below it, so that the next commits
+        // have room and the oldest pages are rewritten once per step rather
+        // than once per commit.
+        let (max_updates, max_bytes) = (
+            max_updates - max_updates / PRUNE_STEP,
+            max_bytes - max_bytes / PRUNE_STEP,
+        );
         // The newest stays whatever its size.
         while len > max_updates || (*bytes > max_bytes && len > 1) {
             let (position, size, id) = {

@@ -39,6 +39,7 @@
 //! the hub's own tests and benchmarks, and hidden from the documentation: it
 //! is not part of the API and may change in any release.
 
+mod courier;
 mod file;
 mod memory;
 pub(crate) mod record;
@@ -136,15 +137,22 @@ impl Update {
         }
     }
 
-    /// A fresh id for an update whose publisher gave none: a `urn:uuid:` IRI
-    /// of a random (version 4) UUID, as Mercure asks.
+    /// A fresh id for an update whose publisher gave none: a `urn:uuid:` IRI,
+    /// as Mercure asks, of a time-ordered (version 7) UUID: 48 bits of
+    /// milliseconds, then a counter and random bits, so that ids generated
+    /// later in this process sort after earlier ones (as text too) and still
+    /// cannot be guessed. The history's index of ids stays cheap that way:
+    /// each new id lands next to the previous one instead of on a random
+    /// page.
     ///
     /// ```
-    /// let id = tidings_hub::log::Update::generate_id();
-    /// assert!(id.starts_with("urn:uuid:"));
+    /// let first = tidings_hub::log::Update::generate_id();
+    /// let second = tidings_hub::log::Update::generate_id();
+    /// assert!(first.starts_with("urn:uuid:"));
+    /// assert!(first < second);
     /// ```
     pub fn generate_id() -> String {
-        uuid::Uuid::new_v4().urn().to_string()
+        uuid::Uuid::now_v7().urn().to_string()
     }
 }
 
