@@ -65,6 +65,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::courier::Courier;
 use super::record;
+use super::tail::{TAIL_BYTES, Tail};
 use super::{LogError, LogHealth, LogStats, Retention, StorageError, Stored, Update};
 
 pub(super) const UPDATES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("updates");
@@ -145,6 +146,8 @@ struct Shared {
     /// so that this is logged once.
     bytes_drift: AtomicBool,
     counters: Counters,
+    /// The newest updates, for replays.
+    tail: Tail,
     /// Makes the next commit panic, as a bug in the writer would.
     #[cfg(test)]
     panic_on_commit: AtomicBool,
@@ -267,6 +270,7 @@ impl FileLog {
             corrupt: Mutex::new(HashSet::new()),
             bytes_drift: AtomicBool::new(false),
             counters: Counters::default(),
+            tail: Tail::new(TAIL_BYTES, opened.empty),
             #[cfg(test)]
             panic_on_commit: AtomicBool::new(false),
         });
@@ -348,6 +352,9 @@ impl FileLog {
     pub(super) async fn read_after(&self, after: u64, max: usize) -> Result<Vec<Stored>, LogError> {
         if max == 0 {
             return Ok(Vec::new());
+        }
+        if let Some(updates) = self.shared.tail.read_after(after, max) {
+            return Ok(updates);
         }
         self.read(move |db, shared| {
             let txn = db.begin_read().map_err(LogError::storage)?;
@@ -512,6 +519,8 @@ async fn blocking<T: Send + 'static>(
 /// A file opened by [`initialise`].
 struct Opened {
     db: Database,
+    /// Whether the file holds no update.
+    empty: bool,
     last_position: u64,
     bytes: u64,
 }
@@ -593,7 +602,7 @@ fn open_tables(path: &Path) -> Result<Result<Opened, u8>, StorageError> {
     let txn = db.begin_write().map_err(StorageError::new)?;
     // A probe left by a writer that stopped between its two transactions.
     txn.delete_table(PROBE).map_err(StorageError::new)?;
-    let (last_position, bytes) = {
+    let (last_position, bytes, empty) = {
         let updates = txn.open_table(UPDATES).map_err(StorageError::new)?;
         txn.open_table(IDS).map_err(StorageError::new)?;
         let mut meta = txn.open_table(META).map_err(StorageError::new)?;
@@ -622,11 +631,13 @@ fn open_tables(path: &Path) -> Result<Result<Opened, u8>, StorageError> {
                 total
             }
         };
-        (recorded.max(newest), bytes)
+        let empty = updates.is_empty().map_err(StorageError::new)?;
+        (recorded.max(newest), bytes, empty)
     };
     txn.commit().map_err(StorageError::new)?;
     Ok(Ok(Opened {
         db,
+        empty,
         last_position,
         bytes,
     }))
@@ -803,6 +814,8 @@ impl Writer {
         let mut next = self.last_position;
         let mut bytes = self.bytes;
         let mut stored = Vec::with_capacity(updates.len());
+        let mut sizes = Vec::with_capacity(updates.len());
+        let pruned;
         {
             let mut positions = txn.open_table(UPDATES).map_err(LogError::storage)?;
             let mut ids = txn.open_table(IDS).map_err(LogError::storage)?;
@@ -810,6 +823,7 @@ impl Writer {
                 next += 1;
                 let record = record::encode(&update, now);
                 bytes += record.len() as u64;
+                sizes.push(record.len() as u64);
                 positions
                     .insert(next, record.as_slice())
                     .map_err(LogError::storage)?;
@@ -821,7 +835,7 @@ impl Writer {
                     update: Arc::new(update),
                 });
             }
-            self.prune(&mut positions, &mut ids, now, &mut bytes, check_age)?;
+            pruned = self.prune(&mut positions, &mut ids, now, &mut bytes, check_age)?;
             let mut meta = txn.open_table(META).map_err(LogError::storage)?;
             meta.insert(LAST_POSITION, next)
                 .map_err(LogError::storage)?;
@@ -831,6 +845,7 @@ impl Writer {
         txn.commit().map_err(LogError::storage)?;
         self.last_position = next;
         self.bytes = bytes;
+        self.shared.tail.committed(&stored, &sizes, pruned.through);
         Ok(stored)
     }
 
@@ -869,6 +884,8 @@ impl Writer {
                 })();
                 match removed {
                     Ok(removed) => {
+                        self.shared.tail.pruned(removed.through);
+                        let removed = removed.count;
                         self.bytes = bytes;
                         self.shared.counters.bytes.store(bytes, Ordering::Release);
                         self.shared.counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -957,6 +974,7 @@ impl Writer {
                 self.last_position = self.last_position.max(opened.last_position);
                 self.bytes = opened.bytes;
                 let db = Arc::new(opened.db);
+                self.shared.tail.restart();
                 self.shared.set_db(Some(Arc::clone(&db)));
                 self.db = Some(db);
                 let counters = &self.shared.counters;
@@ -1056,6 +1074,22 @@ fn expired_records(
     Ok(found)
 }
 
+/// What a prune removed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pruned {
+    /// How many updates.
+    count: u64,
+    /// The highest position removed; 0 for none.
+    through: u64,
+}
+
+impl Pruned {
+    fn note(&mut self, position: u64) {
+        self.count += 1;
+        self.through = self.through.max(position);
+    }
+}
+
 fn expired(appended_at_ms: u64, now: u64, max_age: Duration) -> bool {
     let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
     now.saturating_sub(appended_at_ms) >= max_age_ms
@@ -1112,8 +1146,8 @@ impl Writer {
         now: u64,
         bytes: &mut u64,
         check_age: bool,
-    ) -> Result<u64, LogError> {
-        let mut removed = 0;
+    ) -> Result<Pruned, LogError> {
+        let mut removed = Pruned::default();
         if let Some(max_age) = self.retention.max_age.filter(|_| check_age) {
             for (position, size, id) in
                 expired_records(positions, &self.shared, now, max_age, usize::MAX)?
@@ -1121,7 +1155,7 @@ impl Writer {
                 positions.remove(position).map_err(LogError::storage)?;
                 forget_id(ids, &id, position)?;
                 self.shared.take_bytes(bytes, size);
-                removed += 1;
+                removed.note(position);
             }
         }
         let max_updates = self.retention.max_updates.unwrap_or(u64::MAX);
@@ -1170,7 +1204,7 @@ impl Writer {
             }
             self.shared.take_bytes(bytes, size);
             len -= 1;
-            removed += 1;
+            removed.note(position);
         }
         Ok(removed)
     }

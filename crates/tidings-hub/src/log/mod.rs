@@ -43,6 +43,7 @@ mod courier;
 mod file;
 mod memory;
 pub(crate) mod record;
+mod tail;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
