@@ -24,8 +24,11 @@ use std::sync::{PoisonError, RwLock};
 use super::Stored;
 
 /// The most the tail holds, counting each update as its record's length
-/// plus [`OVERHEAD`]: the memory of a replay buffer, not of the history.
-pub(super) const TAIL_BYTES: u64 = 32 * 1024 * 1024;
+/// plus [`OVERHEAD`]: as much as the default retention's bytes, so that
+/// with the default a durable hub holds at most what an in-memory history
+/// (`--no-history`) does, and a replay of the whole default history (100,000
+/// updates of up to ~500 bytes) comes from memory.
+pub(super) const TAIL_BYTES: u64 = super::DEFAULT_MAX_BYTES;
 
 /// What an update takes in memory beyond its record's bytes: the `Update`
 /// and `Arc` headers and the allocations of its strings.
