@@ -3,7 +3,10 @@
 //! The durable log on its own, no HTTP: appends per second with 8 and 64
 //! concurrent appenders (each waits for its append to be durable before the
 //! next, as a publisher does), and the resume of 100,000 updates read back
-//! in the batches a reconnecting subscriber's replay asks for.
+//! in the batches a reconnecting subscriber's replay asks for: from the
+//! log's tail in memory (the recent history a reconnecting subscriber
+//! usually asks for), and from the file (just reopened, so the tail is
+//! empty).
 //!
 //! ```text
 //! cargo bench -p tidings-hub --bench log
@@ -134,6 +137,21 @@ fn resumes(c: &mut Criterion) {
             });
         });
     }
+    // Reopened, the log's tail of recent updates in memory is empty: this
+    // is the read from the file itself.
+    rt.block_on(log.close());
+    let log = rt
+        .block_on(Log::open(
+            dir.path().join("resume.db"),
+            Retention::default(),
+        ))
+        .expect("reopen");
+    group.bench_function(format!("100k-from-file/batch-{REPLAY_BATCH}"), |b| {
+        b.iter(|| {
+            let read = rt.block_on(resume(&log, REPLAY_BATCH));
+            assert_eq!(read, RESUME_EVENTS);
+        });
+    });
     group.finish();
     rt.block_on(log.close());
 }

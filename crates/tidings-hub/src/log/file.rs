@@ -12,6 +12,10 @@
 //!   transaction that adds or removes them, so that the bound on bytes needs
 //!   no scan.
 //!
+//! The newest updates are also kept in memory ([`super::tail`]) for
+//! replays, and the writer's answers reach the runtime through
+//! [`super::courier`].
+//!
 //! Appends travel over a channel to the writer thread. It blocks for the
 //! first request, then takes every request already queued (up to
 //! [`MAX_BATCH`]), writes them all in one write transaction with
