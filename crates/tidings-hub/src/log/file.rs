@@ -12,6 +12,10 @@
 //!   transaction that adds or removes them, so that the bound on bytes needs
 //!   no scan.
 //!
+//! The newest updates are also kept in memory ([`super::tail`]) for
+//! replays, and the writer's answers reach the runtime through
+//! [`super::courier`].
+//!
 //! Appends travel over a channel to the writer thread. It blocks for the
 //! first request, then takes every request already queued (up to
 //! [`MAX_BATCH`]), writes them all in one write transaction with
@@ -63,7 +67,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
+use super::courier::Courier;
 use super::record;
+use super::tail::{TAIL_BYTES, Tail};
 use super::{LogError, LogHealth, LogStats, Retention, StorageError, Stored, Update};
 
 pub(super) const UPDATES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("updates");
@@ -82,9 +88,19 @@ const PROBE_SIZES: (usize, usize) = (256 * 1024, 4 * 1024 * 1024);
 /// caller of a batch and the size of one transaction.
 const MAX_BATCH: usize = 4096;
 
-/// How often an idle writer looks for expired updates when retention has a
-/// maximum age. Updates outlive their age by at most this much.
+/// How often the writer looks for expired updates when retention has a
+/// maximum age: when idle, and in the commits of a busy log (so that a
+/// steady stream of appends does not rewrite the oldest pages in every
+/// commit to expire one update at a time). Updates outlive their age by at
+/// most this much.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The count and byte limits, when a commit goes over one, prune down to
+/// 1/`PRUNE_STEP` of it below: at the default 100,000 updates, 390 go at
+/// once, so the oldest pages of both tables are rewritten once every few
+/// hundred appends instead of in every commit. A full history therefore
+/// holds between 99.6% and 100% of its limits.
+const PRUNE_STEP: u64 = 256;
 
 /// The pause before the first attempt to reopen the file after a failure.
 const REOPEN_FIRST: Duration = Duration::from_millis(50);
@@ -134,6 +150,8 @@ struct Shared {
     /// so that this is logged once.
     bytes_drift: AtomicBool,
     counters: Counters,
+    /// The newest updates, for replays.
+    tail: Tail,
     /// Makes the next commit panic, as a bug in the writer would.
     #[cfg(test)]
     panic_on_commit: AtomicBool,
@@ -256,6 +274,7 @@ impl FileLog {
             corrupt: Mutex::new(HashSet::new()),
             bytes_drift: AtomicBool::new(false),
             counters: Counters::default(),
+            tail: Tail::new(TAIL_BYTES, opened.empty),
             #[cfg(test)]
             panic_on_commit: AtomicBool::new(false),
         });
@@ -279,6 +298,8 @@ impl FileLog {
             next_reopen: Instant::now(),
             probe_size: PROBE_SIZES.0,
             last_failure: None,
+            last_age_check: 0,
+            courier: Courier::start(),
         };
         let stopped = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -335,6 +356,9 @@ impl FileLog {
     pub(super) async fn read_after(&self, after: u64, max: usize) -> Result<Vec<Stored>, LogError> {
         if max == 0 {
             return Ok(Vec::new());
+        }
+        if let Some(updates) = self.shared.tail.read_after(after, max) {
+            return Ok(updates);
         }
         self.read(move |db, shared| {
             let txn = db.begin_read().map_err(LogError::storage)?;
@@ -499,6 +523,8 @@ async fn blocking<T: Send + 'static>(
 /// A file opened by [`initialise`].
 struct Opened {
     db: Database,
+    /// Whether the file holds no update.
+    empty: bool,
     last_position: u64,
     bytes: u64,
 }
@@ -580,7 +606,7 @@ fn open_tables(path: &Path) -> Result<Result<Opened, u8>, StorageError> {
     let txn = db.begin_write().map_err(StorageError::new)?;
     // A probe left by a writer that stopped between its two transactions.
     txn.delete_table(PROBE).map_err(StorageError::new)?;
-    let (last_position, bytes) = {
+    let (last_position, bytes, empty) = {
         let updates = txn.open_table(UPDATES).map_err(StorageError::new)?;
         txn.open_table(IDS).map_err(StorageError::new)?;
         let mut meta = txn.open_table(META).map_err(StorageError::new)?;
@@ -609,11 +635,13 @@ fn open_tables(path: &Path) -> Result<Result<Opened, u8>, StorageError> {
                 total
             }
         };
-        (recorded.max(newest), bytes)
+        let empty = updates.is_empty().map_err(StorageError::new)?;
+        (recorded.max(newest), bytes, empty)
     };
     txn.commit().map_err(StorageError::new)?;
     Ok(Ok(Opened {
         db,
+        empty,
         last_position,
         bytes,
     }))
@@ -638,6 +666,10 @@ struct Writer {
     probe_size: usize,
     /// When the last write failed, if one did.
     last_failure: Option<Instant>,
+    /// The log clock's time when a commit last looked for expired updates.
+    last_age_check: u64,
+    /// Takes the answers to the runtime that opened the log.
+    courier: Courier,
 }
 
 type Pending = (Update, oneshot::Sender<Result<Stored, LogError>>);
@@ -726,9 +758,12 @@ impl Writer {
                 .shared
                 .failure()
                 .map_or(LogError::Closed, |(error, _)| error);
-            for reply in replies {
-                let _ = reply.send(Err(error.clone()));
-            }
+            self.courier.deliver(
+                replies
+                    .into_iter()
+                    .map(|reply| (reply, Err(error.clone())))
+                    .collect(),
+            );
             return;
         };
         match self.write(&db, updates, now) {
@@ -744,10 +779,13 @@ impl Writer {
                     .last_position
                     .store(self.last_position, Ordering::Release);
                 self.announce.send_replace(self.last_position);
-                for (stored, reply) in stored.into_iter().zip(replies) {
-                    // A caller that went away still had its update written.
-                    let _ = reply.send(Ok(stored));
-                }
+                self.courier.deliver(
+                    replies
+                        .into_iter()
+                        .zip(stored)
+                        .map(|(reply, stored)| (reply, Ok(stored)))
+                        .collect(),
+                );
             }
             Err(error) => {
                 tracing::error!(cause = %error, size, "history write failed");
@@ -755,9 +793,12 @@ impl Writer {
                 // asks for the log's health hears of it too.
                 self.probe_size = batch_bytes.clamp(PROBE_SIZES.0, PROBE_SIZES.1);
                 self.failed(error.clone());
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
+                self.courier.deliver(
+                    replies
+                        .into_iter()
+                        .map(|reply| (reply, Err(error.clone())))
+                        .collect(),
+                );
             }
         }
     }
@@ -771,11 +812,14 @@ impl Writer {
         updates: Vec<Update>,
         now: u64,
     ) -> Result<Vec<Stored>, LogError> {
+        let check_age = self.age_check_due(now);
         let mut txn = db.begin_write().map_err(LogError::storage)?;
         txn.set_durability(Durability::Immediate);
         let mut next = self.last_position;
         let mut bytes = self.bytes;
         let mut stored = Vec::with_capacity(updates.len());
+        let mut sizes = Vec::with_capacity(updates.len());
+        let pruned;
         {
             let mut positions = txn.open_table(UPDATES).map_err(LogError::storage)?;
             let mut ids = txn.open_table(IDS).map_err(LogError::storage)?;
@@ -783,6 +827,7 @@ impl Writer {
                 next += 1;
                 let record = record::encode(&update, now);
                 bytes += record.len() as u64;
+                sizes.push(record.len() as u64);
                 positions
                     .insert(next, record.as_slice())
                     .map_err(LogError::storage)?;
@@ -794,7 +839,7 @@ impl Writer {
                     update: Arc::new(update),
                 });
             }
-            self.prune(&mut positions, &mut ids, now, &mut bytes)?;
+            pruned = self.prune(&mut positions, &mut ids, now, &mut bytes, check_age)?;
             let mut meta = txn.open_table(META).map_err(LogError::storage)?;
             meta.insert(LAST_POSITION, next)
                 .map_err(LogError::storage)?;
@@ -804,6 +849,7 @@ impl Writer {
         txn.commit().map_err(LogError::storage)?;
         self.last_position = next;
         self.bytes = bytes;
+        self.shared.tail.committed(&stored, &sizes, pruned.through);
         Ok(stored)
     }
 
@@ -829,7 +875,8 @@ impl Writer {
                     let removed = {
                         let mut positions = txn.open_table(UPDATES).map_err(LogError::storage)?;
                         let mut ids = txn.open_table(IDS).map_err(LogError::storage)?;
-                        let removed = self.prune(&mut positions, &mut ids, now, &mut bytes)?;
+                        let removed =
+                            self.prune(&mut positions, &mut ids, now, &mut bytes, true)?;
                         txn.open_table(META)
                             .map_err(LogError::storage)?
                             .insert(RETAINED_BYTES, bytes)
@@ -841,6 +888,8 @@ impl Writer {
                 })();
                 match removed {
                     Ok(removed) => {
+                        self.shared.tail.pruned(removed.through);
+                        let removed = removed.count;
                         self.bytes = bytes;
                         self.shared.counters.bytes.store(bytes, Ordering::Release);
                         self.shared.counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -929,6 +978,7 @@ impl Writer {
                 self.last_position = self.last_position.max(opened.last_position);
                 self.bytes = opened.bytes;
                 let db = Arc::new(opened.db);
+                self.shared.tail.restart();
                 self.shared.set_db(Some(Arc::clone(&db)));
                 self.db = Some(db);
                 let counters = &self.shared.counters;
@@ -1028,6 +1078,22 @@ fn expired_records(
     Ok(found)
 }
 
+/// What a prune removed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pruned {
+    /// How many updates.
+    count: u64,
+    /// The highest position removed; 0 for none.
+    through: u64,
+}
+
+impl Pruned {
+    fn note(&mut self, position: u64) {
+        self.count += 1;
+        self.through = self.through.max(position);
+    }
+}
+
 fn expired(appended_at_ms: u64, now: u64, max_age: Duration) -> bool {
     let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
     now.saturating_sub(appended_at_ms) >= max_age_ms
@@ -1048,6 +1114,19 @@ fn forget_id(
 }
 
 impl Writer {
+    /// Whether a commit at `now` looks for expired updates: once per
+    /// [`EXPIRY_INTERVAL`] of the log's clock (and whenever the clock went
+    /// back).
+    fn age_check_due(&mut self, now: u64) -> bool {
+        let interval = u64::try_from(EXPIRY_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_age_check;
+        let due = last == 0 || now < last || now - last >= interval;
+        if due {
+            self.last_age_check = now;
+        }
+        due
+    }
+
     /// Removes the oldest updates beyond the retention limits from both
     /// tables, taking their lengths off `bytes`; returns how many went. An
     /// id's entry goes only with the occurrence it points at.
@@ -1060,27 +1139,42 @@ impl Writer {
     /// can still be read; otherwise the entry is left pointing at nothing,
     /// which `position_of` treats as forgotten. A record of a newer format
     /// is never removed: the write fails with [`LogError::NewerFormat`].
+    ///
+    /// The age limit applies only with `check_age` (see
+    /// [`Writer::age_check_due`]); a limit on count or bytes that is passed
+    /// prunes a step below it ([`PRUNE_STEP`]).
     fn prune(
         &self,
         positions: &mut redb::Table<'_, u64, &[u8]>,
         ids: &mut redb::Table<'_, &str, u64>,
         now: u64,
         bytes: &mut u64,
-    ) -> Result<u64, LogError> {
-        let mut removed = 0;
-        if let Some(max_age) = self.retention.max_age {
+        check_age: bool,
+    ) -> Result<Pruned, LogError> {
+        let mut removed = Pruned::default();
+        if let Some(max_age) = self.retention.max_age.filter(|_| check_age) {
             for (position, size, id) in
                 expired_records(positions, &self.shared, now, max_age, usize::MAX)?
             {
                 positions.remove(position).map_err(LogError::storage)?;
                 forget_id(ids, &id, position)?;
                 self.shared.take_bytes(bytes, size);
-                removed += 1;
+                removed.note(position);
             }
         }
         let max_updates = self.retention.max_updates.unwrap_or(u64::MAX);
         let max_bytes = self.retention.max_bytes.unwrap_or(u64::MAX);
         let mut len = positions.len().map_err(LogError::storage)?;
+        if len <= max_updates && (*bytes <= max_bytes || len <= 1) {
+            return Ok(removed);
+        }
+        // Over a limit: down to a step below it, so that the next commits
+        // have room and the oldest pages are rewritten once per step rather
+        // than once per commit.
+        let (max_updates, max_bytes) = (
+            max_updates - max_updates / PRUNE_STEP,
+            max_bytes - max_bytes / PRUNE_STEP,
+        );
         // The newest stays whatever its size.
         while len > max_updates || (*bytes > max_bytes && len > 1) {
             let (position, size, id) = {
@@ -1114,7 +1208,7 @@ impl Writer {
             }
             self.shared.take_bytes(bytes, size);
             len -= 1;
-            removed += 1;
+            removed.note(position);
         }
         Ok(removed)
     }

@@ -234,34 +234,12 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// CRC-32 with the IEEE polynomial (the one of zlib and PNG), a byte at a
-/// time from a table built at compile time: a few lines instead of a
-/// dependency, and fast enough for records of a few KiB.
+/// CRC-32 with the IEEE polynomial (the one of zlib and PNG). `crc32fast`
+/// uses the CPU's carry-less multiplication where there is one: on replay
+/// the checksum of every record is checked, and a table-driven loop a byte
+/// at a time took most of the decoding.
 fn crc32(bytes: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut n = 0;
-        while n < 256 {
-            let mut c = n as u32;
-            let mut bit = 0;
-            while bit < 8 {
-                c = if c & 1 == 1 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                bit += 1;
-            }
-            table[n] = c;
-            n += 1;
-        }
-        table
-    };
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc = TABLE[((crc ^ u32::from(byte)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    !crc
+    crc32fast::hash(bytes)
 }
 
 struct Input<'a>(&'a [u8]);
