@@ -38,6 +38,9 @@ async fn resolve(url: &UrlTemplate) -> anyhow::Result<SocketAddr> {
 /// The server's memory and CPU over the run.
 #[derive(Debug, Default)]
 struct ServerTrack {
+    /// The CPU time of this process and its shards when the main phase starts and ends.
+    generator_start: std::time::Duration,
+    generator_end: std::time::Duration,
     before: Sample,
     ramped: Sample,
     peak_rss_kb: u64,
@@ -118,6 +121,10 @@ struct Summary {
     publish: Option<PubSummary>,
     events: EventSummary,
     latency_ms: Quantiles,
+    /// The load generator's own CPU time (all its processes) in the main phase, and
+    /// as a share of one core.
+    generator_cpu_s: f64,
+    generator_cpu_percent: f64,
     server: Option<ServerSummary>,
     resume: Option<ResumeSummary>,
     errors: Vec<String>,
@@ -145,6 +152,16 @@ impl Run {
             .fold(Progress::of(&self.shard.live), |total, child| {
                 total.add(child.progress.get())
             })
+    }
+
+    /// The CPU time of the load generator: this process and its shards.
+    fn generator_cpu(&self) -> Duration {
+        let mut pids = vec![std::process::id()];
+        pids.extend(self.children.iter().filter_map(Child::pid));
+        pids.iter()
+            .filter_map(|&pid| sample(&[pid]).ok())
+            .map(|s| s.cpu)
+            .sum()
     }
 
     fn sample(&self) -> anyhow::Result<Sample> {
@@ -319,6 +336,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ));
         while (run.totals().settled as usize) < run.settings.subscribers
             && ramp_start.elapsed() < ramp_limit
+            && !run.children.iter().any(Child::exited)
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -333,6 +351,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut publish_seconds = 0.0;
     let mut resume_summary = None;
     let mut resume_stats = None;
+    run.track.borrow_mut().generator_start = run.generator_cpu();
     let publish_start = run.sample()?;
     run.track.borrow_mut().publish_start = publish_start;
     let phase_start = Instant::now();
@@ -400,6 +419,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(duration).await;
     }
     let phase_seconds = phase_start.elapsed().as_secs_f64();
+    run.track.borrow_mut().generator_end = run.generator_cpu();
     let publish_end = run.sample()?;
     run.track.borrow_mut().publish_end = publish_end;
 
@@ -547,6 +567,10 @@ fn summarize(parts: SummaryParts<'_>) -> Summary {
             cpu_total_s: round3(track.end.cpu.as_secs_f64()),
         }
     });
+    let generator_cpu = track
+        .generator_end
+        .saturating_sub(track.generator_start)
+        .as_secs_f64();
     let mut errors = subs.errors.clone();
     for error in &pubs.errors_seen {
         super::stats::sample_error(&mut errors, error.clone());
@@ -584,6 +608,8 @@ fn summarize(parts: SummaryParts<'_>) -> Summary {
             foreign: subs.foreign,
         },
         latency_ms: Quantiles::of(&subs.latency),
+        generator_cpu_s: round3(generator_cpu),
+        generator_cpu_percent: round3(100.0 * generator_cpu / phase_seconds.max(1e-9)),
         server,
         resume,
         errors,
@@ -659,6 +685,11 @@ fn text(s: &Summary) -> String {
             v.cpu_percent
         );
     }
+    let _ = writeln!(
+        out,
+        "  generator    CPU {:.2} s ({:.0}% of a core) in the main phase",
+        s.generator_cpu_s, s.generator_cpu_percent
+    );
     for error in &s.errors {
         let _ = writeln!(out, "  error        {error}");
     }
