@@ -49,6 +49,7 @@ fn help_lists_the_subcommands_in_the_order_a_user_needs_them_with_examples() {
             "  publish  Publish one update to a hub and print its id",
             "  listen   Connect to an SSE stream and print its events (a curl for SSE)",
             "  token    Mint a JWT for publishers and subscribers",
+            "  bench    Load-test an SSE server (this hub or another): subscribers, publishers, latency",
             "  help     Print this message or the help of the given subcommand(s)",
         ]
     );
