@@ -131,6 +131,9 @@ struct Summary {
     ok: bool,
 }
 
+/// The longest drain, however long events keep coming.
+const MAX_DRAIN: Duration = Duration::from_secs(120);
+
 /// Everything a phase needs.
 struct Run {
     settings: Settings,
@@ -262,6 +265,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             + args.settle
             + args.drain
             + Duration::from_secs_f64(settings.duration_s)
+            + MAX_DRAIN
             + Duration::from_secs(120);
         shard::report(shard, deadline).await;
         return Ok(ExitCode::SUCCESS);
@@ -434,8 +438,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     if !resume {
         run.phase.set("drain");
+        // Waits while events keep coming: it ends `--drain` after the last one arrived
+        // (a backlog still flowing is not counted as lost), and after two minutes at most.
         let drain_start = Instant::now();
-        while run.totals().events < expected && drain_start.elapsed() < args.drain {
+        let mut last = (run.totals().events, Instant::now());
+        while run.totals().events < expected
+            && last.1.elapsed() < args.drain
+            && drain_start.elapsed() < MAX_DRAIN.max(args.drain)
+        {
+            let now = run.totals().events;
+            if now > last.0 {
+                last = (now, Instant::now());
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
