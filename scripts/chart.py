@@ -87,7 +87,7 @@ def number(value):
 
 
 def svg(panels, load_range):
-    width, left, right = 860, 200, 150
+    width, left, right = 900, 200, 250
     bar, gap, head = 18, 5, 34
     y = 50
     parts = []

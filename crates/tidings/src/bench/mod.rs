@@ -195,7 +195,8 @@ pub(crate) struct Args {
     /// How long to wait after the ramp before publishing (and measuring idle memory).
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub(crate) settle: Duration,
-    /// The most to wait, after publishing, for the last events to arrive.
+    /// After publishing, how long to wait for more events once they stop coming (events
+    /// still flowing are waited for, two minutes at most).
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub(crate) drain: Duration,
     /// The payload's size in bytes (padded JSON; the minimum is about 40).

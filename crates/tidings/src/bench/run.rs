@@ -38,6 +38,9 @@ async fn resolve(url: &UrlTemplate) -> anyhow::Result<SocketAddr> {
 /// The server's memory and CPU over the run.
 #[derive(Debug, Default)]
 struct ServerTrack {
+    /// The CPU time of this process and its shards when the main phase starts and ends.
+    generator_start: std::time::Duration,
+    generator_end: std::time::Duration,
     before: Sample,
     ramped: Sample,
     peak_rss_kb: u64,
@@ -118,11 +121,18 @@ struct Summary {
     publish: Option<PubSummary>,
     events: EventSummary,
     latency_ms: Quantiles,
+    /// The load generator's own CPU time (all its processes) in the main phase, and
+    /// as a share of one core.
+    generator_cpu_s: f64,
+    generator_cpu_percent: f64,
     server: Option<ServerSummary>,
     resume: Option<ResumeSummary>,
     errors: Vec<String>,
     ok: bool,
 }
+
+/// The longest drain, however long events keep coming.
+const MAX_DRAIN: Duration = Duration::from_secs(120);
 
 /// Everything a phase needs.
 struct Run {
@@ -145,6 +155,16 @@ impl Run {
             .fold(Progress::of(&self.shard.live), |total, child| {
                 total.add(child.progress.get())
             })
+    }
+
+    /// The CPU time of the load generator: this process and its shards.
+    fn generator_cpu(&self) -> Duration {
+        let mut pids = vec![std::process::id()];
+        pids.extend(self.children.iter().filter_map(Child::pid));
+        pids.iter()
+            .filter_map(|&pid| sample(&[pid]).ok())
+            .map(|s| s.cpu)
+            .sum()
     }
 
     fn sample(&self) -> anyhow::Result<Sample> {
@@ -245,6 +265,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             + args.settle
             + args.drain
             + Duration::from_secs_f64(settings.duration_s)
+            + MAX_DRAIN
             + Duration::from_secs(120);
         shard::report(shard, deadline).await;
         return Ok(ExitCode::SUCCESS);
@@ -319,6 +340,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ));
         while (run.totals().settled as usize) < run.settings.subscribers
             && ramp_start.elapsed() < ramp_limit
+            && !run.children.iter().any(Child::exited)
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -333,6 +355,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut publish_seconds = 0.0;
     let mut resume_summary = None;
     let mut resume_stats = None;
+    run.track.borrow_mut().generator_start = run.generator_cpu();
     let publish_start = run.sample()?;
     run.track.borrow_mut().publish_start = publish_start;
     let phase_start = Instant::now();
@@ -400,6 +423,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(duration).await;
     }
     let phase_seconds = phase_start.elapsed().as_secs_f64();
+    run.track.borrow_mut().generator_end = run.generator_cpu();
     let publish_end = run.sample()?;
     run.track.borrow_mut().publish_end = publish_end;
 
@@ -414,8 +438,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     if !resume {
         run.phase.set("drain");
+        // Waits while events keep coming: it ends `--drain` after the last one arrived
+        // (a backlog still flowing is not counted as lost), and after two minutes at most.
         let drain_start = Instant::now();
-        while run.totals().events < expected && drain_start.elapsed() < args.drain {
+        let mut last = (run.totals().events, Instant::now());
+        while run.totals().events < expected
+            && last.1.elapsed() < args.drain
+            && drain_start.elapsed() < MAX_DRAIN.max(args.drain)
+        {
+            let now = run.totals().events;
+            if now > last.0 {
+                last = (now, Instant::now());
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -547,6 +581,10 @@ fn summarize(parts: SummaryParts<'_>) -> Summary {
             cpu_total_s: round3(track.end.cpu.as_secs_f64()),
         }
     });
+    let generator_cpu = track
+        .generator_end
+        .saturating_sub(track.generator_start)
+        .as_secs_f64();
     let mut errors = subs.errors.clone();
     for error in &pubs.errors_seen {
         super::stats::sample_error(&mut errors, error.clone());
@@ -584,6 +622,8 @@ fn summarize(parts: SummaryParts<'_>) -> Summary {
             foreign: subs.foreign,
         },
         latency_ms: Quantiles::of(&subs.latency),
+        generator_cpu_s: round3(generator_cpu),
+        generator_cpu_percent: round3(100.0 * generator_cpu / phase_seconds.max(1e-9)),
         server,
         resume,
         errors,
@@ -659,6 +699,11 @@ fn text(s: &Summary) -> String {
             v.cpu_percent
         );
     }
+    let _ = writeln!(
+        out,
+        "  generator    CPU {:.2} s ({:.0}% of a core) in the main phase",
+        s.generator_cpu_s, s.generator_cpu_percent
+    );
     for error in &s.errors {
         let _ = writeln!(out, "  error        {error}");
     }

@@ -95,7 +95,6 @@ impl Child {
         let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
         args.push("--shard".into());
         args.push(format!("{k}/{n}").into());
-        args.push("--quiet".into());
         let mut process = tokio::process::Command::new(exe)
             .args(args)
             .stdin(Stdio::piped())
@@ -131,6 +130,16 @@ impl Child {
             result,
             reader,
         })
+    }
+
+    /// The shard's process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.process.id()
+    }
+
+    /// Whether the shard's output has ended (it exited or died).
+    pub(crate) fn exited(&self) -> bool {
+        self.reader.is_finished()
     }
 
     /// Asks the shard to stop and returns what it counted (`None` if it died).
