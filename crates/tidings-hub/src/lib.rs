@@ -76,6 +76,9 @@ pub mod topic;
 pub mod web;
 
 pub use http::{HEALTH_PATH, HUB_PATH, METRICS_PATH, READY_PATH, SUBSCRIPTIONS_PATH};
+// For the `tidings` binary's redaction: one list of what names a credential.
+#[doc(hidden)]
+pub use http::trace::is_credential_name;
 pub use hub::{
     DEFAULT_HEARTBEAT, DEFAULT_MAX_BODY, DEFAULT_MAX_LIVE_TEMPLATES, DEFAULT_MAX_SUBSCRIBERS,
     DEFAULT_MAX_TOPICS, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_CAPACITY, Hub, HubBuilder, HubError,

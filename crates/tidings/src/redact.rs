@@ -24,26 +24,9 @@ pub(crate) const REDACTED: &str = "REDACTED";
 /// (and a credential that short protects nothing).
 const SHORTEST_SECRET: usize = 4;
 
-/// Parts of a name that make a `name=value` pair or a header a credential.
-const CREDENTIAL_WORDS: [&str; 11] = [
-    "auth",
-    "token",
-    "key",
-    "secret",
-    "password",
-    "passwd",
-    "sig",
-    "session",
-    "credential",
-    "cookie",
-    "jwt",
-];
-
-/// Whether a query parameter, field or header named `name` holds a credential.
-pub(crate) fn is_credential_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    CREDENTIAL_WORDS.iter().any(|word| lower.contains(word))
-}
+/// Whether a query parameter, field or header named `name` holds a credential: the hub's
+/// rule, so that the hub's request log and this binary's output hide the same names.
+pub(crate) use tidings_hub::is_credential_name;
 
 /// Hides credentials in text (see the module's documentation). Cheap to clone.
 #[derive(Clone, Debug, Default)]

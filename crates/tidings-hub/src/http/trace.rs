@@ -192,8 +192,10 @@ pub(crate) fn millis(duration: Duration) -> f64 {
     (duration.as_micros() as f64) / 1000.0
 }
 
-/// Whether a query parameter named `name` holds a credential.
-fn is_credential_name(name: &str) -> bool {
+/// Whether a query parameter, form field or header named `name` holds a credential (a part
+/// of its name, in any case, is one of [`CREDENTIAL_WORDS`]).
+#[doc(hidden)]
+pub fn is_credential_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     CREDENTIAL_WORDS.iter().any(|word| lower.contains(word))
 }
