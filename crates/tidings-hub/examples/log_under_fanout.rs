@@ -51,28 +51,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run(
+    rt.block_on(run(Setup {
         subscribers,
         rate,
         seconds,
         publishers,
-        &backend,
-        dir.path(),
+        backend,
+        dir: dir.path().to_path_buf(),
         work,
         history,
-    ))
+    }))
 }
 
-async fn run(
+/// What the command line asked for.
+struct Setup {
     subscribers: usize,
     rate: f64,
     seconds: f64,
     publishers: usize,
-    backend: &str,
-    dir: &std::path::Path,
+    backend: String,
+    dir: std::path::PathBuf,
     work: u64,
     history: u64,
-) -> Result<(), Box<dyn std::error::Error>> {
+}
+
+async fn run(setup: Setup) -> Result<(), Box<dyn std::error::Error>> {
+    let Setup {
+        subscribers,
+        rate,
+        seconds,
+        publishers,
+        backend,
+        dir,
+        work,
+        history,
+    } = setup;
+    let backend = backend.as_str();
     let retention = Retention::default().with_max_updates(Some(history));
     let log = match backend {
         "memory" => Log::memory(retention),
