@@ -11,8 +11,11 @@
 //!
 //! ```text
 //! cargo run --release -p tidings-hub --example log_under_fanout -- \
-//!     [subscribers=10000] [rate/s=100] [seconds=10] [publishers=4] [file|memory] [directory] [work=1000]
+//!     [subscribers=10000] [rate/s=100] [seconds=10] [publishers=4] [file|memory] [directory] [work=1000] [history=100000]
 //! ```
+//!
+//! `history` is the retention's count: a smaller one makes the appends
+//! prune as they go, as in a hub whose history is full.
 //!
 //! `work` is how many rounds of a multiply-add each subscriber spends on
 //! each update (1,000: about 1 µs here, about the hub's own cost per
@@ -43,33 +46,51 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => tempfile::tempdir()?,
     };
     let work: u64 = arg(&args, 6, 1000);
+    let history: u64 = arg(&args, 7, 100_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run(
+    rt.block_on(run(Setup {
         subscribers,
         rate,
         seconds,
         publishers,
-        &backend,
-        dir.path(),
+        backend,
+        dir: dir.path().to_path_buf(),
         work,
-    ))
+        history,
+    }))
 }
 
-async fn run(
+/// What the command line asked for.
+struct Setup {
     subscribers: usize,
     rate: f64,
     seconds: f64,
     publishers: usize,
-    backend: &str,
-    dir: &std::path::Path,
+    backend: String,
+    dir: std::path::PathBuf,
     work: u64,
-) -> Result<(), Box<dyn std::error::Error>> {
+    history: u64,
+}
+
+async fn run(setup: Setup) -> Result<(), Box<dyn std::error::Error>> {
+    let Setup {
+        subscribers,
+        rate,
+        seconds,
+        publishers,
+        backend,
+        dir,
+        work,
+        history,
+    } = setup;
+    let backend = backend.as_str();
+    let retention = Retention::default().with_max_updates(Some(history));
     let log = match backend {
-        "memory" => Log::memory(Retention::default()),
-        _ => Log::open(dir.join("history.db"), Retention::default()).await?,
+        "memory" => Log::memory(retention),
+        _ => Log::open(dir.join("history.db"), retention).await?,
     };
     let mut queues = Vec::with_capacity(subscribers);
     let mut delivered = Vec::with_capacity(subscribers);
