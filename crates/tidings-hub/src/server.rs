@@ -1857,6 +1857,6 @@ mod sizes {
         let opened = crate::stream::open(&hub, request).await.unwrap();
         let size = std::mem::size_of_val(&*opened.body);
         eprintln!("stream body state: {size} bytes");
-        assert!(size <= 3072, "the stream body's state is {size} bytes");
+        assert!(size <= 1024, "the stream body's state is {size} bytes");
     }
 }

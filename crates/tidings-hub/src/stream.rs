@@ -269,7 +269,9 @@ impl Connection {
                 self.guard.tally.end = Some(End::TokenExpired);
                 return None;
             }
-            if let Some(chunk) = self.replay_chunk().await {
+            // Boxed: a read of the log (a Redis one above all) is a large future, and
+            // inline it would size every idle stream's state for the whole of its life.
+            if let Some(chunk) = Box::pin(self.replay_chunk()).await {
                 return Some(chunk);
             }
         }
