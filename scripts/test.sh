@@ -61,6 +61,10 @@ step "cargo package: every crate packages and builds from its own files"
 # dependencies come from a local registry of the archives just made), so a file a crate
 # reads from outside its folder, or leaves out of its package, fails here. Per crate
 # (`-p tidings-hub`) it cannot work before tidings-wire is on crates.io; `--workspace` can.
+# Cargo unpacks the archives of that local registry under $CARGO_HOME/registry/src/-HASH/
+# (the hash is the registry's path) and reuses what an earlier run unpacked there for the
+# same version: remove our crates from there first, or it builds last run's sources.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/tidings-*-[0-9]*
 cargo package --workspace --allow-dirty --quiet
 
 step "Debian package: cargo deb, dpkg -i, the installed hub answers /healthz, purge"
