@@ -223,19 +223,7 @@ async fn long_heads_go_to_hyper_and_oversized_ones_get_431() {
         // Fails once the hub has closed: it stops reading at its limit.
         let _ = writer.write_all(head.as_bytes()).await;
     });
-    let mut answer = Vec::new();
-    tokio::time::timeout(PATIENCE, async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("the hub closes the connection");
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = read_to_close(&mut reader).await;
     assert!(
         answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
         "{answer}"

@@ -72,7 +72,7 @@ pub(crate) async fn connect(
 }
 
 /// Everything the peer sends until it closes.
-pub(crate) async fn read_to_close(stream: &mut TcpStream) -> String {
+pub(crate) async fn read_to_close(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
     let mut all = Vec::new();
     tokio::time::timeout(PATIENCE, async {
         let mut buf = [0u8; 4096];
